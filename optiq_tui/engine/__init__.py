@@ -1,0 +1,1 @@
+"""Loading and running models: chat formats, generation sessions, stats (no Textual)."""

@@ -1,0 +1,1 @@
+"""Quality measurements: KL, perplexity, agreement, retrieval probes (no Textual)."""

@@ -1,0 +1,1 @@
+"""What models exist, where, and what they are (no Textual)."""

@@ -1,0 +1,1 @@
+"""The OptiQ mixed-precision quantizer (no Textual)."""

@@ -1,0 +1,142 @@
+"""Tiny random models, built on the fly, that stock `mlx_lm.load` loads.
+
+Hidden size 64-128 and 2-4 layers keep every test fast on a 2-core CPU; the
+tokenizer is a small byte-level BPE trained here on a few sentences, with a
+ChatML chat template like SmolLM2/Qwen use.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# Qwen3-style: a `enable_thinking` switch that pre-fills an empty think block when off.
+QWEN3_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}"
+    "{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}{% endif %}"
+)
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Paris is the capital of France. Berlin is the capital of Germany.",
+    "def add(a, b):\n    return a + b\n",
+    "What is 12 times 7? It is 84.",
+    "<think>Let me reason step by step.</think> The answer is yes.",
+] * 20
+
+
+def build_tokenizer(path: Path, vocab_size: int, chat_template: str) -> int:
+    """Write tokenizer.json and tokenizer_config.json; return the real vocabulary size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.save(str(path / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "chat_template": chat_template,
+        "model_max_length": 2048,
+    }
+    (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return tok.get_vocab_size()
+
+
+def _save(path: Path, model, config: dict) -> Path:
+    mx.eval(model.parameters())
+    weights = dict(tree_flatten(model.parameters()))
+    mx.save_safetensors(str(path / "model.safetensors"), weights, metadata={"format": "mlx"})
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    return path
+
+
+def build_tiny_llama(
+    path: Path,
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    intermediate: int = 128,
+    heads: int = 4,
+    kv_heads: int = 2,
+    tie: bool = True,
+    seed: int = 0,
+    dtype: mx.Dtype = mx.float16,
+) -> Path:
+    """A random llama model with a trained byte-level tokenizer at ``path``."""
+    from mlx_lm.models import llama
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = build_tokenizer(path, 384, CHATML_TEMPLATE)
+    config = {
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "intermediate_size": intermediate,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "rms_norm_eps": 1e-5,
+        "vocab_size": vocab,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": tie,
+        "max_position_embeddings": 2048,
+        "torch_dtype": {mx.float16: "float16", mx.bfloat16: "bfloat16", mx.float32: "float32"}[dtype],
+        "eos_token_id": 2,
+    }
+    mx.random.seed(seed)
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    model.set_dtype(dtype)
+    return _save(path, model, config)
+
+
+def build_tiny_qwen3(path: Path, *, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """A random qwen3 model (q/k norms, think-capable template) at ``path``."""
+    from mlx_lm.models import qwen3
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = build_tokenizer(path, 384, QWEN3_TEMPLATE)
+    config = {
+        "model_type": "qwen3",
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "intermediate_size": 2 * hidden,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": hidden // 4,
+        "rms_norm_eps": 1e-6,
+        "vocab_size": vocab,
+        "rope_theta": 1000000.0,
+        "tie_word_embeddings": True,
+        "max_position_embeddings": 4096,
+        "torch_dtype": "bfloat16",
+        "eos_token_id": 2,
+    }
+    mx.random.seed(seed)
+    model = qwen3.Model(qwen3.ModelArgs.from_dict(config))
+    model.set_dtype(mx.bfloat16)
+    return _save(path, model, config)
