@@ -1,0 +1,75 @@
+"""Build a model folder out of sight and move it into the library only when whole.
+
+Import, download and quantize all write into a temporary folder under the
+app's staging area (same filesystem as the models folder) and rename it into
+place at the end, so a crash, Ctrl-C or full disk never leaves a half-made
+model where the catalog would list it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from optiq_tui.progress import OptiqError
+from optiq_tui.settings import paths
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str) -> str:
+    """A folder name from a display name or repo id ('org/model' -> 'org--model')."""
+    cleaned = _SAFE.sub("-", name.replace("/", "--")).strip(".-")
+    if not cleaned:
+        raise OptiqError(f"{name!r} is not usable as a model name")
+    return cleaned
+
+
+@contextmanager
+def staged_model(name: str, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty folder; on clean exit it becomes ``models/<name>``.
+
+    On any exception (Cancelled and KeyboardInterrupt included) the folder is
+    removed and the exception propagates; a full disk becomes an OptiqError.
+    """
+    p = paths()
+    final = p.models / safe_name(name)
+    if final.exists() and not overwrite:
+        raise OptiqError(f"a model named {final.name!r} already exists in the library")
+    tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.", dir=p.staging))
+    try:
+        yield tmp
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f"{final.name}.old.", dir=p.staging))
+            os.replace(final, old / "m")
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OptiqError(
+                f"the disk is full while writing {final.name!r}; nothing was kept. "
+                f"Free some space (see `optiq-chat list` for model sizes) and try again."
+            ) from exc
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def clean_staging() -> int:
+    """Remove leftovers of operations that were killed; returns how many."""
+    staging = paths().staging
+    count = 0
+    for child in staging.iterdir():
+        shutil.rmtree(child, ignore_errors=True)
+        count += 1
+    return count
