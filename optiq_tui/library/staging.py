@@ -43,6 +43,10 @@ def staged_model(name: str, *, overwrite: bool = False) -> Iterator[Path]:
     if final.exists() and not overwrite:
         raise OptiqError(f"a model named {final.name!r} already exists in the library")
     tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.", dir=p.staging))
+    # mkdtemp makes a private (0700) folder; a library model gets the usual umask permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         yield tmp
         if final.exists():

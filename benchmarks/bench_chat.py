@@ -1,0 +1,194 @@
+"""Chat speed: raw mlx-lm vs our ChatSession vs the TUI, and start-to-first-paint.
+
+One run, one model, one prompt, greedy, exactly N generated tokens (stop
+tokens are switched off so every contender generates the same count). The
+three contenders alternate for ``--repeats`` rounds and the best round of each
+is compared, which keeps other load on the machine from deciding the ratios.
+
+    python benchmarks/bench_chat.py --model demo --tokens 64
+    python benchmarks/bench_chat.py --model /path/to/mlx-model --no-tui
+
+Targets (issue 3): session >= 0.98 x raw, TUI >= 0.95 x raw, first paint < 0.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import select
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SYSTEM = "You are a helpful assistant."
+PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+
+
+def raw_round(loaded, prompt_ids: list[int], tokens: int) -> float:
+    """Tokens/s of plain mlx_lm.stream_generate on the same model and prompt."""
+    import mlx.core as mx
+    from mlx_lm import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    last = None
+    for last in stream_generate(
+        loaded.model, loaded.tokenizer, mx.array(prompt_ids), max_tokens=tokens, sampler=make_sampler(temp=0.0)
+    ):
+        pass
+    assert last is not None and last.generation_tokens == tokens, last
+    return last.generation_tps
+
+
+def session_round(loaded, tokens: int, effort: str | None) -> float:
+    from optiq_tui.engine.events import Finished
+    from optiq_tui.engine.session import ChatSession, SamplerSettings
+
+    fin = None
+    for event in ChatSession(loaded, SYSTEM).generate(PROMPT, SamplerSettings(temperature=0.0, max_tokens=tokens), effort):
+        if isinstance(event, Finished):
+            fin = event
+    assert fin is not None and fin.stats.gen_tokens == tokens, fin
+    return fin.stats.gen_tps
+
+
+def tui_rounds(info, tokens: int, repeats: int) -> list[float]:
+    """Tokens/s measured on the engine thread while the chat screen renders the stream headless."""
+    from optiq_tui.settings import Settings
+    from optiq_tui.ui.app import OptiqApp
+    from optiq_tui.ui.screens.chat import ChatScreen
+
+    results: list[float] = []
+
+    async def main() -> None:
+        settings = Settings(system_prompt=SYSTEM, temperature=0.0, max_tokens=tokens, seed=0)
+        app = OptiqApp(settings=settings)
+        async with app.run_test(size=(120, 36)) as pilot:
+            screen = ChatScreen(info)
+            await app.push_screen(screen)
+            while screen.session is None:
+                await pilot.pause(0.05)
+            screen.loaded.tokenizer.eos_token_ids = set()
+            for _ in range(repeats):
+                screen.session.reset()
+                screen.send(PROMPT)
+                await pilot.pause(0.05)
+                while screen.generating:
+                    await pilot.pause(0.02)
+                stats = screen.stats_line.stats
+                assert stats is not None and stats.gen_tokens == tokens, stats
+                results.append(stats.gen_tps)
+            app.bridge.shutdown()
+
+    asyncio.run(main())
+    return results
+
+
+def first_paint_s(marker: bytes = b"optiq-chat", timeout: float = 30.0) -> float:
+    """Seconds from starting `optiq-chat` in a pseudo-terminal until its first screen shows."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 36, 120, 0, 0))
+    env = dict(os.environ, TERM="xterm-256color")
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optiq_tui"], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+    )
+    os.close(slave)
+    seen = b""
+    painted = None
+    try:
+        while time.perf_counter() - start < timeout:
+            ready, _, _ = select.select([master], [], [], 0.01)
+            if ready:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+                # The alternate screen opens first; the title is drawn with the first frame.
+                screen_at = seen.find(b"\x1b[?1049h")
+                if screen_at != -1 and marker in seen[screen_at:]:
+                    painted = time.perf_counter() - start
+                    break
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        os.close(master)
+    if painted is None:
+        raise RuntimeError(f"no first paint within {timeout}s; output began {seen[:200]!r}")
+    return painted
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="demo", help="library name, folder path or demo")
+    parser.add_argument("--tokens", type=int, default=64, help="tokens generated per round")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per contender")
+    parser.add_argument("--effort", default=None)
+    parser.add_argument("--no-tui", action="store_true", help="skip the TUI contender")
+    parser.add_argument("--paints", type=int, default=3, help="start-to-first-paint measurements (0: skip)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from optiq_tui.engine import loader
+    from optiq_tui.engine.blas import loaded_blas
+
+    info = loader.as_info(args.model)
+    loaded = loader.load(info)
+    effort = loaded.format.normalize_effort(args.effort)
+    prompt_ids = loaded.format.render(
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}], effort
+    )
+    # Same token count for everyone: never stop early.
+    loaded.tokenizer.eos_token_ids = set()
+
+    raw_round(loaded, prompt_ids, 4)  # warm-up: first-call compilation
+    raw, session = [], []
+    for _ in range(args.repeats):
+        raw.append(raw_round(loaded, prompt_ids, args.tokens))
+        session.append(session_round(loaded, args.tokens, effort))
+    tui = [] if args.no_tui else tui_rounds(info, args.tokens, args.repeats)
+    paints = [first_paint_s() for _ in range(args.paints)]
+
+    result = {
+        "model": info.name,
+        "format": loaded.format.kind,
+        "blas": loaded_blas(),
+        "tokens": args.tokens,
+        "raw_tps": raw,
+        "session_tps": session,
+        "tui_tps": tui,
+        "session_vs_raw": max(session) / max(raw),
+        "session_vs_raw_median": statistics.median(session) / statistics.median(raw),
+        "tui_vs_raw": (max(tui) / max(raw)) if tui else None,
+        "first_paint_s": paints,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"model {info.name} ({loaded.format.kind}), {args.tokens} tokens greedy, {args.repeats} rounds; BLAS: {result['blas']}")
+    print(f"  raw mlx_lm.stream_generate  best {max(raw):8.2f} tok/s   rounds {', '.join(f'{x:.2f}' for x in raw)}")
+    print(f"  ChatSession                 best {max(session):8.2f} tok/s   rounds {', '.join(f'{x:.2f}' for x in session)}")
+    if tui:
+        print(f"  TUI (headless chat screen)  best {max(tui):8.2f} tok/s   rounds {', '.join(f'{x:.2f}' for x in tui)}")
+    print(f"  session / raw = {result['session_vs_raw']:.3f} (best), {result['session_vs_raw_median']:.3f} (median)   target >= 0.98")
+    if tui:
+        print(f"  TUI / raw     = {result['tui_vs_raw']:.3f} (best)   target >= 0.95")
+    if paints:
+        print(f"  optiq-chat start to first paint: {', '.join(f'{p:.2f}' for p in paints)} s   target < 0.5 s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Shared bits of the library commands: progress on a terminal, sizes for people."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def human_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+class TerminalProgress:
+    """A ``progress`` callback: one updating line on stderr when it is a terminal.
+
+    Log events are printed as lines (on stderr, so stdout stays clean for --json).
+    """
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._last = 0.0
+        self._open = False
+
+    def __call__(self, event: Any) -> None:
+        from optiq_tui.progress import Log, Progress
+
+        if isinstance(event, Log):
+            self._end_line()
+            print(event.message, file=self.stream, flush=True)
+        elif isinstance(event, Progress) and self.tty:
+            now = time.monotonic()
+            finished = event.total is not None and event.done >= event.total
+            if now - self._last < 0.1 and not finished:
+                return
+            self._last = now
+            if event.unit == "B":
+                amount = human_bytes(event.done) + (f" / {human_bytes(event.total)}" if event.total else "")
+            else:
+                amount = f"{event.done:g}" + (f" / {event.total:g}" if event.total else "")
+            pct = f" {event.fraction:4.0%}" if event.fraction is not None else ""
+            print(f"\r\x1b[K{event.stage}{pct}  {amount}  {event.message}"[:200], end="", file=self.stream, flush=True)
+            self._open = True
+
+    def _end_line(self) -> None:
+        if self._open:
+            print("\r\x1b[K", end="", file=self.stream, flush=True)
+            self._open = False
+
+    def done(self) -> None:
+        self._end_line()
+
+
+def model_summary(info: Any) -> str:
+    """One line about a model, for the end of pull/import/demo."""
+    return (
+        f"{info.name}: {info.model_type}, {human_count(info.n_params)} params, {info.quant}, "
+        f"{info.bpw:.2f} bpw, {human_bytes(info.size_bytes)} at {info.path}"
+    )
+
+
+def run_with_progress(work, *, json_out: bool) -> tuple[Any, int]:
+    """Run ``work(progress)``; (result, 0), or (None, exit code) after printing the error."""
+    import json
+
+    from optiq_tui.progress import Cancelled, OptiqError
+
+    progress = TerminalProgress()
+    try:
+        return work(progress), 0
+    except OptiqError as exc:
+        progress.done()
+        if json_out:
+            print(json.dumps({"error": str(exc)}))
+        print(f"error: {exc}", file=sys.stderr)
+        return None, 1
+    except Cancelled:
+        progress.done()
+        print("cancelled; nothing half-made was kept", file=sys.stderr)
+        return None, 130
+    finally:
+        progress.done()

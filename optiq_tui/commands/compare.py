@@ -1,0 +1,130 @@
+"""`optiq-chat compare A B "prompt"`: both models answer the same prompt, same sampler and seed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+HELP = "answer one prompt with two models (same sampler and seed) and show where the answers differ"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_a", metavar="A", help='library name, folder path, repo id, or "demo"')
+    parser.add_argument("model_b", metavar="B", help="the other model")
+    parser.add_argument("prompt", help="the user message")
+    parser.add_argument("--seed", type=int, default=0, help="random seed shared by both sides (default 0)")
+    parser.add_argument("--max-tokens", type=int, default=None, help="most tokens each model generates")
+    parser.add_argument("--temp", type=float, default=None, help="sampling temperature (0: greedy)")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    parser.add_argument("--system", default=None, help="system prompt (default: the one in settings)")
+    parser.add_argument(
+        "--effort", choices=["low", "medium", "high", "on", "off"], help="reasoning effort, where a model has one"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+
+
+def _printer(quiet: bool):
+    """Stream each side's answer to stdout under a header; loading and notes on stderr."""
+    from optiq_tui.engine.events import AnswerDelta, Finished
+    from optiq_tui.eval.compare import SideEvent
+    from optiq_tui.progress import Log
+
+    current = {"side": None}
+
+    def progress(event) -> None:
+        if isinstance(event, Log):
+            print(event.message, file=sys.stderr)
+            return
+        if not isinstance(event, SideEvent) or quiet:
+            return
+        inner = event.event
+        if isinstance(inner, AnswerDelta):
+            if current["side"] != event.side:
+                current["side"] = event.side
+                print(f"\n=== {event.side.upper()} ===", flush=True)
+            print(inner.text, end="", flush=True)
+        elif isinstance(inner, Finished):
+            from optiq_tui.commands.run import stats_text
+
+            print(f"\n[{event.side.upper()}: {inner.reason}] {stats_text(inner.stats)}", file=sys.stderr)
+        elif isinstance(inner, Log):
+            print(inner.message, file=sys.stderr)
+
+    return progress
+
+
+def run(args: argparse.Namespace) -> int:
+    from optiq_tui.engine.loader import as_info
+    from optiq_tui.engine.session import SamplerSettings
+    from optiq_tui.eval.compare import run_compare
+    from optiq_tui.progress import OptiqError
+    from optiq_tui.settings import Settings
+
+    settings = Settings.load()
+    sampler = SamplerSettings(
+        temperature=settings.temperature if args.temp is None else args.temp,
+        top_p=settings.top_p if args.top_p is None else args.top_p,
+        max_tokens=settings.max_tokens if args.max_tokens is None else args.max_tokens,
+        seed=args.seed,
+    )
+    system = settings.system_prompt if args.system is None else args.system
+    try:
+        info_a, info_b = as_info(args.model_a), as_info(args.model_b)
+        plan, result = run_compare(
+            info_a,
+            info_b,
+            args.prompt,
+            system_prompt=system,
+            sampler=sampler,
+            effort=args.effort or settings.effort,
+            progress=_printer(quiet=args.json),
+        )
+    except OptiqError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(_to_json(info_a, info_b, plan, result, sampler, system), indent=2))
+        return 0
+    print()
+    agreement = result.agreement
+    if agreement is not None:
+        if agreement.identical:
+            print(f"the answers are identical ({agreement.len_a} tokens)")
+        else:
+            print(
+                f"same first {agreement.common_prefix} tokens; first difference at token "
+                f"{agreement.first_diff}: A {_token(info_a, agreement.token_a)} vs B {_token(info_a, agreement.token_b)}"
+            )
+    for label, kl in (("A's answer under B", result.kl_a_under_b), ("B's answer under A", result.kl_b_under_a)):
+        if kl is not None:
+            print(f"KL of {label}: {kl.mean:.4f} nats/token (p99 {kl.p99:.4f}, {kl.n} tokens)")
+    return 0
+
+
+def _token(info, token_id: int | None) -> str:
+    if token_id is None:
+        return "(end)"
+    from mlx_lm.utils import load_tokenizer
+
+    return repr(load_tokenizer(info.path).decode([token_id]))
+
+
+def _to_json(info_a, info_b, plan, result, sampler, system) -> dict:
+    def finished(f):
+        return None if f is None else {"reason": f.reason, "error": f.error, "stats": asdict(f.stats)}
+
+    return {
+        "a": {"model": info_a.name, "answer": result.answer_a, "finished": finished(result.finished_a)},
+        "b": {"model": info_b.name, "answer": result.answer_b, "finished": finished(result.finished_b)},
+        "both_loaded": plan.both_loaded,
+        "memory": asdict(plan),
+        "agreement": None if result.agreement is None else asdict(result.agreement),
+        "related": result.related,
+        "kl_a_under_b": None if result.kl_a_under_b is None else asdict(result.kl_a_under_b),
+        "kl_b_under_a": None if result.kl_b_under_a is None else asdict(result.kl_b_under_a),
+        "sampler": asdict(sampler),
+        "system_prompt": system,
+        "prompt": result.prompt,
+    }

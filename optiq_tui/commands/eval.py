@@ -1,0 +1,113 @@
+"""`optiq-chat eval MODEL...`: KL to the source, perplexity, top-1 agreement and a retrieval probe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "measure models against their unquantized source on held-out text (KL, perplexity, top-1, retrieval)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", nargs="+", metavar="MODEL", help='library name, folder path, repo id, or "demo"')
+    parser.add_argument(
+        "--reference",
+        metavar="R",
+        help="the model to compare against (default: the source named by the quants' provenance)",
+    )
+    parser.add_argument("--text", metavar="FILE", help="evaluate on this UTF-8 text file instead of the shipped one")
+    parser.add_argument("--no-retrieval", action="store_true", help="skip the long-context retrieval probe")
+    parser.add_argument("--seq-len", type=int, default=512, help="tokens per evaluated sequence (default 512)")
+    parser.add_argument("--max-tokens", type=int, default=8192, help="most text tokens to evaluate (default 8192)")
+    parser.add_argument(
+        "--compute",
+        choices=["auto", "float32", "native"],
+        default="auto",
+        help="arithmetic: float32 (exact dequantized weights), native dtypes, or auto (float32 on CPU)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    parser.add_argument("--markdown", metavar="OUT", help="also write the report as Markdown to OUT")
+    parser.add_argument(
+        "--no-card", action="store_true", help="do not add the figures to OptiQ quants' model cards"
+    )
+
+
+class _Progress:
+    """One updating status line on stderr when it is a terminal."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, event) -> None:
+        from optiq_tui.eval.quality import ModelEvaluated
+        from optiq_tui.progress import Log, Progress
+
+        if not self.tty:
+            return
+        if isinstance(event, Progress) and event.stage == "eval" and event.fraction is not None:
+            print(f"\r\x1b[K{event.fraction:4.0%} {event.message}", end="", file=sys.stderr, flush=True)
+        elif isinstance(event, Log):
+            print(f"\r\x1b[K{event.message}", file=sys.stderr, flush=True)
+        elif isinstance(event, ModelEvaluated):
+            print(f"\r\x1b[K{event.row.name}: done", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty:
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+
+
+def format_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from optiq_tui.engine.loader import as_info
+    from optiq_tui.eval import reports
+    from optiq_tui.eval.quality import evaluate, find_reference
+    from optiq_tui.progress import OptiqError
+
+    progress = _Progress()
+    try:
+        models = [as_info(m) for m in args.models]
+        reference = as_info(args.reference) if args.reference else find_reference(models)
+        if reference is None and not args.json:
+            print(
+                "no reference given and none found from provenance: reporting perplexity only "
+                "(use --reference to get KL and top-1 agreement)",
+                file=sys.stderr,
+            )
+        report = evaluate(
+            models,
+            reference,
+            text=args.text,
+            seq_len=args.seq_len,
+            max_tokens=args.max_tokens,
+            retrieval=not args.no_retrieval,
+            compute=args.compute,
+            progress=progress,
+        )
+        progress.done()
+        saved = reports.save_report(report)
+        cards = [] if args.no_card else reports.update_optiq_cards(report)
+        if args.markdown:
+            reports.export(report, args.markdown)
+    except OptiqError as exc:
+        progress.done()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({**reports.report_to_dict(report), "saved": str(saved)}, indent=2))
+    else:
+        print(format_table(reports.table_rows(report)))
+        print()
+        print(reports.settings_line(report))
+        print(f"saved: {saved}" + "".join(f"\nmodel card updated: {c}" for c in cards))
+    return 0

@@ -1,0 +1,42 @@
+"""`optiq-chat rm NAME`: delete a model (asks first on a terminal), showing the space freed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "delete a model from the library or the Hugging Face cache"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="library name, repo id, or folder")
+    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from optiq_tui.commands._terminal import human_bytes
+    from optiq_tui.library.catalog import delete, resolve
+    from optiq_tui.progress import OptiqError
+
+    try:
+        info = resolve(args.name)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise OptiqError(f"not deleting {info.name} without confirmation; pass --yes")
+            answer = input(f"delete {info.name} ({human_bytes(info.size_bytes)}, {info.path})? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("kept", file=sys.stderr)
+                return 1
+        freed = delete(info)
+    except OptiqError as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc)}))
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"deleted": info.name, "path": str(info.path), "freed_bytes": freed}))
+    else:
+        print(f"deleted {info.name}, freed {human_bytes(freed)}")
+    return 0

@@ -1,0 +1,138 @@
+"""`optiq-chat run MODEL PROMPT`: one answer, streamed, with the generation's stats."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+HELP = "answer one prompt with a model (reasoning separated), with speed and memory stats"
+
+DIM, RESET = "\x1b[2m", "\x1b[0m"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help='library name, folder path, repo id, or "demo"')
+    parser.add_argument("prompt", help="the user message")
+    parser.add_argument(
+        "--effort",
+        choices=["low", "medium", "high", "on", "off"],
+        help="reasoning effort: low/medium/high for gpt-oss, on/off where the template has a thinking switch",
+    )
+    parser.add_argument("--max-tokens", type=int, default=None, help="most tokens to generate")
+    parser.add_argument("--temp", type=float, default=None, help="sampling temperature (0: greedy)")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable answers")
+    parser.add_argument("--system", default=None, help="system prompt (default: the one in settings)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def stats_text(stats) -> str:
+    ttft = "-" if stats.ttft_s is None else f"{stats.ttft_s * 1000:.0f} ms"
+    return (
+        f"TTFT {ttft} | prompt {stats.prompt_tokens} tok {stats.prompt_tps:.1f} tok/s | "
+        f"gen {stats.gen_tokens} tok {stats.gen_tps:.1f} tok/s | MLX {_human_bytes(stats.mlx_active_bytes)} "
+        f"(peak {_human_bytes(stats.mlx_peak_bytes)}) | RSS {_human_bytes(stats.rss_bytes)}"
+    )
+
+
+class _LoadProgress:
+    """Loading progress on stderr when it is a terminal."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, event) -> None:
+        fraction = getattr(event, "fraction", None)
+        if self.tty and fraction is not None:
+            print(f"\rloading {self.name}… {fraction:4.0%}", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty:
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from optiq_tui.engine import loader
+    from optiq_tui.engine.events import AnswerDelta, Finished, ReasoningDelta
+    from optiq_tui.engine.session import ChatSession, SamplerSettings
+    from optiq_tui.progress import OptiqError
+    from optiq_tui.settings import Settings
+
+    settings = Settings.load()
+    sampler = SamplerSettings(
+        temperature=settings.temperature if args.temp is None else args.temp,
+        top_p=settings.top_p if args.top_p is None else args.top_p,
+        max_tokens=settings.max_tokens if args.max_tokens is None else args.max_tokens,
+        seed=settings.seed if args.seed is None else args.seed,
+    )
+    system = settings.system_prompt if args.system is None else args.system
+    try:
+        info = loader.as_info(args.model)
+        progress = _LoadProgress(info.name)
+        loaded = loader.load(info, progress=progress)
+        progress.done()
+        session = ChatSession(loaded, system)
+        effort = loaded.format.normalize_effort(args.effort or settings.effort)
+        answer, reasoning, finished = [], [], None
+        stream_out = not args.json
+        # On a terminal the reasoning is shown dimmed before the answer; in a pipe it
+        # goes to stderr so stdout carries only the answer.
+        reasoning_out = sys.stdout if sys.stdout.isatty() else sys.stderr
+        dim, reset = (DIM, RESET) if reasoning_out.isatty() else ("", "")
+        in_reasoning = False
+        for event in session.generate(args.prompt, sampler, effort):
+            if isinstance(event, ReasoningDelta):
+                reasoning.append(event.text)
+                if stream_out:
+                    if not in_reasoning:
+                        in_reasoning = True
+                        print(f"{dim}[reasoning] ", end="", file=reasoning_out)
+                    print(event.text, end="", file=reasoning_out, flush=True)
+            elif isinstance(event, AnswerDelta):
+                answer.append(event.text)
+                if stream_out:
+                    if in_reasoning:
+                        in_reasoning = False
+                        print(f"{reset}\n", file=reasoning_out, flush=True)
+                    print(event.text, end="", flush=True)
+            elif isinstance(event, Finished):
+                finished = event
+    except OptiqError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    assert finished is not None
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": info.name,
+                    "format": loaded.format.kind,
+                    "effort": effort,
+                    "answer": "".join(answer),
+                    "reasoning": "".join(reasoning),
+                    "finish_reason": finished.reason,
+                    "error": finished.error,
+                    "stats": asdict(finished.stats),
+                },
+                indent=2,
+            )
+        )
+    else:
+        if in_reasoning:
+            print(reset, file=reasoning_out)
+        print()
+        print(f"[{finished.reason}] {stats_text(finished.stats)}", file=sys.stderr)
+        if finished.error:
+            print(f"error: {finished.error}", file=sys.stderr)
+    return 1 if finished.reason == "error" else 0

@@ -1,0 +1,175 @@
+"""Load a library model with mlx-lm, after checking that it fits in memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optiq_tui.progress import OptiqError, Progress, ProgressFn, check_cancel, no_progress
+
+if TYPE_CHECKING:
+    from optiq_tui.engine.formats import ChatFormat
+    from optiq_tui.library.catalog import ModelInfo
+
+# The KV cache is sized for this many tokens (or the model's context, if smaller):
+# a long chat, not the 128k some configs allow.
+KV_BUDGET_TOKENS = 8192
+# Activations, logits and the allocator's slack on top of weights and KV.
+MARGIN_FRACTION = 0.10
+MARGIN_MIN_BYTES = 256 << 20
+# Bytes evaluated between progress events / cancel checks while loading.
+LOAD_CHUNK_BYTES = 64 << 20
+DEFAULT_CONTEXT = 4096
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate; belongs to the thread that loaded it (MLX streams)."""
+
+    info: "ModelInfo"
+    model: Any
+    tokenizer: Any
+    format: "ChatFormat"
+    config: dict
+    context_length: int
+    memory_bytes: int
+
+
+def as_info(model: "ModelInfo | str | os.PathLike[str]") -> "ModelInfo":
+    """A ModelInfo for a library name, ``"demo"``, a folder path, or an info already."""
+    from optiq_tui.library import catalog
+
+    if isinstance(model, catalog.ModelInfo):
+        return model
+    return catalog.resolve(str(model))
+
+
+def _config(path: Path) -> dict:
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise OptiqError(f"{path.name}: cannot read config.json ({exc})") from exc
+
+
+def _weights_bytes(path: Path) -> int:
+    from optiq_tui.library.model_files import weight_files
+
+    return sum(f.stat().st_size for f in weight_files(path))
+
+
+def _kv_bytes_per_token(config: dict) -> int:
+    cfg = config.get("text_config") or config
+    layers = int(cfg.get("num_hidden_layers") or 0)
+    heads = int(cfg.get("num_attention_heads") or 0)
+    kv_heads = int(cfg.get("num_key_value_heads") or heads or 0)
+    head_dim = int(cfg.get("head_dim") or (int(cfg.get("hidden_size") or 0) // heads if heads else 0))
+    # keys + values, 2 bytes each (fp16/bf16 cache)
+    return 2 * layers * kv_heads * head_dim * 2
+
+
+def estimate_memory(info: "ModelInfo | str | os.PathLike[str]") -> int:
+    """Bytes the model needs to chat: weights + KV cache for a long chat + a margin."""
+    info = as_info(info)
+    config = _config(Path(info.path))
+    weights = _weights_bytes(Path(info.path))
+    tokens = min(info.context_length or DEFAULT_CONTEXT, KV_BUDGET_TOKENS)
+    kv = _kv_bytes_per_token(config) * tokens
+    return weights + kv + max(int(MARGIN_FRACTION * weights), MARGIN_MIN_BYTES)
+
+
+def available_memory() -> tuple[int, str]:
+    """Bytes a model may use now, and where the figure comes from.
+
+    On Apple Silicon, Metal's recommended working set (what the GPU may wire);
+    elsewhere the memory the OS reports available (Linux MemAvailable).
+    """
+    if sys.platform == "darwin":
+        try:
+            import mlx.core as mx
+
+            if mx.metal.is_available():
+                size = mx.device_info().get("max_recommended_working_set_size")
+                if size:
+                    return int(size), "Metal recommended working set"
+        except (ImportError, AttributeError, RuntimeError):
+            pass
+    import psutil
+
+    return int(psutil.virtual_memory().available), "available system memory"
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def check_fits(info: "ModelInfo") -> int:
+    """The estimate, or OptiqError when the model will not fit."""
+    need = estimate_memory(info)
+    have, source = available_memory()
+    if need > have:
+        raise OptiqError(
+            f"{info.name} needs about {_human(need)} to chat (weights {_human(_weights_bytes(Path(info.path)))} "
+            f"plus KV cache and working memory) but only {_human(have)} is free ({source}). "
+            "Close other apps, or pick a smaller quant of this model."
+        )
+    return need
+
+
+def load(
+    info: "ModelInfo | str | os.PathLike[str]",
+    *,
+    progress: ProgressFn = no_progress,
+    cancel: threading.Event | None = None,
+) -> LoadedModel:
+    """Load ``info`` with stock ``mlx_lm.load``, reporting progress by weight bytes.
+
+    The model is opened lazily, then its weights are read in chunks so the
+    caller sees progress and can cancel between chunks.
+    """
+    info = as_info(info)
+    check_fits(info)
+    progress(Progress("load", 0, None, "reading config and tokenizer"))
+    check_cancel(cancel)
+
+    import mlx.core as mx
+    import mlx_lm
+    from mlx.utils import tree_flatten
+
+    from optiq_tui.engine.formats import select_format
+
+    try:
+        model, tokenizer, config = mlx_lm.load(str(info.path), lazy=True, return_config=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise OptiqError(f"mlx-lm could not load {info.name}: {exc}") from exc
+    params = [a for _k, a in tree_flatten(model.parameters())]
+    total = sum(a.nbytes for a in params)
+    done, chunk, chunk_bytes = 0, [], 0
+    for i, array in enumerate(params):
+        chunk.append(array)
+        chunk_bytes += array.nbytes
+        if chunk_bytes >= LOAD_CHUNK_BYTES or i == len(params) - 1:
+            check_cancel(cancel)
+            mx.eval(chunk)
+            done += chunk_bytes
+            chunk, chunk_bytes = [], 0
+            progress(Progress("load", done, total, "reading weights", unit="B"))
+    model.eval()
+    fmt = select_format(config.get("model_type"), tokenizer)
+    return LoadedModel(
+        info=info,
+        model=model,
+        tokenizer=tokenizer,
+        format=fmt,
+        config=config,
+        context_length=info.context_length or DEFAULT_CONTEXT,
+        memory_bytes=total,
+    )

@@ -1,0 +1,62 @@
+"""The sensitivity measurements, kept so another budget of the same model takes seconds.
+
+Keyed by what the numbers depend on: the source weights (config and
+safetensors headers, which hold every tensor's dtype, shape and offset, plus
+file sizes), the calibration tokens, the group size and the widths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+
+from optiq_tui.settings import paths
+
+METHOD_VERSION = "fisher-seq-v1"
+
+
+def source_fingerprint(folder: Path) -> str:
+    h = hashlib.sha256()
+    h.update((folder / "config.json").read_bytes())
+    for f in sorted(folder.glob("model*.safetensors")):
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            h.update(fh.read(n))
+        h.update(str(f.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def cache_key(fingerprint: str, calibration_digest: str, group_size: int,
+              widths: tuple[int, ...], dequantized: bool) -> str:
+    raw = json.dumps([METHOD_VERSION, fingerprint, calibration_digest, group_size,
+                      sorted(widths), dequantized])
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def cache_path(key: str) -> Path:
+    folder = paths().cache / "sensitivity"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{key}.json"
+
+
+def load_scores(key: str) -> dict | None:
+    """The cached record, or None (also for a damaged file, which is then ignored)."""
+    try:
+        raw = json.loads(cache_path(key).read_text())
+        raw["scores"] = {p: {int(b): float(v) for b, v in d.items()} for p, d in raw["scores"].items()}
+        raw["probes"] = {p: {int(b): float(v) for b, v in d.items()} for p, d in raw.get("probes", {}).items()}
+        return raw
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def save_scores(key: str, record: dict) -> Path:
+    """Write atomically; a Ctrl-C mid-write keeps the old file or none."""
+    path = cache_path(key)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,99 @@
+"""The model card (README.md) of an OptiQ quant."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from optiq_tui.quant.config import KEEP
+
+
+def _bits_text(b: int) -> str:
+    return "16 (kept)" if b == KEEP else str(b)
+
+
+def _quality_rows(quality: dict[str, Any] | None) -> list[str]:
+    if not quality:
+        return ["Quality was not measured (verify skipped)."]
+    rows = [
+        f"Measured on {quality['tokens']} held-out tokens (never calibration text), against the source "
+        f"(perplexity {quality['source_ppl']:.2f}); KL is KL(source || quant) per token in nats.",
+        "",
+        "| model | bpw | mean KL | p99 KL | top-1 agreement | perplexity |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label in (("quant", "this quant"), ("uniform4", "uniform 4-bit g64 of the same weights")):
+        q = quality.get(key)
+        if q:
+            rows.append(f"| {label} | {q['bpw']:.3f} | {q['mean_kl']:.4f} | {q['p99_kl']:.3f} | "
+                        f"{100 * q['top1']:.1f}% | {q['ppl']:.2f} |")
+    return rows
+
+
+def model_card(meta: dict[str, Any], items: list[dict[str, Any]]) -> str:
+    """Markdown from the ``optiq_quant.json`` record and the per-layer rows."""
+    hist = Counter(r["bits"] for r in items)
+    uniform = meta["method"] == "uniform"
+    lines = [
+        f"# {meta['name']}",
+        "",
+        f"Quantized from `{meta['source_model']}` by optiq-tui. Loads with stock `mlx_lm.load`.",
+        "",
+        "## Method",
+        "",
+    ]
+    if uniform:
+        lines.append(f"Uniform {meta['uniform_bits']}-bit affine quantization, group size {meta['group_size']}.")
+    else:
+        lines += [
+            f"OptiQ mixed precision, preset `{meta['preset']}`, candidate widths "
+            f"{', '.join(_bits_text(b) for b in meta['widths'])}, group size {meta['group_size']} "
+            "(affine, float16 scales and biases).",
+            "",
+            "- Sensitivity: diagonal Fisher information from per-sequence gradients with labels sampled "
+            f"from the model itself, on {meta['calibration']['tokens']} calibration tokens "
+            f"({meta['calibration']['source']}); the KL of each layer at each width is estimated as "
+            "0.5 * sum(F * (W - dequant(quant(W)))^2) with the same quantizer that wrote these weights.",
+            "- Exact single-layer KL probes replace the estimate for the embedding / lm_head and guard "
+            "the largest and lowest-width choices.",
+            "- Allocation: per-layer lower convex hull and greedy KL-per-bit under the budget, counting "
+            "bits as mlx-lm does (packed weights + scales + biases; norms, embedding and every layer "
+            "inside the budget).",
+        ]
+    lines += [
+        "",
+        f"Target: {meta['target_bpw']} bits per weight; achieved: **{meta['achieved_bpw']:.3f}** "
+        "(mlx-lm's compute_bits_per_weight).",
+        "",
+        "Widths: " + ", ".join(f"{_bits_text(b)}: {n} layers" for b, n in sorted(hist.items())),
+        "",
+        "## Quality",
+        "",
+        *_quality_rows(meta.get("quality")),
+        "",
+        "## Layers",
+        "",
+        "| layer | shape | bits | est. KL at chosen | est. KL at 4 bits |",
+        "|---|---|---|---|---|",
+    ]
+    for r in items:
+        kl = r.get("kl_by_bits") or {}
+        chosen = kl.get(r["bits"])
+        at4 = kl.get(4)
+        lines.append(
+            f"| {r['path']} | {'x'.join(map(str, r['shape']))} | {_bits_text(r['bits'])} | "
+            f"{'' if chosen is None else f'{chosen:.2e}'} | {'' if at4 is None else f'{at4:.2e}'} |"
+        )
+    unq = [r for r in items if r.get("note")]
+    if unq:
+        lines += ["", "Kept unquantized: " + "; ".join(f"{r['path']} ({r['note']})" for r in unq)]
+    lines += [
+        "",
+        "## Larger models",
+        "",
+        "The measurement runs block by block from the top of the model, holding one block's float32 "
+        "weights and Fisher sums at a time; the same order lets a model larger than memory be "
+        "measured by loading one block's weights at a time.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""What a quantize run is asked to do: budget, candidate widths, group size, preset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from optiq_tui.progress import OptiqError
+
+# Widths mlx's affine quantizer packs; 16 means "keep unquantized" (source dtype).
+SUPPORTED_BITS = (2, 3, 4, 5, 6, 8)
+KEEP = 16
+SUPPORTED_GROUPS = (32, 64, 128)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe: candidate widths, group size, default budget, and gating."""
+
+    name: str
+    bits: tuple[int, ...]
+    group_size: int
+    target_bpw: float
+    allow_keep: bool = False
+    # Widths at or below this are only kept if held-back p99 KL and perplexity do not worsen.
+    gate_below: int | None = None
+    description: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "optiq-4/8": Preset(
+        "optiq-4/8", (4, 8), 64, 5.0,
+        description="4 or 8 bits per layer, group 64 (the published OptiQ recipe)",
+    ),
+    "optiq-best": Preset(
+        "optiq-best", (3, 4, 5, 6, 8), 64, 5.0, allow_keep=True, gate_below=3,
+        description="widths 3-8 and unquantized; low widths gated on p99 KL and perplexity",
+    ),
+}
+DEFAULT_PRESET = "optiq-4/8"
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """A quantize request. ``bits`` None takes the preset's widths.
+
+    ``uniform_bits`` set: write a plain mlx-lm uniform quant (the baseline), no measuring.
+    """
+
+    target_bpw: float = 5.0
+    bits: tuple[int, ...] | None = (4, 8)
+    group_size: int = 64
+    preset: str = DEFAULT_PRESET
+    calibration: Path | None = None
+    name: str | None = None
+    uniform_bits: int | None = None
+    dequantize: bool = False
+    allow_keep: bool | None = None
+    n_calibration: int = 8
+    seq_len: int = 512
+    verify: bool = True
+    verify_tokens: int = 2048
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides) -> "QuantConfig":
+        p = preset_named(preset)
+        base = cls(target_bpw=p.target_bpw, bits=p.bits, group_size=p.group_size, preset=p.name)
+        return replace(base, **overrides)
+
+    @property
+    def preset_info(self) -> Preset:
+        return preset_named(self.preset)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The candidate widths, sorted; KEEP included when allowed."""
+        widths = tuple(sorted(set(self.bits or self.preset_info.bits)))
+        keep = self.preset_info.allow_keep if self.allow_keep is None else self.allow_keep
+        return widths + ((KEEP,) if keep and KEEP not in widths else ())
+
+    def validate(self) -> "QuantConfig":
+        """Raise OptiqError for a request that cannot be honoured; returns self."""
+        if self.uniform_bits is not None:
+            if self.uniform_bits not in SUPPORTED_BITS:
+                raise OptiqError(
+                    f"--uniform {self.uniform_bits} is not a width mlx can pack; "
+                    f"use one of {', '.join(map(str, SUPPORTED_BITS))}"
+                )
+        for b in self.bits or ():
+            if b not in SUPPORTED_BITS and b != KEEP:
+                raise OptiqError(
+                    f"bit width {b} is not supported; choose from "
+                    f"{', '.join(map(str, SUPPORTED_BITS))} (16 = keep unquantized)"
+                )
+        if self.group_size not in SUPPORTED_GROUPS:
+            raise OptiqError(
+                f"group size {self.group_size} is not supported; use 32, 64 or 128"
+            )
+        if not 1.0 < self.target_bpw <= 32.0:
+            raise OptiqError(f"target of {self.target_bpw} bits per weight makes no sense")
+        if self.n_calibration < 1 or self.seq_len < 32:
+            raise OptiqError("calibration needs at least one sequence of at least 32 tokens")
+        return self
+
+
+def preset_named(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise OptiqError(
+            f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}"
+        ) from None
+
+
+def cost_per_param(bits: int, group_size: int, scale_bits: int = 16) -> float:
+    """Bits one weight costs as mlx-lm counts it: packed bits plus its share of the
+    group's scale and bias; ``KEEP`` costs ``scale_bits`` (the unquantized dtype)."""
+    if bits == KEEP:
+        return float(scale_bits)
+    return bits + 2 * scale_bits / group_size
+
+

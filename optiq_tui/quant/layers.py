@@ -1,0 +1,136 @@
+"""Which weights a quant can choose widths for, and what each choice costs in bits.
+
+Bits are counted the way mlx-lm's ``compute_bits_per_weight`` counts a saved
+model: every byte of every array (norms, biases, unquantized layers, packed
+weights, scales and biases of the groups) over the logical parameter count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from optiq_tui.quant.config import KEEP, cost_per_param
+
+
+@dataclass(frozen=True)
+class QuantItem:
+    """One weight matrix (or expert stack) that gets one width.
+
+    ``path`` is the module path mlx-lm's quantize predicate sees, e.g.
+    ``model.layers.3.mlp.down_proj`` or ``model.layers.0.mlp.experts.up_proj``.
+    ``block`` is the transformer block index, -1 for the embedding / lm_head.
+    """
+
+    path: str
+    kind: str  # "linear" | "embedding" | "lm_head" | "experts"
+    shape: tuple[int, ...]
+    block: int
+    quantizable: bool
+    reason: str = ""
+    tied: bool = False
+
+    @property
+    def n_params(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def _kind(path: str, module: nn.Module) -> str:
+    if isinstance(module, nn.Embedding):
+        return "embedding"
+    if path.endswith("lm_head"):
+        return "lm_head"
+    if module.weight.ndim == 3:
+        return "experts"
+    return "linear"
+
+
+def _block_of(path: str) -> int:
+    parts = path.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part == "layers" and parts[i + 1].isdigit():
+            return int(parts[i + 1])
+    return -1
+
+
+def quant_items(model: nn.Module, group_size: int, tied: bool) -> list[QuantItem]:
+    """Every module mlx-lm could quantize, with whether it can be at ``group_size``.
+
+    A layer whose input dimension is not a multiple of the group size stays
+    unquantized (mlx-lm's own quantize_model skips it the same way).
+    """
+    items = []
+    for path, module in model.named_modules():
+        if not hasattr(module, "to_quantized") or "weight" not in module:
+            continue
+        if isinstance(module, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+            continue
+        shape = tuple(module.weight.shape)
+        ok = shape[-1] % group_size == 0
+        reason = "" if ok else (
+            f"input dimension {shape[-1]} is not a multiple of group size {group_size}; kept unquantized"
+        )
+        kind = _kind(path, module)
+        items.append(
+            QuantItem(path, kind, shape, _block_of(path), ok, reason,
+                      tied=tied and kind == "embedding")
+        )
+    return items
+
+
+def dtype_bits(dtype: mx.Dtype) -> int:
+    return dtype.size * 8
+
+
+@dataclass(frozen=True)
+class BitBudget:
+    """The bit accounting of one model: fixed bits (what no choice changes) and totals."""
+
+    total_params: int
+    fixed_bits: float
+    scale_bits: int
+    group_size: int
+
+    def item_cost(self, item: QuantItem, bits: int) -> float:
+        return item.n_params * cost_per_param(bits, self.group_size, self.scale_bits)
+
+    def bpw(self, items: list[QuantItem], choice: dict[str, int]) -> float:
+        chosen = sum(self.item_cost(i, choice[i.path]) for i in items if i.quantizable)
+        return (self.fixed_bits + chosen) / self.total_params
+
+
+def bit_budget(model: nn.Module, items: list[QuantItem], group_size: int) -> BitBudget:
+    """Fixed bits = every parameter that is not a quantizable item's weight, at its dtype."""
+    chosen_weights = {f"{i.path}.weight" for i in items if i.quantizable}
+    total = 0
+    fixed = 0.0
+    scale_bits = 16
+    for name, value in tree_flatten(model.parameters()):
+        total += value.size
+        if name in chosen_weights:
+            scale_bits = dtype_bits(value.dtype)  # scales and biases take the weight's dtype
+        else:
+            fixed += value.size * dtype_bits(value.dtype)
+    return BitBudget(total, fixed, scale_bits, group_size)
+
+
+def qdq(weight: mx.array, bits: int, group_size: int) -> mx.array:
+    """Quantize then dequantize with mlx's affine quantizer, in the weight's own dtype:
+    the exact values a QuantizedLinear / QuantizedEmbedding of this width computes with."""
+    if bits == KEEP:
+        return weight
+    q, scales, biases = mx.quantize(weight, group_size=group_size, bits=bits)
+    return mx.dequantize(q, scales, biases, group_size=group_size, bits=bits)
+
+
+def get_module(model: nn.Module, path: str) -> nn.Module:
+    m = model
+    for part in path.split("."):
+        m = m[int(part)] if part.isdigit() else getattr(m, part)
+    return m

@@ -1,0 +1,158 @@
+"""The calibrate, measure and allocate stages of an OptiQ quantize.
+
+Measure: Fisher estimates for every layer and width (or the cache), then
+exact probes where the quadratic estimate is known to fail: the embedding /
+lm_head at 4 bits or fewer. Allocate: the knapsack, then exact probes of the
+largest predicted damages and of the lowest-width choices (reallocating if an
+estimate was too optimistic), then, for presets that gate low widths, a check
+on held-back calibration tokens that the low widths do not worsen p99 KL or
+perplexity against an allocation without them.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+
+from optiq_tui.eval.metrics import kl_stats, perplexity_from_nll
+from optiq_tui.progress import Log, OptiqError, Progress, ProgressFn, check_cancel
+from optiq_tui.quant.allocate import Allocation, allocate
+from optiq_tui.quant.backbone import Backbone
+from optiq_tui.quant.cache import cache_key, load_scores, save_scores, source_fingerprint
+from optiq_tui.quant.calibration import build_calibration
+from optiq_tui.quant.config import KEEP, QuantConfig
+from optiq_tui.quant.events import LayerScore
+from optiq_tui.quant.fisher import fisher_scores
+from optiq_tui.quant.layers import BitBudget, QuantItem
+from optiq_tui.quant.probes import (
+    Reference, choice_weight_fn, first_block_of, probe_item, reference_pass, run_probe,
+)
+
+# Exact probes replace an estimate that is off by more than this factor either way.
+PROBE_TOLERANCE = 1.5
+# How many of the largest predicted damages get an exact probe after allocating.
+GUARD_TOP = 4
+PROBE_SEQUENCES = 2
+
+
+def measure_and_allocate(source, config: QuantConfig, bb: Backbone, tokenizer: Any,
+                         items: list[QuantItem], budget: BitBudget, stages, *,
+                         progress: ProgressFn, cancel: threading.Event | None):
+    """(choice, scores, calibration metadata, cache hit) for ``config``."""
+    widths = config.widths
+    with stages.run("calibrate"):
+        cal = build_calibration(tokenizer, path=config.calibration,
+                                n_sequences=config.n_calibration, seq_len=config.seq_len)
+        progress(Log(f"calibration: {len(cal.sequences)} sequences, {cal.n_tokens} tokens "
+                     f"({cal.source}), {sum(len(s) for s in cal.held_back)} held back"))
+    blocks = {i.path: i.block for i in items}
+    key = cache_key(source_fingerprint(Path(source.path)), cal.digest, config.group_size,
+                    widths, config.dequantize)
+    probe_ref: list[Reference] = []
+
+    def ref() -> Reference:
+        if not probe_ref:
+            probe_ref.append(reference_pass(bb, cal.sequences[:PROBE_SEQUENCES], cancel))
+        return probe_ref[0]
+
+    def probe(path: str, bits: int) -> float:
+        if bits not in record["probes"].setdefault(path, {}):
+            record["probes"][path][bits] = probe_item(bb, ref(), path, bits, config.group_size,
+                                                      blocks[path], cancel)
+            save_scores(key, record)
+        return record["probes"][path][bits]
+
+    with stages.run("measure"):
+        record = load_scores(key)
+        cache_hit = record is not None
+        if cache_hit:
+            progress(Log("sensitivity reused from the cache (same source, calibration, widths)"))
+            for path, kl in record["scores"].items():
+                progress(LayerScore(path, dict(kl)))
+        else:
+            scores = fisher_scores(bb, items, cal.sequences, widths, config.group_size,
+                                   progress=progress, cancel=cancel)
+            record = {"scores": scores, "probes": {}, "key": key}
+            save_scores(key, record)  # kept even if a later stage fails: a rerun resumes here
+        edge = [p for p in ("model.embed_tokens", bb.head_path) if p in record["scores"]]
+        for path in dict.fromkeys(edge):
+            for b in widths:
+                if b != KEEP and b <= 4:
+                    check_cancel(cancel)
+                    exact = probe(path, b)
+                    progress(Log(f"exact probe {path} @ {b} bits: {exact:.4f} "
+                                 f"(estimate {record['scores'][path][b]:.4f})"))
+    scores = _with_probes(record)
+
+    with stages.run("allocate"):
+        alloc = allocate(items, scores, budget, config.target_bpw, widths)
+        for _ in range(2):  # guard the extreme choices; reallocate if an estimate was off
+            suspects = sorted(alloc.choice, key=lambda p: -scores[p][alloc.choice[p]])[:GUARD_TOP]
+            suspects += sorted((p for p, b in alloc.choice.items() if b <= 3),
+                               key=lambda p: -scores[p][alloc.choice[p]])[:GUARD_TOP]
+            changed = False
+            for i, path in enumerate(dict.fromkeys(suspects)):
+                progress(Progress("allocate", i, len(suspects), "exact probes"))
+                b = alloc.choice[path]
+                if b == KEEP:
+                    continue
+                est, exact = scores[path][b], probe(path, b)
+                if not (est / PROBE_TOLERANCE <= exact <= est * PROBE_TOLERANCE):
+                    progress(Log(f"{path} @ {b} bits: exact KL {exact:.4f} vs estimate {est:.4f}; corrected"))
+                    changed = True
+            scores = _with_probes(record)
+            if not changed:
+                break
+            alloc = allocate(items, scores, budget, config.target_bpw, widths)
+        alloc = _gate_low_widths(alloc, items, scores, budget, config, bb, cal.held_back,
+                                 progress, cancel)
+        for path, kl in scores.items():
+            progress(LayerScore(path, dict(kl), alloc.choice.get(path)))
+        progress(Log(f"allocation: {alloc.bpw:.3f} bpw, predicted KL {alloc.predicted_kl:.4f}"))
+    cal_meta = {"source": cal.source, "tokens": cal.n_tokens, "sequences": len(cal.sequences),
+                "digest": cal.digest, "cache_key": key}
+    return alloc.choice, scores, cal_meta, cache_hit
+
+
+def _with_probes(record: dict) -> dict[str, dict[int, float]]:
+    scores = {p: dict(kl) for p, kl in record["scores"].items()}
+    for path, by_bits in record["probes"].items():
+        for b, exact in by_bits.items():
+            scores[path][b] = exact
+    return scores
+
+
+def _gate_low_widths(alloc: Allocation, items, scores, budget, config: QuantConfig, bb,
+                     held_back: list[list[int]], progress, cancel) -> Allocation:
+    gate = config.preset_info.gate_below
+    if gate is None or not any(b <= gate for b in alloc.choice.values()):
+        return alloc
+    higher = tuple(b for b in config.widths if b > gate)
+    try:
+        safe = allocate(items, scores, budget, config.target_bpw, higher)
+    except OptiqError:
+        return alloc  # the budget needs the low widths
+    if not held_back:
+        progress(Log(f"no held-back calibration tokens to check {gate}-bit layers on; not using them"))
+        return safe
+    ref = reference_pass(bb, held_back, cancel)
+    results = {}
+    for label, candidate in (("with low widths", alloc), ("without", safe)):
+        check_cancel(cancel)
+        changed = [p for p, b in candidate.choice.items() if b != KEEP]
+        res = run_probe(bb, ref, choice_weight_fn(candidate.choice, config.group_size),
+                        first_block_of(changed, bb, {i.path: i.block for i in items}),
+                        cancel, with_nll=True)
+        kl = kl_stats(res.kl)
+        results[label] = (kl.mean, kl.p99, perplexity_from_nll(res.nll).ppl)
+        mx.eval(res.kl)
+    (m_lo, p_lo, ppl_lo), (m_hi, p_hi, ppl_hi) = results["with low widths"], results["without"]
+    progress(Log(f"held-back check, with {gate}-bit layers: mean KL {m_lo:.4f} p99 {p_lo:.3f} "
+                 f"ppl {ppl_lo:.2f}; without: {m_hi:.4f} / {p_hi:.3f} / {ppl_hi:.2f}"))
+    if p_lo > p_hi or ppl_lo > ppl_hi or m_lo > m_hi:
+        progress(Log(f"{gate}-bit layers rejected: they worsen the held-back tail or perplexity"))
+        return safe
+    return alloc

@@ -1,0 +1,85 @@
+"""The Textual application: one engine thread, the library as home screen.
+
+Nothing on the way to the first painted screen imports MLX: the library
+screen lists models from their metadata, and MLX work is imported and run on
+the engine thread when first needed.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from optiq_tui.settings import Settings
+from optiq_tui.ui.bridge import EngineBridge, error_details
+from optiq_tui.ui.screens.library import LibraryScreen
+from optiq_tui.ui.screens.modals import ErrorModal
+
+
+class OptiqApp(App[int]):
+    """optiq-chat: keep, quantize, chat with and compare local MLX models."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "optiq-chat"
+    BINDINGS = [
+        Binding("f1", "about", "About", show=False),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(self, *, settings: Settings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or Settings.load()
+        self.bridge = EngineBridge()
+        self.library = LibraryScreen()
+
+    def get_default_screen(self) -> Screen:
+        return self.library
+
+    def on_mount(self) -> None:
+        if self.settings.theme in self.available_themes:
+            self.theme = self.settings.theme
+
+    def watch_theme(self, theme: str) -> None:
+        # Remember a theme picked from the palette for the next start.
+        if getattr(self, "settings", None) is not None and theme != self.settings.theme:
+            self.settings.theme = theme
+            try:
+                self.settings.save()
+            except OSError as exc:
+                self.notify(f"Could not save the theme: {exc}", severity="warning")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand(
+            "About and diagnostics",
+            "Backend, BLAS, memory and versions (F1)",
+            self.action_about,
+        )
+
+    def action_about(self) -> None:
+        from optiq_tui.ui.screens.about import AboutScreen
+
+        if not isinstance(self.screen, AboutScreen):
+            self.push_screen(AboutScreen())
+
+    def show_error(self, title: str, error: BaseException, details: str | None = None) -> None:
+        """Open the error modal for ``error`` (an OptiqError's text is shown as is)."""
+        message = str(error) or type(error).__name__
+        self.push_screen(ErrorModal(title, message, error_details(error) if details is None else details))
+
+    async def action_quit(self) -> None:
+        self.bridge.shutdown()
+        self.exit(0)
+
+    def on_unmount(self) -> None:
+        self.bridge.shutdown()
+
+
+def run_app() -> int:
+    """Open the app in this terminal; returns the exit code."""
+    app = OptiqApp()
+    result = app.run()
+    return int(result or app.return_code or 0)

@@ -1,0 +1,509 @@
+"""The chat screen: stream a model's reasoning and answer, with live stats.
+
+All MLX work (load, generate) runs on the app's engine thread through the
+bridge. Token events do not come back as one message each: the engine thread
+pushes them into a :class:`StreamBatch`, and a ~30 ms timer here drains it and
+appends each batch to the Markdown stream, so a 1000 tokens/s model never
+floods the UI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import asdict
+from typing import Any, Callable
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label, ProgressBar
+
+from optiq_tui.progress import OptiqError, Progress
+from optiq_tui.settings import Settings
+from optiq_tui.ui.messages import JobCancelled, JobFailed, JobFinished, JobProgressed
+from optiq_tui.ui.widgets.chat_message import ChatMessage
+from optiq_tui.ui.widgets.effort_switch import EffortSwitch
+from optiq_tui.ui.widgets.reasoning_panel import ReasoningPanel
+from optiq_tui.ui.widgets.stats_line import StatsLine
+from optiq_tui.ui.widgets.stream_batch import FLUSH_INTERVAL_S, Batch, StreamBatch, engine_priority
+
+Job = Callable[[Callable[[Any], None], threading.Event], Any]
+
+
+class ChatScreen(Screen):
+    """Chat with one model; Esc stops a generation, then goes back."""
+
+    CSS_PATH = "chat.tcss"
+
+    BINDINGS = [
+        Binding("escape", "stop_or_back", "Stop/Back"),
+        Binding("ctrl+t", "toggle_reasoning", "Reasoning", priority=True),
+        Binding("ctrl+n", "next_effort", "Effort", priority=True),
+        Binding("ctrl+r", "regenerate", "Regenerate", priority=True),
+        Binding("ctrl+b", "edit_last", "Edit last", priority=True),
+        Binding("ctrl+y", "copy_answer", "Copy", priority=True),
+        Binding("ctrl+l", "clear", "Clear", priority=True),
+        Binding("ctrl+g", "change_model", "Model", priority=True),
+        Binding("ctrl+o", "conversations", "Conversations", priority=True),
+    ]
+
+    def __init__(self, info: Any, conversation_id: str | None = None) -> None:
+        super().__init__()
+        self.info = info
+        self.effort: str | None = None
+        self.loaded: Any = None
+        self.session: Any = None
+        self.conversation_id = conversation_id
+        self.flushes = 0  # non-empty batches applied; tests check the UI kept up
+        self._store: Any = None
+        self._batch = StreamBatch()
+        self._gen_job: Any = None
+        self._gen_message: ChatMessage | None = None
+        self._load_job: Any = None
+        self._pending_prompt: str | None = None
+
+    # ---- layout -------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Label(self._title_text(), id="chat-title")
+        yield VerticalScroll(id="transcript")
+        yield Label("", id="notice")
+        yield ProgressBar(id="load-progress", show_eta=False)
+        yield StatsLine("", id="stats")
+        with Horizontal(id="input-row"):
+            yield Input(placeholder="Loading the model…", id="prompt", disabled=True)
+            yield EffortSwitch(None, reason="loading", id="effort")
+        yield Footer()
+
+    def _title_text(self) -> str:
+        return f"Chat · {self.info.name} · {self.info.quant}"
+
+    @property
+    def transcript(self) -> VerticalScroll:
+        return self.query_one("#transcript", VerticalScroll)
+
+    @property
+    def stats_line(self) -> StatsLine:
+        return self.query_one("#stats", StatsLine)
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
+
+    @property
+    def generating(self) -> bool:
+        return self._gen_job is not None
+
+    def on_mount(self) -> None:
+        self.query_one("#notice").display = False
+        self._flush_lock = asyncio.Lock()
+        self._flush_timer = self.set_interval(FLUSH_INTERVAL_S, self._flush, pause=True)
+        self.load_model(self.info)
+
+    # ---- loading ------------------------------------------------------
+
+    def load_model(self, info: Any) -> None:
+        """Load ``info`` on the engine thread; the old model is dropped first."""
+        self.info = info
+        self.loaded = self.session = None
+        self.query_one("#chat-title", Label).update(self._title_text())
+        prompt = self.query_one("#prompt", Input)
+        prompt.disabled = True
+        prompt.placeholder = f"Loading {info.name}…"
+        bar = self.query_one("#load-progress", ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.display = True
+        self._set_notice("")
+        self.stats_line.show_text(f"loading {info.name}…")
+        system_prompt = self.settings.system_prompt
+        history = self._history_for_session()
+
+        def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
+            from optiq_tui.engine import loader
+            from optiq_tui.engine.session import ChatSession
+
+            loaded = loader.load(info, progress=emit, cancel=cancel)
+            session = ChatSession(loaded, system_prompt)
+            for role, text in history:
+                session.add_message(role, text)
+            return loaded, session
+
+        self._load_job = self.app.bridge.submit(self, job, name="load")
+
+    def _loaded(self, loaded: Any, session: Any) -> None:
+        self.loaded, self.session = loaded, session
+        self._load_job = None
+        self.query_one("#load-progress", ProgressBar).display = False
+        fmt = loaded.format
+        effort = self.query_one("#effort", EffortSwitch)
+        effort.set_options(fmt.efforts, fmt.normalize_effort(self.settings.effort), fmt.effort_unavailable_reason)
+        self.effort = effort.value
+        prompt = self.query_one("#prompt", Input)
+        prompt.disabled = False
+        prompt.placeholder = "Message (Enter to send)"
+        prompt.focus()
+        self.stats_line.show_text(f"ready · {self.info.name} · {self.info.chat_format} format")
+        if self._pending_prompt is not None:
+            text, self._pending_prompt = self._pending_prompt, None
+            self.send(text)
+
+    def _load_failed(self, error: BaseException) -> None:
+        self._load_job = None
+        self.query_one("#load-progress", ProgressBar).display = False
+        self.stats_line.show_text("no model loaded")
+        what = str(error) if isinstance(error, OptiqError) else f"{type(error).__name__}: {error}"
+        self._set_notice(f"Could not load {self.info.name}: {what}  (Ctrl+G picks another model)", error=True)
+        self.query_one("#prompt", Input).placeholder = "No model loaded: Ctrl+G picks one"
+
+    def _set_notice(self, text: str, *, error: bool = False) -> None:
+        notice = self.query_one("#notice", Label)
+        notice.update(text)
+        notice.set_class(error, "error")
+        notice.display = bool(text)
+
+    # ---- sending and streaming ---------------------------------------
+
+    @on(Input.Submitted, "#prompt")
+    def _submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            return
+        if self.generating:
+            self.notify("Still answering: Esc stops it.", severity="warning")
+            return
+        event.input.value = ""
+        self.send(text)
+
+    def send(self, text: str) -> None:
+        """Show ``text`` as the user's message and stream the model's answer."""
+        if self.session is None:
+            self._pending_prompt = text if self._load_job is not None else None
+            if self._pending_prompt is None:
+                self.notify("No model loaded.", severity="error")
+            return
+        self._save("user", text)
+        self.transcript.mount(ChatMessage("user", text))
+        self._start_generation(text)
+
+    def _start_generation(self, text: str) -> None:
+        from optiq_tui.engine.session import SamplerSettings
+
+        session, effort = self.session, self.effort
+        s = self.settings
+        sampler = SamplerSettings(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed)
+
+        def job(emit: Callable[[Any], None], cancel: threading.Event) -> None:
+            for event in session.generate(text, sampler, effort, cancel):
+                emit(event)
+
+        message = ChatMessage("assistant", label=self.info.name, streaming=True)
+        self.transcript.mount(message)
+        self.stream(job, message, name="generate")
+
+    def stream(self, job: Job, message: ChatMessage, *, name: str = "generate") -> None:
+        """Run a job that emits generation events, streaming them into ``message``.
+
+        The generation and the recorded-stream replays of the tests and
+        screenshots share this path.
+        """
+        batch = self._batch = StreamBatch()
+        self._gen_message = message
+        self._gen_job = self.app.bridge.submit(self, job, name=name, on_event=lambda _h, ev: batch.push(ev))
+        self.transcript.anchor()
+        engine_priority(True)
+        self._flush_timer.resume()
+
+    async def _flush(self) -> None:
+        # The timer and the job-ended handler both flush; one at a time keeps the order.
+        async with self._flush_lock:
+            batch = self._batch.drain()
+            if batch.empty or self._gen_message is None:
+                return
+            self.flushes += 1
+            await self._apply(batch)
+
+    async def _apply(self, batch: Batch) -> None:
+        message = self._gen_message
+        assert message is not None
+        if batch.segments:
+            await message.apply(batch.segments)
+        if batch.stats is not None:
+            self.stats_line.show_stats(batch.stats, live=batch.finished is None)
+        if batch.finished is not None:
+            fin = batch.finished
+            await self._end_generation(fin.reason, fin.error, fin.stats.reasoning_tokens)
+
+    async def _end_generation(self, reason: str, error: str | None = None, reasoning_tokens: int = 0) -> None:
+        message = self._gen_message
+        if message is None:
+            return
+        self._flush_timer.pause()
+        engine_priority(False)
+        self._gen_message = None
+        self._gen_job = None
+        await message.finish(reason, error, reasoning_tokens)
+        if message.answer_text or message.reasoning_text:
+            stats = self.stats_line.stats if self.stats_line.stats is not None else None
+            self._save("assistant", message.answer_text, reasoning=message.reasoning_text, stats=stats)
+
+    async def _job_ended(self, reason: str, error: str | None = None) -> None:
+        """The generation job returned or failed: apply what is left, then end it if no Finished came."""
+        await self._flush()
+        if self._gen_message is not None:
+            await self._end_generation(reason, error)
+
+    # ---- job messages -------------------------------------------------
+
+    def on_job_progressed(self, message: JobProgressed) -> None:
+        event = message.event
+        if message.handle.name == "load" and isinstance(event, Progress):
+            bar = self.query_one("#load-progress", ProgressBar)
+            bar.update(total=event.total, progress=event.done)
+            detail = f" {event.message}" if event.message else ""
+            self.stats_line.show_text(f"loading {self.info.name}: {event.stage}{detail}")
+
+    async def on_job_finished(self, message: JobFinished) -> None:
+        name = message.handle.name
+        if name == "load" and message.handle is self._load_job:
+            self._loaded(*message.result)
+        elif message.handle is self._gen_job:
+            await self._job_ended("stop")
+        elif name == "drop-turns":
+            self.notify(f"Dropped the {message.result} oldest turns to make room.")
+            if self._pending_prompt is not None:
+                text, self._pending_prompt = self._pending_prompt, None
+                self._start_generation(text)
+
+    async def on_job_failed(self, message: JobFailed) -> None:
+        if message.handle is self._load_job:
+            self._load_failed(message.error)
+        elif message.handle is self._gen_job:
+            from optiq_tui.engine.session import ContextOverflow
+
+            if isinstance(message.error, ContextOverflow):
+                await self._context_overflow(message.error)
+            else:
+                await self._job_ended("error", str(message.error))
+        else:
+            self.notify(str(message.error), title=f"{message.handle.name} failed", severity="error")
+
+    async def on_job_cancelled(self, message: JobCancelled) -> None:
+        if message.handle is self._gen_job:
+            await self._job_ended("cancelled")
+        elif message.handle is self._load_job:
+            self._load_job = None
+            self.stats_line.show_text("loading cancelled")
+
+    async def _context_overflow(self, error: BaseException) -> None:
+        """The prompt no longer fits: drop the empty answer and offer to drop old turns."""
+        from optiq_tui.ui.screens.modals import ConfirmModal
+
+        message = self._gen_message
+        self._gen_message = None
+        self._gen_job = None
+        self._flush_timer.pause()
+        engine_priority(False)
+        text = self._last_user_text()
+        if message is not None:
+            await message.remove()
+
+        def answered(drop: bool | None) -> None:
+            if not drop or self.session is None:
+                return
+            session = self.session
+            self._pending_prompt = text
+            self.app.bridge.submit_call(self, session.drop_oldest_turns, name="drop-turns")
+
+        self.app.push_screen(
+            ConfirmModal("Conversation too long", f"{error}\n\nDrop the oldest turns and try again?", yes="Drop"),
+            answered,
+        )
+
+    # ---- actions ------------------------------------------------------
+
+    def action_stop_or_back(self) -> None:
+        if self._gen_job is not None:
+            self._gen_job.cancel()
+        elif self._load_job is not None:
+            self._load_job.cancel()
+            self.app.pop_screen()
+        else:
+            self.app.pop_screen()
+
+    def action_toggle_reasoning(self) -> None:
+        """Collapse every reasoning panel when any is open, else open them all."""
+        panels = list(self.query(ReasoningPanel))
+        if not panels:
+            self.notify("No reasoning to show.")
+            return
+        collapse = any(not p.collapsed for p in panels)
+        for panel in panels:
+            panel.collapsed = collapse
+
+    def action_next_effort(self) -> None:
+        self.query_one("#effort", EffortSwitch).action_next()
+
+    @on(EffortSwitch.Changed)
+    def _effort_changed(self, event: EffortSwitch.Changed) -> None:
+        self.effort = event.value
+        self.settings.effort = event.value
+        self.settings.save()
+
+    def _messages(self) -> list[ChatMessage]:
+        return list(self.transcript.query(ChatMessage))
+
+    def _last_user_text(self) -> str:
+        users = [m for m in self._messages() if m.role == "user"]
+        return users[-1].answer_text if users else ""
+
+    def action_copy_answer(self) -> None:
+        answers = [m for m in self._messages() if m.role == "assistant" and m.answer_text]
+        if not answers:
+            self.notify("No answer to copy yet.")
+            return
+        self.app.copy_to_clipboard(answers[-1].answer_text)
+        self.notify("Answer copied.")
+
+    async def _drop_last_turn(self) -> str | None:
+        """Remove the last exchange from the screen and the session; return its prompt."""
+        messages = self._messages()
+        users = [i for i, m in enumerate(messages) if m.role == "user"]
+        if not users or self.session is None:
+            return None
+        last = users[-1]
+        text = messages[last].answer_text
+        # The session keeps a turn only when its answer has text (see ChatSession.generate).
+        kept = any(m.role == "assistant" and m.answer_text.strip() for m in messages[last + 1 :])
+        for m in messages[last:]:
+            await m.remove()
+        if kept:
+            self.app.bridge.submit_call(self, self.session.pop_turn, name="pop-turn")
+        self._save_event("pop")
+        return text
+
+    async def action_regenerate(self) -> None:
+        if self.generating:
+            self.notify("Still answering: Esc stops it first.", severity="warning")
+            return
+        text = await self._drop_last_turn()
+        if text is None:
+            self.notify("Nothing to regenerate.")
+            return
+        self.send(text)
+
+    async def action_edit_last(self) -> None:
+        if self.generating:
+            self.notify("Still answering: Esc stops it first.", severity="warning")
+            return
+        text = await self._drop_last_turn()
+        if text is None:
+            self.notify("No message to edit.")
+            return
+        prompt = self.query_one("#prompt", Input)
+        prompt.value = text
+        prompt.focus()
+
+    async def action_clear(self) -> None:
+        """Start a new conversation with the same model."""
+        if self._gen_job is not None:
+            self._gen_job.cancel()
+            await self._job_ended("cancelled")
+        await self.transcript.remove_children()
+        self.conversation_id = None
+        self.stats_line.show_text("")
+        if self.session is not None:
+            self.app.bridge.submit_call(self, self.session.reset, name="reset")
+
+    def action_change_model(self) -> None:
+        from optiq_tui.ui.screens.model_picker import ModelPickerModal
+
+        if self.generating:
+            self.notify("Still answering: Esc stops it first.", severity="warning")
+            return
+
+        def picked(info: Any) -> None:
+            if info is not None:
+                self.load_model(info)
+
+        self.app.push_screen(ModelPickerModal("Chat with another model", exclude=self.info), picked)
+
+    def action_conversations(self) -> None:
+        from optiq_tui.ui.screens.conversations import ConversationsScreen
+
+        if self.generating:
+            self.notify("Still answering: Esc stops it first.", severity="warning")
+            return
+
+        def chosen(conversation_id: str | None) -> None:
+            if conversation_id is not None:
+                self.call_later(self.open_conversation, conversation_id)
+
+        self.app.push_screen(ConversationsScreen(), chosen)
+
+    # ---- conversations ------------------------------------------------
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from optiq_tui.engine.conversations import ConversationStore
+
+            self._store = ConversationStore()
+        return self._store
+
+    def _save(self, role: str, text: str, *, reasoning: str = "", stats: Any = None) -> None:
+        """Append a message to the saved conversation (created on the first message).
+
+        A failed write (disk full, folder gone) is reported, not fatal: the chat goes on.
+        """
+        try:
+            if self.conversation_id is None:
+                self.conversation_id = self.store.create(model=self.info.name, title=text[:60])
+            self.store.append(
+                self.conversation_id,
+                role,
+                text,
+                reasoning=reasoning,
+                model=self.info.name if role == "assistant" else None,
+                stats=asdict(stats) if stats is not None else None,
+            )
+        except (OSError, OptiqError) as exc:
+            self.notify(f"Could not save the conversation: {exc}", severity="warning")
+
+    def _save_event(self, kind: str) -> None:
+        if self.conversation_id is not None:
+            try:
+                self.store.append(self.conversation_id, kind, "")
+            except (OSError, OptiqError) as exc:
+                self.notify(f"Could not save the conversation: {exc}", severity="warning")
+
+    def _history_for_session(self) -> list[tuple[str, str]]:
+        return [(m.role, m.answer_text) for m in self._messages() if m.answer_text] if self.is_mounted else []
+
+    async def open_conversation(self, conversation_id: str) -> None:
+        """Show a saved conversation and continue it with the current model."""
+        conversation = self.store.load(conversation_id)
+        await self.transcript.remove_children()
+        widgets = [
+            ChatMessage(
+                m.role,
+                m.content,
+                label=None if m.role == "user" else (m.model or conversation.model),
+                reasoning=m.reasoning,
+            )
+            for m in conversation.messages
+        ]
+        await self.transcript.mount_all(widgets)
+        self.transcript.scroll_end(animate=False)
+        self.conversation_id = conversation_id
+        if self.session is not None:
+            session, history = self.session, self._history_for_session()
+
+            def restore() -> None:
+                session.reset()
+                for role, text in history:
+                    session.add_message(role, text)
+
+            self.app.bridge.submit_call(self, restore, name="restore")

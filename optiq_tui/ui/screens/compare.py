@@ -1,0 +1,442 @@
+"""Side-by-side chat of two models, with agreement figures and a blind mode.
+
+The engine side is :class:`optiq_tui.eval.compare.CompareSession`: one prompt
+to both models (same system prompt, sampler, seed), A then B on the engine
+thread; both stay loaded when they fit, else they take turns and the screen
+says so. Each side's events come back wrapped in ``SideEvent`` and go into
+that column's :class:`StreamBatch`, drained on a timer like the chat screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label
+
+from optiq_tui.progress import Log, Progress
+from optiq_tui.ui.messages import JobCancelled, JobFailed, JobFinished, JobProgressed
+from optiq_tui.ui.widgets.compare_column import CompareColumn
+from optiq_tui.ui.widgets.reasoning_panel import ReasoningPanel
+from optiq_tui.ui.widgets.stream_batch import FLUSH_INTERVAL_S, StreamBatch, engine_priority
+from optiq_tui.ui.widgets.vote_bar import VOTES, VoteBar
+
+SIDE_NAMES = ("A", "B")
+SIDE_KEYS = ("a", "b")
+
+
+@dataclass
+class Side:
+    """One model of the pair and what the UI keeps of it."""
+
+    info: Any
+    batch: StreamBatch = field(default_factory=StreamBatch)
+
+
+def first_difference(a: str, b: str, width: int = 24) -> tuple[str, str]:
+    """The two answers from where their text first differs (short snippets for the status line)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    start = a.rfind(" ", 0, n) + 1
+
+    def snip(text: str) -> str:
+        if n >= len(text):
+            return "(end)"
+        out = text[start : start + width].replace("\n", " ")
+        return out + ("…" if len(text) > start + width else "")
+
+    return snip(a), snip(b)
+
+
+def describe_turn(result: Any, names: tuple[str, str]) -> str:
+    """Agreement (shared token prefix, first differing token) and cross-KL, for the line under the columns."""
+    agreement = result.agreement
+    if agreement is None:
+        return "No agreement figures: one side did not answer."
+    x, y = names
+    if agreement.identical:
+        text = f"Identical answers ({agreement.len_a} tokens)."
+    else:
+        sa, sb = first_difference(result.answer_a, result.answer_b)
+        text = (
+            f"Same first {agreement.common_prefix} tokens (of {agreement.len_a} / {agreement.len_b}); "
+            f"they part at token {agreement.first_diff + 1}: {x} «{sa}» vs {y} «{sb}»."
+        )
+    kls = [
+        f"KL({p}‖{q}) on {p}'s answer {kl.mean:.4f} (p99 {kl.p99:.4f})"
+        for p, q, kl in ((x, y, result.kl_a_under_b), (y, x, result.kl_b_under_a))
+        if kl is not None
+    ]
+    if kls:
+        text += "  " + " · ".join(kls)
+    elif not result.related:
+        text += "  (no cross-KL: the models do not share a source)"
+    return text
+
+
+class CompareScreen(Screen):
+    """Two columns, one prompt; Ctrl+B starts a blind round."""
+
+    CSS_PATH = "compare.tcss"
+
+    BINDINGS = [
+        Binding("escape", "stop_or_back", "Stop/Back"),
+        Binding("ctrl+t", "toggle_reasoning", "Reasoning", priority=True),
+        Binding("ctrl+b", "toggle_blind", "Blind", priority=True),
+        Binding("ctrl+l", "clear", "Clear", priority=True),
+        Binding("ctrl+g", "pick_models", "Models", priority=True),
+    ]
+
+    def __init__(self, a: Any | None, b: Any | None, *, blind: bool = False, seed: int | None = None) -> None:
+        super().__init__()
+        self.sides: list[Side | None] = [Side(a) if a else None, Side(b) if b else None]
+        self.blind = blind
+        self.order = [0, 1]  # order[k]: which side (A=0, B=1) shows in column k (left=0)
+        self.voted: str | None = None
+        self.tally: Any = None
+        self.flushes = 0
+        self.plan: Any = None
+        self.session: Any = None
+        self.result: Any = None
+        self._rng = random.Random(seed)
+        self._job: Any = None
+        self._prepare_job: Any = None
+        self._pending: str | None = None
+
+    # ---- layout -------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Label("Compare", id="cmp-title")
+        yield Label("", id="cmp-mode")
+        with Horizontal(id="columns"):
+            yield CompareColumn("Left", id="col-left")
+            yield CompareColumn("Right", id="col-right")
+        yield Label("", id="agreement")
+        yield VoteBar(id="vote")
+        yield Label("", id="tally")
+        yield Input(placeholder="One prompt for both models (Enter)", id="cmp-prompt")
+        yield Footer()
+
+    @property
+    def columns(self) -> list[CompareColumn]:
+        return [self.query_one("#col-left", CompareColumn), self.query_one("#col-right", CompareColumn)]
+
+    def column_of(self, side: int) -> CompareColumn:
+        return self.columns[self.order.index(side)]
+
+    @property
+    def running(self) -> bool:
+        return self._job is not None
+
+    def on_mount(self) -> None:
+        self.query_one("#vote").display = False
+        self.query_one("#tally").display = False
+        self._flush_lock = asyncio.Lock()
+        self._timer = self.set_interval(FLUSH_INTERVAL_S, self._flush, pause=True)
+        if self.blind:
+            self._shuffle()
+        if None in self.sides:
+            self.action_pick_models()
+        else:
+            self._prepare()
+
+    # ---- models -------------------------------------------------------
+
+    def action_pick_models(self) -> None:
+        """Pick model A, then model B, with the library picker."""
+        from optiq_tui.ui.screens.model_picker import ModelPickerModal
+
+        if self.running:
+            self.notify("Still answering: Esc stops it first.", severity="warning")
+            return
+
+        def picked_b(info: Any) -> None:
+            if info is not None:
+                self.sides[1] = Side(info)
+            if None not in self.sides:
+                self._prepare()
+
+        def picked_a(info: Any) -> None:
+            if info is not None:
+                self.sides[0] = Side(info)
+            a = self.sides[0].info if self.sides[0] else None
+            self.app.push_screen(ModelPickerModal("Model B", exclude=a), picked_b)
+
+        self.app.push_screen(ModelPickerModal("Model A"), picked_a)
+
+    def _prepare(self) -> None:
+        """Decide on the engine thread whether both fit, and load what stays loaded."""
+        a, b = (s.info for s in self.sides)  # type: ignore[union-attr]
+        self._show_titles()
+        self.query_one("#cmp-mode", Label).update(f"checking memory for {a.name} and {b.name}…")
+        self.query_one("#cmp-prompt", Input).disabled = True
+        system_prompt = self.app.settings.system_prompt
+        old, self.session = self.session, None
+
+        def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
+            from optiq_tui.eval.compare import CompareSession
+
+            if old is not None:
+                old.close()
+            session = CompareSession(a, b, system_prompt)
+            emit(Log(session.plan.describe()))
+            session.prepare(progress=emit, cancel=cancel)
+            return session
+
+        self._prepare_job = self.app.bridge.submit(self, job, name="prepare")
+
+    def _prepared(self, session: Any) -> None:
+        self.session = session
+        self.plan = session.plan
+        self._prepare_job = None
+        mode = self.query_one("#cmp-mode", Label)
+        mode.update(self.plan.describe())
+        mode.set_class(not self.plan.both_loaded, "sequential")
+        prompt = self.query_one("#cmp-prompt", Input)
+        prompt.disabled = False
+        prompt.focus()
+        for column in self.columns:
+            column.stats.show_text("ready")
+        if self._pending is not None:
+            text, self._pending = self._pending, None
+            self.send(text)
+
+    def on_job_progressed(self, message: JobProgressed) -> None:
+        """Loading progress while preparing: shown in the column of the side that loads."""
+        event = message.event
+        if isinstance(event, Log):
+            self.query_one("#cmp-mode", Label).update(event.message)
+            return
+        side = getattr(event, "side", None)
+        if side in SIDE_KEYS:
+            self._show_side_progress(SIDE_KEYS.index(side), event.event)
+
+    def _show_side_progress(self, side: int, event: Any) -> None:
+        column = self.column_of(side)
+        if isinstance(event, Progress):
+            pct = f" {event.fraction:.0%}" if event.fraction is not None else ""
+            column.stats.show_text(f"loading{pct}")
+        elif isinstance(event, Log):
+            column.stats.show_text(event.message)
+
+    # ---- blind mode ---------------------------------------------------
+
+    def _shuffle(self) -> None:
+        self.order = [0, 1] if self._rng.random() < 0.5 else [1, 0]
+
+    def _show_titles(self) -> None:
+        title = self.query_one("#cmp-title", Label)
+        if None in self.sides:
+            title.update("Compare · pick two models (Ctrl+G)")
+            return
+        names = [s.info.name for s in self.sides]  # type: ignore[union-attr]
+        reveal = not self.blind or self.voted is not None
+        for k, column in enumerate(self.columns):
+            side = self.order[k]
+            place = "Left" if k == 0 else "Right"
+            if self.blind and not reveal:
+                column.set_title(place)
+            elif self.blind:
+                column.set_title(f"{place} = {SIDE_NAMES[side]}: {names[side]}")
+            else:
+                column.set_title(f"{SIDE_NAMES[side]}: {names[side]}")
+        if self.blind and not reveal:
+            title.update("Blind compare · which answer is better? The names show after your vote")
+        else:
+            title.update(f"Compare · A: {names[0]} vs B: {names[1]}" + (" · blind round" if self.blind else ""))
+
+    async def action_toggle_blind(self) -> None:
+        """Blind on: a fresh conversation with the columns in random order. Blind off: names shown."""
+        if self.running:
+            self.notify("Still answering: Esc stops it first.", severity="warning")
+            return
+        self.blind = not self.blind
+        await self.action_clear()
+        if self.blind:
+            self._shuffle()
+        self._show_titles()
+        self.notify("Blind mode: vote after both answers." if self.blind else "Blind mode off.")
+
+    @on(VoteBar.Voted)
+    def _voted(self, event: VoteBar.Voted) -> None:
+        """Record the vote for this pair, reveal the names and show the pair's tally."""
+        from optiq_tui.eval.compare import record_vote
+
+        if not self.blind or self.voted is not None:
+            return
+        left, right = (self.sides[self.order[k]].info for k in (0, 1))  # type: ignore[union-attr]
+        self.voted = event.vote
+        prompt = self.result.prompt if self.result is not None else None
+        self.tally = record_vote(left, right, event.vote, prompt)
+        self.query_one("#vote").display = False
+        self._show_titles()
+        self._show_result()
+        tally = self.query_one("#tally", Label)
+        tally.update(f"You voted: {VOTES[event.vote]}.  Tally for this pair: {self.tally.describe()}")
+        tally.display = True
+        self.query_one("#cmp-prompt", Input).focus()
+
+    # ---- sending ------------------------------------------------------
+
+    @on(Input.Submitted, "#cmp-prompt")
+    def _submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            return
+        if self.running:
+            self.notify("Still answering: Esc stops it.", severity="warning")
+            return
+        event.input.value = ""
+        self.send(text)
+
+    def send(self, text: str) -> None:
+        """Send ``text`` to both models; the columns stream as each answers."""
+        if self.session is None:
+            self._pending = text
+            return
+        if self.blind and self.voted is not None:
+            # A new prompt after a reveal starts the next blind round.
+            self.voted = None
+            self._shuffle()
+            self._show_titles()
+        self.query_one("#tally").display = False
+        self.query_one("#agreement", Label).update("")
+        s = self.app.settings
+        temperature, top_p, max_tokens, seed, effort = s.temperature, s.top_p, s.max_tokens, s.seed, s.effort
+        for side in self.sides:
+            side.batch = StreamBatch()  # type: ignore[union-attr]
+        batches = [side.batch for side in self.sides]  # type: ignore[union-attr]
+        session = self.session
+
+        def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
+            from optiq_tui.engine.session import SamplerSettings
+
+            sampler = SamplerSettings(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+            return session.ask(text, sampler, effort, progress=emit, cancel=cancel)
+
+        def route(_handle: Any, event: Any) -> None:
+            # Runs on the engine thread: only the thread-safe batches are touched.
+            side = getattr(event, "side", None)
+            if side in SIDE_KEYS:
+                batches[SIDE_KEYS.index(side)].push(event.event)
+
+        self.call_later(self._start_columns, text)
+        self._job = self.app.bridge.submit(self, job, name="compare-turn", on_event=route)
+        engine_priority(True)
+        self._timer.resume()
+
+    async def _start_columns(self, text: str) -> None:
+        for k, column in enumerate(self.columns):
+            await column.add_user(text)
+            side = self.order[k]
+            label = ("Left" if k == 0 else "Right") if self.blind else self.sides[side].info.name  # type: ignore[union-attr]
+            await column.start_answer(label)
+            column.stats.show_text("waiting for the other model…" if side == 1 else "starting…")
+
+    async def _flush(self) -> None:
+        # The timer and the turn-ended handler both flush; one at a time keeps the order.
+        async with self._flush_lock:
+            for i, side in enumerate(self.sides):
+                batch = side.batch.drain()  # type: ignore[union-attr]
+                if batch.empty:
+                    continue
+                self.flushes += 1
+                for event in batch.other:
+                    self._show_side_progress(i, event)
+                await self.column_of(i).apply(batch)
+
+    async def _turn_ended(self, result: Any, reason: str | None = None) -> None:
+        self._job = None
+        await self._flush()
+        self._timer.pause()
+        engine_priority(False)
+        for column in self.columns:
+            if column.current is not None and column.current.streaming:
+                await column.current.finish(reason or "stop")
+        if result is not None:
+            self.result = result
+            self._show_result()
+        if self.blind and self.voted is None and reason is None:
+            vote = self.query_one("#vote", VoteBar)
+            vote.display = True
+            vote.focus()
+
+    def _show_result(self) -> None:
+        if self.result is None:
+            return
+        if self.blind and self.voted is None:
+            # Before the vote, name the sides by place only.
+            names = ("Left", "Right") if self.order == [0, 1] else ("Right", "Left")
+        else:
+            names = tuple(s.info.name for s in self.sides)  # type: ignore[union-attr]
+        self.query_one("#agreement", Label).update(describe_turn(self.result, names))
+
+    # ---- job messages -------------------------------------------------
+
+    async def on_job_finished(self, message: JobFinished) -> None:
+        if message.handle is self._prepare_job:
+            self._prepared(message.result)
+        elif message.handle is self._job:
+            await self._turn_ended(message.result)
+
+    async def on_job_failed(self, message: JobFailed) -> None:
+        if message.handle is self._prepare_job:
+            self._prepare_job = None
+            self.query_one("#cmp-mode", Label).update(f"[b]Cannot compare:[/b] {message.error}")
+            self.app.show_error("Cannot compare these models", message.error, message.details)
+        elif message.handle is self._job:
+            await self._turn_ended(None, "error")
+            self.app.show_error("Compare failed", message.error, message.details)
+
+    async def on_job_cancelled(self, message: JobCancelled) -> None:
+        if message.handle is self._job:
+            await self._turn_ended(None, "cancelled")
+        elif message.handle is self._prepare_job:
+            self._prepare_job = None
+
+    # ---- actions ------------------------------------------------------
+
+    def action_stop_or_back(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            return
+        if self._prepare_job is not None:
+            self._prepare_job.cancel()
+        if self.session is not None:
+            # Free both models' memory on the engine thread that owns them.
+            self.app.bridge.submit_call(self.app, self.session.close, name="compare-close")
+            self.session = None
+        self.app.pop_screen()
+
+    def action_toggle_reasoning(self) -> None:
+        panels = list(self.query(ReasoningPanel))
+        collapse = any(not p.collapsed for p in panels)
+        for panel in panels:
+            panel.collapsed = collapse
+
+    async def action_clear(self) -> None:
+        """Forget both conversations (the models stay loaded)."""
+        if self.running:
+            self.notify("Still answering: Esc stops it first.", severity="warning")
+            return
+        for column in self.columns:
+            await column.clear()
+        self.voted = None
+        self.result = None
+        self.query_one("#agreement", Label).update("")
+        self.query_one("#tally").display = False
+        self.query_one("#vote").display = False
+        if self.session is not None:
+            # A fresh CompareSession: its conversations start empty (the old one is closed first).
+            self._prepare()

@@ -1,0 +1,132 @@
+"""Saved conversations: list, reopen, rename, delete, export to Markdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Label
+
+from optiq_tui.ui.messages import JobFailed, JobFinished
+
+
+class ConversationsScreen(Screen[str | None]):
+    """Dismisses with the id of the conversation to reopen, or None."""
+
+    DEFAULT_CSS = """
+    ConversationsScreen #conv-title { height: 1; padding: 0 1; background: $panel; text-style: bold; width: 1fr; }
+    ConversationsScreen DataTable { height: 1fr; }
+    ConversationsScreen #conv-empty { padding: 1 2; color: $text-muted; }
+    """
+
+    BINDINGS = [
+        Binding("enter", "open", "Open"),
+        Binding("r", "rename", "Rename"),
+        Binding("d", "delete", "Delete"),
+        Binding("e", "export", "Export .md"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conversations: list[Any] = []
+
+    def compose(self) -> ComposeResult:
+        yield Label("Conversations · Enter reopens, r renames, d deletes, e exports Markdown", id="conv-title")
+        yield DataTable(id="conv-table", cursor_type="row", zebra_stripes=True)
+        yield Label("No saved conversations yet.", id="conv-empty")
+        yield Footer()
+
+    @property
+    def store(self) -> Any:
+        from optiq_tui.engine.conversations import ConversationStore
+
+        return ConversationStore()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("title", "model", "messages", "updated")
+        self.refresh_list()
+
+    def refresh_list(self) -> None:
+        self.conversations = list(self.store.list())
+        table = self.query_one(DataTable)
+        table.clear()
+        for c in self.conversations:
+            table.add_row(c.title or "(untitled)", c.model, str(c.n_messages), c.updated[:16].replace("T", " "), key=c.id)
+        self.query_one("#conv-empty").display = not self.conversations
+        table.focus()
+
+    def _selected(self) -> Any | None:
+        table = self.query_one(DataTable)
+        if not self.conversations or table.cursor_row is None:
+            return None
+        return self.conversations[table.cursor_row]
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        chosen = self._selected()
+        if chosen is not None:
+            self.dismiss(chosen.id)
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    def action_rename(self) -> None:
+        from optiq_tui.ui.screens.modals import InputModal
+
+        chosen = self._selected()
+        if chosen is None:
+            return
+
+        def renamed(title: str | None) -> None:
+            if title:
+                self.store.rename(chosen.id, title)
+                self.refresh_list()
+
+        self.app.push_screen(InputModal("Rename conversation", "New title:", value=chosen.title or ""), renamed)
+
+    def action_delete(self) -> None:
+        from optiq_tui.ui.screens.modals import ConfirmModal
+
+        chosen = self._selected()
+        if chosen is None:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.store.delete(chosen.id)
+                self.refresh_list()
+
+        self.app.push_screen(
+            ConfirmModal("Delete conversation", f"Delete “{chosen.title}” for good?", yes="Delete"), answered
+        )
+
+    def action_export(self) -> None:
+        from optiq_tui.ui.screens.modals import InputModal
+
+        chosen = self._selected()
+        if chosen is None:
+            return
+        store = self.store
+        default = store.default_export_path(chosen.id)
+
+        def chosen_path(path: str | None) -> None:
+            if path:
+                self.app.bridge.submit_call(
+                    self, lambda: store.export_markdown(chosen.id, path), name="export", mlx=False
+                )
+
+        self.app.push_screen(InputModal("Export to Markdown", "Write the conversation to:", value=str(default)), chosen_path)
+
+    def on_job_finished(self, message: JobFinished) -> None:
+        self.notify(f"Saved {message.result}")
+
+    def on_job_failed(self, message: JobFailed) -> None:
+        self.app.show_error("Export failed", message.error, message.details)

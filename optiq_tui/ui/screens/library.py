@@ -1,0 +1,459 @@
+"""The home screen: every model on the machine, and every action on them."""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar, Static
+
+from optiq_tui.progress import Log, Progress
+from optiq_tui.ui.format import human_bytes
+from optiq_tui.ui.messages import (
+    CatalogScanFailed,
+    CatalogScanned,
+    JobCancelled,
+    JobFailed,
+    JobFinished,
+    JobProgressed,
+)
+from optiq_tui.ui.screens.modals import ConfirmModal, InputModal, TextModal
+from optiq_tui.ui.widgets.model_details import ModelDetails
+from optiq_tui.ui.widgets.model_table import ModelTable
+
+if TYPE_CHECKING:
+    from optiq_tui.library.catalog import ModelInfo
+
+# (action, palette title, help); every one also has a key (see BINDINGS).
+ACTIONS: list[tuple[str, str, str]] = [
+    ("chat", "Chat with the highlighted model", "enter"),
+    ("quantize", "Quantize the highlighted model (OptiQ)", "q"),
+    ("compare", "Compare models A and B side by side", "c  (mark with a / b)"),
+    ("mark('A')", "Mark the highlighted model as A", "a"),
+    ("mark('B')", "Mark the highlighted model as B", "b"),
+    ("eval", "Evaluate the marked (or highlighted) models", "e"),
+    ("download", "Download a model from the Hugging Face Hub", "d"),
+    ("import_gguf", "Import a GGUF file", "i"),
+    ("demo", "Get the demo model (SmolLM2-135M-Instruct)", "g"),
+    ("delete", "Delete the highlighted model", "delete"),
+    ("refresh", "Refresh the library", "r"),
+    ("cycle_sort", "Sort by the next column", "s  (or click a header)"),
+    ("focus_filter", "Filter the models", "/"),
+    ("help", "Keys and skipped folders", "?"),
+]
+
+_NEEDS_MODEL = {"chat", "quantize", "compare", "mark", "eval", "delete", "cycle_sort", "focus_filter"}
+
+WELCOME = """\
+[b]Welcome to optiq-chat[/b]
+
+Your model library is empty. Get a model to start:
+
+  [b]g[/b]  get the demo model: SmolLM2-135M-Instruct, small, works offline
+  [b]d[/b]  download an MLX model from the Hugging Face Hub
+     (for example mlx-community/Qwen3-0.6B-4bit)
+  [b]i[/b]  import a GGUF file from llama.cpp, Ollama or LM Studio
+
+MLX models already in your Hugging Face cache appear here by themselves.
+[dim]F1 about and diagnostics · ctrl+p all commands · ctrl+q quit[/dim]"""
+
+
+class LibraryCommands(Provider):
+    """The library's actions in the command palette."""
+
+    def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
+        screen = self.screen
+        if not isinstance(screen, LibraryScreen):
+            return []
+        return [
+            (title, f"key: {keys}", partial(screen.run_action, action)) for action, title, keys in ACTIONS
+        ]
+
+    async def discover(self) -> Hits:
+        for title, help_text, callback in self._commands():
+            yield DiscoveryHit(title, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_text, callback in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), callback, help=help_text)
+
+
+@dataclass
+class _Job:
+    """A job this screen started: what to call it and what to do with its result."""
+
+    title: str
+    on_done: Callable[[Any], None]
+    show_progress: bool = True
+
+
+class LibraryScreen(Screen):
+    """Models table, filter, details panel, and a bar for the running download/import."""
+
+    COMMANDS = {LibraryCommands}
+    AUTO_FOCUS = "#models"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    BINDINGS = [
+        Binding("enter", "chat", "Chat", key_display="⏎"),
+        Binding("q", "quantize", "Quantize"),
+        Binding("c", "compare", "Compare"),
+        Binding("a", "mark('A')", "Mark A", show=False),
+        Binding("b", "mark('B')", "Mark B", show=False),
+        Binding("e", "eval", "Eval", show=False),
+        Binding("d", "download", "Download"),
+        Binding("i", "import_gguf", "Import"),
+        Binding("g", "demo", "Demo model", show=False),
+        Binding("delete,backspace", "delete", "Delete", key_display="del"),
+        Binding("r", "refresh", "Refresh", show=False),
+        Binding("s", "cycle_sort", "Sort", show=False),
+        Binding("slash", "focus_filter", "Filter", show=False),
+        Binding("escape", "escape", "Cancel", show=False),
+        Binding("question_mark", "help", "Help"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.catalog: Any = None
+        self._jobs: dict[int, _Job] = {}
+        self._progress_job: Any = None  # handle of the job the progress bar shows
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="library-body"):
+            with Vertical(id="library-main"):
+                yield Input(placeholder="/ to filter by name, arch, quantization…", id="filter", compact=True)
+                yield ModelTable(id="models")
+                yield Static(Text.from_markup(WELCOME), id="welcome")
+            yield ModelDetails(id="details")
+        with Horizontal(id="job-bar"):
+            yield Label("", id="job-label")
+            yield ProgressBar(id="job-progress", show_eta=True)
+            yield Label("esc cancels", id="job-hint")
+        yield Static("", id="library-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "library"
+        self.query_one("#welcome").display = False
+        self.query_one("#job-bar").display = False
+        table = self.query_one(ModelTable)
+        table.loading = True
+        self.refresh_catalog()
+
+    # -- catalog -------------------------------------------------------------
+
+    def refresh_catalog(self, highlight: str | None = None) -> None:
+        """Rescan models off the UI thread; ``highlight`` (name or path) gets the cursor."""
+        self._scan(highlight, self.app.settings.scan_hf_cache)
+
+    @work(thread=True, exclusive=True, group="scan")
+    def _scan(self, highlight: str | None, include_hf_cache: bool) -> None:
+        # Pure metadata (config.json, safetensors headers): no MLX, so not the engine thread.
+        try:
+            from optiq_tui.library import catalog
+
+            result = catalog.scan(include_hf_cache=include_hf_cache)
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            self.post_message(CatalogScanFailed(exc, traceback.format_exc()))
+            return
+        self.post_message(CatalogScanned(result, highlight))
+
+    def on_catalog_scanned(self, message: CatalogScanned) -> None:
+        self.catalog = message.catalog
+        table = self.query_one(ModelTable)
+        table.loading = False
+        table.set_models(self.catalog.models, highlight=message.highlight)
+        empty = not self.catalog.models
+        self.query_one("#welcome").display = empty
+        table.display = not empty
+        self.query_one("#filter").display = not empty
+        self.query_one("#details").display = not empty
+        if not empty and not self.query_one("#filter", Input).has_focus:
+            table.focus()
+        self._show_details()
+        self._update_status()
+        self.refresh_bindings()
+
+    def on_catalog_scan_failed(self, message: CatalogScanFailed) -> None:
+        self.query_one(ModelTable).loading = False
+        self.app.show_error("Could not list the models", message.error, message.details)
+
+    def _update_status(self) -> None:
+        table = self.query_one(ModelTable)
+        parts = []
+        if self.catalog is not None:
+            total = len(self.catalog.models)
+            shown = len(table.shown)
+            parts.append(f"{total} models" + (f" ({shown} shown)" if shown != total else ""))
+            if self.catalog.skipped:
+                parts.append(f"{len(self.catalog.skipped)} skipped folders (? for why)")
+        key = table.sort_key.replace("_", " ")
+        parts.append(f"sort: {key} {'▼' if table.sort_reverse else '▲'}")
+        for letter in ("A", "B"):
+            marked = table.marked(letter)
+            if marked is not None:
+                parts.append(f"{letter}: {marked.name}")
+        self.query_one("#library-status", Static).update(" · ".join(parts))
+
+    def _show_details(self) -> None:
+        table = self.query_one(ModelTable)
+        info = table.highlighted_model
+        mark = None
+        if info is not None:
+            mark = next((k for k, v in table.marks.items() if v == str(info.path)), None)
+        self.query_one(ModelDetails).show(info, mark)
+
+    @on(DataTable.RowHighlighted, "#models")
+    def _highlighted(self) -> None:
+        self._show_details()
+
+    @on(DataTable.RowSelected, "#models")
+    def _selected(self) -> None:
+        self.action_chat()
+
+    @on(DataTable.HeaderSelected, "#models")
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        if event.column_key.value != "mark":
+            self.query_one(ModelTable).sort_by(str(event.column_key.value))
+            self._update_status()
+
+    @on(Input.Changed, "#filter")
+    def _filter(self, event: Input.Changed) -> None:
+        self.query_one(ModelTable).set_filter(event.value)
+        self._show_details()
+        self._update_status()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.query_one(ModelTable).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # With no models, hide what needs one so the footer shows what to do instead.
+        if action in _NEEDS_MODEL and self.catalog is not None and not self.catalog.models:
+            return False
+        return True
+
+    def highlighted(self) -> ModelInfo | None:
+        """The highlighted model, or None with a notice saying why nothing happens."""
+        info = self.query_one(ModelTable).highlighted_model
+        if info is None:
+            self.notify("No model selected: get one first (g, d or i).", severity="warning")
+        return info
+
+    # -- actions: navigation -------------------------------------------------
+
+    def open_screen(self, module: str, cls: str, *args: Any) -> None:
+        """Push a screen from a module that may not be part of this build."""
+        import importlib
+
+        full = f"optiq_tui.ui.screens.{module}"
+        try:
+            screen_cls = getattr(importlib.import_module(full), cls)
+        except ModuleNotFoundError as exc:
+            if exc.name != full:
+                raise
+            self.notify(f"The {module} screen is not available in this build.", severity="warning")
+            return
+        self.app.push_screen(screen_cls(*args))
+
+    def action_chat(self) -> None:
+        info = self.highlighted()
+        if info is not None:
+            self.open_screen("chat", "ChatScreen", info)
+
+    def action_compare(self) -> None:
+        table = self.query_one(ModelTable)
+        a, b = table.marked("A"), table.marked("B")
+        if a is None and b is None:
+            a = table.highlighted_model
+        self.open_screen("compare", "CompareScreen", a, b)
+
+    def action_eval(self) -> None:
+        table = self.query_one(ModelTable)
+        models = [m for m in (table.marked("A"), table.marked("B")) if m is not None]
+        if not models:
+            info = self.highlighted()
+            if info is None:
+                return
+            models = [info]
+        self.open_screen("eval", "EvalScreen", models)
+
+    def action_quantize(self) -> None:
+        info = self.highlighted()
+        if info is not None:
+            from optiq_tui.ui.screens.quantize import QuantizeScreen
+
+            self.app.push_screen(QuantizeScreen(info))
+
+    def action_mark(self, letter: str) -> None:
+        table = self.query_one(ModelTable)
+        if table.highlighted_model is None:
+            return
+        marked = table.toggle_mark(letter)
+        self.notify(f"{letter}: {marked.name}" if marked else f"{letter} unmarked", timeout=2)
+        self._show_details()
+        self._update_status()
+
+    def action_cycle_sort(self) -> None:
+        self.query_one(ModelTable).cycle_sort()
+        self._update_status()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_refresh(self) -> None:
+        current = self.query_one(ModelTable).highlighted_model
+        self.refresh_catalog(highlight=str(current.path) if current else None)
+
+    def action_escape(self) -> None:
+        filt = self.query_one("#filter", Input)
+        if filt.has_focus or filt.value:
+            filt.value = ""
+            self.query_one(ModelTable).focus()
+        elif self._progress_job is not None:
+            self._progress_job.cancel()
+            self.query_one("#job-label", Label).update("Cancelling…")
+
+    def action_help(self) -> None:
+        lines = ["Keys", ""]
+        lines += [f"  {keys:<24} {title}" for _, title, keys in ACTIONS]
+        lines += ["  esc                      clear the filter / cancel a download or import"]
+        lines += ["  F1                       about and diagnostics", "  ctrl+p                   all commands"]
+        lines += ["  ctrl+q                   quit"]
+        skipped = list(getattr(self.catalog, "skipped", []) or [])
+        lines += ["", f"Skipped folders ({len(skipped)})", ""]
+        lines += [f"  {s.path}\n      {s.reason}" for s in skipped] or ["  none"]
+        self.app.push_screen(TextModal("Help", "\n".join(lines)))
+
+    # -- actions: long jobs ----------------------------------------------------
+
+    def _start(self, title: str, job: Callable[..., Any], *, mlx: bool) -> None:
+        """Run ``job(progress=, cancel=)`` off the UI thread with the progress bar."""
+        if self._progress_job is not None:
+            self.notify("Another download or import is running; esc cancels it.", severity="warning")
+            return
+
+        def run(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
+            return job(progress=emit, cancel=cancel)
+
+        handle = self.app.bridge.submit(self, run, name=title, mlx=mlx)
+        self._jobs[handle.id] = _Job(title, self._model_added)
+        self._progress_job = handle
+        self.query_one("#job-label", Label).update(f"{title}…")
+        self.query_one("#job-progress", ProgressBar).update(total=None, progress=0)
+        self.query_one("#job-bar").display = True
+
+    def _model_added(self, info: ModelInfo) -> None:
+        self.notify(f"{info.name} is in the library.", title="Done")
+        self.refresh_catalog(highlight=str(info.path))
+
+    def action_download(self) -> None:
+        def asked(repo_id: str | None) -> None:
+            if repo_id:
+                from optiq_tui.library import hub
+
+                self._start(f"Downloading {repo_id}", partial(hub.pull, repo_id), mlx=False)
+
+        self.app.push_screen(
+            InputModal(
+                "Download from the Hub",
+                "Repository id (only the files MLX needs are downloaded; an interrupted download resumes):",
+                placeholder="mlx-community/Qwen3-0.6B-4bit",
+            ),
+            asked,
+        )
+
+    def action_import_gguf(self) -> None:
+        def asked(path: str | None) -> None:
+            if path:
+                from pathlib import Path
+
+                from optiq_tui.library import gguf_import
+
+                file = Path(path).expanduser()
+                self._start(f"Importing {file.name}", partial(gguf_import.import_gguf, file), mlx=True)
+
+        self.app.push_screen(
+            InputModal("Import a GGUF file", "Path of the .gguf file:", placeholder="~/models/model.Q4_0.gguf"),
+            asked,
+        )
+
+    def action_demo(self) -> None:
+        from optiq_tui.library import demo
+
+        self._start("Getting the demo model", demo.ensure_demo, mlx=True)
+
+    def action_delete(self) -> None:
+        info = self.highlighted()
+        if info is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if not yes:
+                return
+            from optiq_tui.library import catalog
+
+            handle = self.app.bridge.submit_call(self, partial(catalog.delete, info), name="delete", mlx=False)
+            self._jobs[handle.id] = _Job(f"Deleting {info.name}", partial(self._deleted, info), show_progress=False)
+
+        where = "your Hugging Face cache" if info.source == "hf-cache" else "the library"
+        question = (
+            f"Delete {info.name} from {where}?\n\n{info.path}\n\n"
+            f"This frees {human_bytes(info.size_bytes)} and cannot be undone."
+        )
+        self.app.push_screen(ConfirmModal("Delete model", question, yes="Delete", no="Keep"), confirmed)
+
+    def _deleted(self, info: ModelInfo, freed: int) -> None:
+        self.notify(f"Deleted {info.name}; freed {human_bytes(freed)}.")
+        self.refresh_catalog()
+
+    # -- job messages ----------------------------------------------------------
+
+    def _job_ended(self, handle: Any) -> _Job | None:
+        job = self._jobs.pop(handle.id, None)
+        if self._progress_job is not None and handle.id == self._progress_job.id:
+            self._progress_job = None
+            self.query_one("#job-bar").display = False
+        return job
+
+    def on_job_progressed(self, message: JobProgressed) -> None:
+        if self._progress_job is None or message.job_id != self._progress_job.id:
+            return
+        job = self._jobs[message.job_id]
+        event = message.event
+        if isinstance(event, Progress):
+            self.query_one("#job-progress", ProgressBar).update(total=event.total, progress=event.done)
+            label = f"{job.title}: {event.message or event.stage}"
+            if event.unit == "B":
+                label += f" {human_bytes(event.done)}" + (f" / {human_bytes(event.total)}" if event.total else "")
+            self.query_one("#job-label", Label).update(label)
+        elif isinstance(event, Log):
+            self.query_one("#job-label", Label).update(f"{job.title}: {event.message}")
+
+    def on_job_finished(self, message: JobFinished) -> None:
+        job = self._job_ended(message.handle)
+        if job is not None:
+            job.on_done(message.result)
+
+    def on_job_failed(self, message: JobFailed) -> None:
+        job = self._job_ended(message.handle)
+        if job is not None:
+            self.app.show_error(f"{job.title} failed", message.error, message.details)
+
+    def on_job_cancelled(self, message: JobCancelled) -> None:
+        job = self._job_ended(message.handle)
+        if job is not None:
+            self.notify(f"{job.title}: cancelled; nothing was kept.", severity="warning")

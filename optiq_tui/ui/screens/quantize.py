@@ -1,0 +1,238 @@
+"""The quantize form: settings, live predicted size, validation, then the progress view."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
+
+from optiq_tui.ui.format import human_bytes
+
+if TYPE_CHECKING:
+    from optiq_tui.library.catalog import ModelInfo
+    from optiq_tui.quant.config import QuantConfig
+
+# The form's preset choices: the quantizer's named recipes plus the uniform baseline.
+UNIFORM_4 = "uniform 4-bit"
+
+
+def parse_bits(text: str) -> tuple[int, ...]:
+    """'4, 8' -> (4, 8); ValueError with a readable message otherwise."""
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    if not parts:
+        raise ValueError("give at least one bit width, e.g. 4,8")
+    try:
+        return tuple(sorted({int(p) for p in parts}))
+    except ValueError:
+        raise ValueError(f"bit widths must be whole numbers, got {text!r}") from None
+
+
+def default_name(info: ModelInfo, config: QuantConfig) -> str:
+    if config.uniform_bits:
+        return f"{info.name}-{config.uniform_bits}bit"
+    return f"{info.name}-optiq-{config.target_bpw:g}bpw"
+
+
+class QuantizeScreen(Screen):
+    """Pick the settings for quantizing ``info``; ctrl+s starts, esc goes back."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("ctrl+s", "start", "Start", priority=True),
+    ]
+
+    def __init__(self, info: ModelInfo) -> None:
+        super().__init__()
+        self.info = info
+        # The output name follows the settings until the user types one.
+        self._name_edited = False
+        self._auto_name = ""
+
+    def compose(self) -> ComposeResult:
+        from optiq_tui.quant.config import DEFAULT_PRESET, PRESETS, SUPPORTED_GROUPS
+
+        settings = self.app.settings
+        choices = [(name, name) for name in PRESETS] + [(UNIFORM_4, UNIFORM_4)]
+        group = settings.group_size if settings.group_size in SUPPORTED_GROUPS else 64
+        yield Header()
+        with VerticalScroll(id="quant-form"):
+            yield Static(Text.assemble(("Source  ", "bold"), self._source_line()), id="quant-source")
+            with Grid(id="form-grid"):
+                yield Label("Preset")
+                yield Select(choices, value=DEFAULT_PRESET, allow_blank=False, id="preset", compact=True)
+                yield Label("")
+                yield Static("", id="preset-help", classes="form-hint")
+                yield Label("Target bits/weight")
+                yield Input(f"{settings.target_bpw:g}", id="target", compact=True)
+                yield Label("Candidate bits")
+                yield Input(",".join(str(b) for b in settings.candidate_bits), id="bits", compact=True)
+                yield Label("Group size")
+                yield Select([(str(g), g) for g in SUPPORTED_GROUPS], value=group, allow_blank=False, id="group", compact=True)
+                yield Label("Calibration")
+                yield Input(placeholder="built-in (prose, code, math, chat), or a text file", id="calibration", compact=True)
+                yield Label("Output name")
+                yield Input(id="name", compact=True)
+            yield Static("", id="prediction")
+            yield Static("", id="quant-errors", classes="validation")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Start (ctrl+s)", variant="primary", id="start")
+                yield Button("Back (esc)", id="back")
+        yield Footer()
+
+    def _source_line(self) -> str:
+        return f"{self.info.name} · {self.info.quant} · {self.info.bpw:.2f} bpw · {human_bytes(self.info.size_bytes)}"
+
+    def on_mount(self) -> None:
+        self.sub_title = f"quantize {self.info.name}"
+        self.query_one("#prediction").border_title = "Predicted size"
+        self._update()
+        self.query_one("#target", Input).focus()
+
+    # -- form state ------------------------------------------------------------
+
+    def _apply_preset(self, preset: str) -> None:
+        """Fill the fields from a preset; the uniform baseline has no budget or widths to pick."""
+        from optiq_tui.quant.config import PRESETS
+
+        uniform = preset == UNIFORM_4
+        if not uniform:
+            p = PRESETS[preset]
+            self.query_one("#target", Input).value = f"{p.target_bpw:g}"
+            self.query_one("#bits", Input).value = ",".join(str(b) for b in p.bits)
+            self.query_one("#group", Select).value = p.group_size
+        self.query_one("#target", Input).disabled = uniform
+        self.query_one("#bits", Input).disabled = uniform
+        help_text = "every layer 4-bit: the baseline OptiQ is measured against" if uniform else PRESETS[preset].description
+        self.query_one("#preset-help", Static).update(help_text)
+        self._update()
+
+    def build_config(self) -> tuple[QuantConfig | None, list[str]]:
+        """The config the form describes, or None and what is wrong with it."""
+        from optiq_tui.progress import OptiqError
+        from optiq_tui.quant.config import QuantConfig
+
+        errors: list[str] = []
+        preset = str(self.query_one("#preset", Select).value)
+        group = int(self.query_one("#group", Select).value)  # type: ignore[arg-type]
+        calibration_text = self.query_one("#calibration", Input).value.strip()
+        calibration = Path(calibration_text).expanduser() if calibration_text else None
+        if calibration is not None and not calibration.is_file():
+            errors.append(f"Calibration file {calibration} does not exist")
+        name = self.query_one("#name", Input).value.strip() or None
+        if preset == UNIFORM_4:
+            config = QuantConfig(uniform_bits=4, target_bpw=4.0, bits=(4,), group_size=group, name=name)
+        else:
+            target, bits = 0.0, ()
+            try:
+                target = float(self.query_one("#target", Input).value)
+            except ValueError:
+                errors.append("Target bits/weight must be a number, e.g. 5.0")
+            try:
+                bits = parse_bits(self.query_one("#bits", Input).value)
+            except ValueError as exc:
+                errors.append(f"Candidate bits: {exc}")
+            if errors:
+                return None, errors
+            config = QuantConfig.from_preset(preset, target_bpw=target, bits=bits, group_size=group, name=name)
+            if target < min(bits):
+                errors.append(f"Target {target:g} is below the smallest candidate width ({min(bits)} bits)")
+        config = replace(config, calibration=calibration)
+        try:
+            config.validate()
+        except OptiqError as exc:
+            errors.append(str(exc))
+        if name:
+            errors += self._name_problems(name)
+        return (None if errors else config), errors
+
+    def _free_name(self, name: str) -> str:
+        """``name``, or ``name-2``, ``-3``... when the library already has it."""
+        from optiq_tui.library.staging import safe_name
+        from optiq_tui.settings import paths
+
+        models = paths().models
+        candidate, n = name, 1
+        while (models / safe_name(candidate)).exists():
+            n += 1
+            candidate = f"{name}-{n}"
+        return candidate
+
+    def _name_problems(self, name: str) -> list[str]:
+        from optiq_tui.library.staging import safe_name
+        from optiq_tui.progress import OptiqError
+        from optiq_tui.settings import paths
+
+        try:
+            folder = safe_name(name)
+        except OptiqError as exc:
+            return [str(exc)]
+        if (paths().models / folder).exists():
+            return [f"A model named {folder!r} is already in the library; pick another name"]
+        return []
+
+    def _update(self) -> None:
+        from optiq_tui.quant.predict import predict_size
+
+        config, errors = self.build_config()
+        name_input = self.query_one("#name", Input)
+        if config is not None and not self._name_edited:
+            auto = self._free_name(default_name(self.info, config))
+            if name_input.value != auto:
+                self._auto_name = auto
+                name_input.value = auto
+                config, errors = self.build_config()
+        prediction = self.query_one("#prediction", Static)
+        if config is None:
+            prediction.update(Text("fix the settings marked below first", style="italic"))
+        else:
+            size = predict_size(self.info, config)
+            share = f" ({size.disk_bytes / self.info.size_bytes:.0%} of the source)" if self.info.size_bytes else ""
+            prediction.update(
+                Text.assemble(
+                    ("bits/weight  ", "bold"), f"{size.bpw:.2f}\n",
+                    ("on disk      ", "bold"), f"{human_bytes(size.disk_bytes)}{share}\n",
+                    ("in memory    ", "bold"), human_bytes(size.memory_bytes),
+                )
+            )
+        self.query_one("#quant-errors", Static).update("\n".join(errors))
+        self.query_one("#start", Button).disabled = config is None
+
+    @on(Select.Changed, "#preset")
+    def _preset_changed(self, event: Select.Changed) -> None:
+        self._apply_preset(str(event.value))
+
+    @on(Select.Changed, "#group")
+    @on(Input.Changed, "#target, #bits, #calibration")
+    def _changed(self) -> None:
+        self._update()
+
+    @on(Input.Changed, "#name")
+    def _name_changed(self, event: Input.Changed) -> None:
+        if event.value != self._auto_name:
+            self._name_edited = True
+            self._update()
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#start")
+    def action_start(self) -> None:
+        config, errors = self.build_config()
+        if config is None:
+            self.notify("; ".join(errors), severity="error")
+            return
+        if config.name is None:
+            config = replace(config, name=default_name(self.info, config))
+        from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
+
+        self.app.switch_screen(QuantizeProgressScreen(self.info, config))
+
+    @on(Button.Pressed, "#back")
+    def _back(self) -> None:
+        self.app.pop_screen()

@@ -1,0 +1,214 @@
+"""A quantize in progress: stages, ETA, live per-layer sensitivity, log, summary."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, Log, ProgressBar, Static
+
+from optiq_tui.progress import Log as LogEvent
+from optiq_tui.progress import Progress
+from optiq_tui.ui.format import human_seconds
+from optiq_tui.ui.messages import JobCancelled, JobFailed, JobFinished, JobProgressed
+from optiq_tui.ui.screens.modals import ConfirmModal
+from optiq_tui.ui.widgets.sensitivity_chart import SensitivityChart
+from optiq_tui.ui.widgets.stage_list import StageList
+
+if TYPE_CHECKING:
+    from optiq_tui.library.catalog import ModelInfo
+    from optiq_tui.quant.config import QuantConfig
+
+
+def summary_text(result: Any) -> Text:
+    """The finished quant in a few lines: size, bits, and quality against uniform 4-bit."""
+    text = Text()
+    text.append(result.name, "bold")
+    method = f"OptiQ {result.preset}" if result.method == "optiq" else "uniform"
+    hist = " ".join(f"{'unq' if b >= 16 else b}:{n}" for b, n in sorted(result.bit_histogram.items()))
+    text.append(f"  {method} · layers by bits {hist}\n")
+    target = f" (target {result.target_bpw:g})" if result.target_bpw else ""
+    text.append(f"achieved {result.achieved_bpw:.3f} bits/weight{target}")
+    text.append(f" · took {human_seconds(sum(result.timings.values()))}")
+    if result.cache_hit:
+        text.append(" · sensitivities reused from cache")
+    quality = result.quality or {}
+    quant, uniform = quality.get("quant"), quality.get("uniform4")
+    if quant:
+        text.append(f"\nheld-out KL to the source {quant['mean_kl']:.4f} (p99 {quant['p99_kl']:.3f})")
+        text.append(f" · top-1 {quant['top1']:.1%} · ppl {quant['ppl']:.2f}")
+        if uniform and uniform.get("mean_kl"):
+            ratio = quant["mean_kl"] / uniform["mean_kl"]
+            text.append(f"\nuniform 4-bit: KL {uniform['mean_kl']:.4f}, top-1 {uniform['top1']:.1%}")
+            text.append(f" → this quant has {ratio:.2f}x its KL", "bold")
+    text.append("\nenter: back to the library (new model highlighted) · c: chat with it", "dim")
+    return text
+
+
+class QuantizeProgressScreen(Screen):
+    """Runs ``pipeline.quantize(info, config)`` on the engine thread and shows it."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("escape,enter", "back", "Library"),
+        Binding("c", "chat", "Chat with it"),
+    ]
+
+    def __init__(self, info: ModelInfo, config: QuantConfig) -> None:
+        super().__init__()
+        self.info = info
+        self.config = config
+        self.handle: Any = None
+        self.result: Any = None
+        self.state = "running"  # running | cancelling | done | failed | cancelled
+        self.events: list[Any] = []
+
+    def compose(self) -> ComposeResult:
+        from optiq_tui.quant.events import STAGES
+
+        yield Header()
+        with Horizontal(id="progress-top"):
+            stages = StageList(STAGES, id="stages")
+            stages.border_title = "Stages"
+            yield stages
+            with Vertical(id="stage-progress-box") as box:
+                box.border_title = "Current stage"
+                yield Label("Starting…", id="stage-label")
+                yield ProgressBar(id="stage-bar", show_eta=True)
+                yield Static(self._settings_line(), id="quant-settings")
+        yield Static("", id="summary")
+        chart = SensitivityChart(id="sensitivity")
+        chart.border_title = "Sensitivity per layer (KL at the lowest width, log scale; colour = bits chosen)"
+        yield chart
+        log = Log(id="quant-log", highlight=False, max_lines=2000)
+        log.border_title = "Log"
+        yield log
+        yield Footer()
+
+    def _settings_line(self) -> Text:
+        c = self.config
+        what = f"uniform {c.uniform_bits}-bit" if c.uniform_bits else f"{c.preset}: target {c.target_bpw:g} bpw, bits {','.join(map(str, c.bits))}"
+        calib = c.calibration or "built-in calibration"
+        return Text(f"{self.info.name} → {c.name}\n{what}, group {c.group_size}, {calib}", style="dim")
+
+    def on_mount(self) -> None:
+        self.sub_title = f"quantizing {self.info.name}"
+        from optiq_tui.quant import pipeline
+
+        info, config = self.info, self.config
+
+        def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
+            return pipeline.quantize(info, config, progress=emit, cancel=cancel)
+
+        self.handle = self.app.bridge.submit(self, job, name="quantize")
+
+    # -- events ----------------------------------------------------------------
+
+    def on_job_progressed(self, message: JobProgressed) -> None:
+        if self.handle is None or message.job_id != self.handle.id:
+            return
+        self.apply_event(message.event)
+
+    def apply_event(self, event: Any) -> None:
+        """Show one pipeline event (also used to replay recorded events)."""
+        from optiq_tui.quant.events import LayerScore, StageChanged
+
+        self.events.append(event)
+        bar = self.query_one("#stage-bar", ProgressBar)
+        if isinstance(event, StageChanged):
+            self.query_one(StageList).set_state(event.stage, event.state, event.seconds)
+            if event.state in ("running", "started"):
+                bar.update(total=None, progress=0)
+                self.query_one("#stage-label", Label).update(f"{event.stage}…")
+            elif event.state in ("done", "finished") and bar.total is not None:
+                bar.update(progress=bar.total)
+        elif isinstance(event, Progress):
+            bar.update(total=event.total, progress=event.done)
+            detail = event.message or ""
+            count = f"{event.done:g}/{event.total:g}" if event.total else f"{event.done:g}"
+            unit = f" {event.unit}" if event.unit and event.unit != "B" else ""
+            self.query_one("#stage-label", Label).update(f"{event.stage}: {count}{unit} {detail}".rstrip())
+        elif isinstance(event, LayerScore):
+            self.query_one(SensitivityChart).add_score(event.layer, event.kl_by_bits, event.chosen_bits)
+        elif isinstance(event, LogEvent):
+            prefix = "" if event.level == "info" else f"[{event.level}] "
+            self.query_one(Log).write_line(prefix + event.message)
+
+    def on_job_finished(self, message: JobFinished) -> None:
+        if self.handle is None or message.job_id != self.handle.id:
+            return
+        self.state = "done"
+        self.result = message.result
+        self.query_one("#stage-label", Label).update("Finished.")
+        bar = self.query_one("#stage-bar", ProgressBar)
+        bar.update(total=1, progress=1)
+        summary = self.query_one("#summary", Static)
+        summary.update(summary_text(self.result))
+        summary.display = True
+        self.app.library.refresh_catalog(highlight=str(self.result.path))
+        self.notify(f"{self.result.name} is in the library.", title="Quantize finished")
+        self._set_footer_hint()
+
+    def on_job_failed(self, message: JobFailed) -> None:
+        if self.handle is None or message.job_id != self.handle.id:
+            return
+        self.state = "failed"
+        self.query_one(StageList).stop_running("failed")
+        self.query_one("#stage-label", Label).update(f"Failed: {message.error}")
+        self.query_one(Log).write_line(f"[error] {message.error}")
+        self.app.show_error("Quantize failed; nothing was kept", message.error, message.details)
+        self._set_footer_hint()
+
+    def on_job_cancelled(self, message: JobCancelled) -> None:
+        if self.handle is None or message.job_id != self.handle.id:
+            return
+        self.state = "cancelled"
+        # The pipeline reports the interrupted stage as failed; here it was the user's choice.
+        self.query_one(StageList).stop_running("cancelled", also=("failed",))
+        self.notify("Quantize cancelled; nothing was kept.", severity="warning")
+        self.dismiss()
+
+    def _set_footer_hint(self) -> None:
+        self.sub_title = f"{self.state}: {self.info.name} → {self.config.name}"
+        self.refresh_bindings()
+
+    # -- keys ------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel":
+            return self.state in ("running", "cancelling")
+        if action == "back":
+            return self.state in ("done", "failed")
+        if action == "chat":
+            return self.state == "done"
+        return True
+
+    def action_cancel(self) -> None:
+        if self.state != "running":
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes and self.state == "running":
+                self.state = "cancelling"
+                self.handle.cancel()
+                self.query_one("#stage-label", Label).update("Cancelling at the next safe point…")
+
+        self.app.push_screen(
+            ConfirmModal("Cancel quantize", "Stop quantizing? Nothing will be kept.", yes="Stop", no="Continue"),
+            answered,
+        )
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_chat(self) -> None:
+        from optiq_tui.library.catalog import inspect_model
+
+        new = inspect_model(self.result.path)
+        self.dismiss()
+        self.app.library.open_screen("chat", "ChatScreen", new)

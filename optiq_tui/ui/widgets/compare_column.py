@@ -1,0 +1,64 @@
+"""One side of the compare screen: a model's transcript and its live stats."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Label
+
+from optiq_tui.ui.widgets.chat_message import ChatMessage
+from optiq_tui.ui.widgets.stats_line import StatsLine
+from optiq_tui.ui.widgets.stream_batch import Batch
+
+
+class CompareColumn(Vertical):
+    """Header (model name, or Left/Right in blind mode), messages, stats line."""
+
+    DEFAULT_CSS = """
+    CompareColumn { width: 1fr; height: 1fr; border: round $primary 50%; }
+    CompareColumn > .column-title { width: 1fr; text-style: bold; color: $accent; padding: 0 1; }
+    CompareColumn > VerticalScroll { height: 1fr; }
+    CompareColumn > StatsLine { height: auto; }
+    """
+
+    def __init__(self, title: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._heading = Label(title, classes="column-title")
+        self.transcript = VerticalScroll(classes="transcript")
+        self.stats = StatsLine("idle")
+        self.current: ChatMessage | None = None
+
+    def compose(self) -> ComposeResult:
+        yield self._heading
+        yield self.transcript
+        yield self.stats
+
+    def set_title(self, title: str) -> None:
+        self._heading.update(title)
+
+    async def add_user(self, text: str) -> None:
+        await self.transcript.mount(ChatMessage("user", text))
+
+    async def start_answer(self, label: str) -> ChatMessage:
+        """Mount an empty streaming assistant message and follow it."""
+        self.current = ChatMessage("assistant", label=label, streaming=True)
+        await self.transcript.mount(self.current)
+        self.transcript.anchor()
+        return self.current
+
+    async def apply(self, batch: Batch) -> None:
+        """Apply a drained batch to the streaming message and the stats line."""
+        if self.current is None:
+            return
+        if batch.segments:
+            await self.current.apply(batch.segments)
+        if batch.stats is not None:
+            self.stats.show_stats(batch.stats, live=batch.finished is None)
+        if batch.finished is not None:
+            fin = batch.finished
+            await self.current.finish(fin.reason, fin.error, fin.stats.reasoning_tokens)
+
+    async def clear(self) -> None:
+        await self.transcript.remove_children()
+        self.current = None
+        self.stats.show_text("idle")

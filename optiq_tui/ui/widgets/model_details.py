@@ -1,0 +1,73 @@
+"""The side panel describing the highlighted model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from optiq_tui.ui.format import human_bytes, human_count
+
+if TYPE_CHECKING:
+    from optiq_tui.library.catalog import ModelInfo
+
+BAR_WIDTH = 14
+
+
+def bit_histogram(histogram: dict[int, int], width: int = BAR_WIDTH) -> Text:
+    """One line per bit width: '  4-bit ██████████  180'."""
+    text = Text()
+    if not histogram:
+        return text
+    biggest = max(histogram.values()) or 1
+    for bits in sorted(histogram):
+        count = histogram[bits]
+        label = "  unq " if bits >= 16 else f"{bits:>2}-bit "
+        bar = "█" * max(1, round(width * count / biggest)) if count else ""
+        text.append(label, style="bold")
+        text.append(f"{bar:<{width}}")
+        text.append(f" {count}\n")
+    text.rstrip()
+    return text
+
+
+def describe(info: ModelInfo, mark: str | None = None) -> RenderableType:
+    """The panel's content for ``info``."""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    rows: list[tuple[str, str]] = [
+        ("Path", str(info.path)),
+        ("Source", info.source + (f" ({info.repo_id})" if info.repo_id else "")),
+        ("Arch", info.model_type or "?"),
+        ("Params", human_count(info.n_params)),
+        ("On disk", human_bytes(info.size_bytes)),
+        ("BPW", "?" if info.bpw is None else f"{info.bpw:.3f}"),
+        ("Quant", info.quant or "?"),
+        ("Chat", info.chat_format or "?"),
+        ("Context", human_count(info.context_length)),
+    ]
+    if info.source_model:
+        rows.append(("Made from", str(info.source_model)))
+    if mark:
+        rows.append(("Marked", f"{mark} (for compare)"))
+    for key, value in rows:
+        table.add_row(key, Text(value))
+    title = Text(info.name, style="bold")
+    parts: list[RenderableType] = [title, table]
+    if info.bit_histogram:
+        parts += [Text("\nBits per layer", style="bold"), bit_histogram(info.bit_histogram)]
+    return Group(*parts)
+
+
+class ModelDetails(Static):
+    """Shows :func:`describe` of one model, or a hint when there is none."""
+
+    def show(self, info: ModelInfo | None, mark: str | None = None) -> None:
+        if info is None:
+            self.update(Text("No model highlighted.", style="italic"))
+        else:
+            self.update(describe(info, mark))

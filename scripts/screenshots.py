@@ -1,0 +1,204 @@
+"""Regenerate the SVG screenshots in screenshots/ by driving the real app headless.
+
+    python scripts/screenshots.py            # every screen
+    python scripts/screenshots.py library    # only the shots whose name contains "library"
+
+Each shot is an entry of SHOTS: a name (the file is screenshots/<name>.svg),
+the prepared app folder it runs in (a key of HOMES), and an async function
+that drives the app with Pilot to the state worth showing. Add a screen by
+appending an entry. Nothing here is faked: models are real (tiny ones built
+on the spot, and the demo model when /work/demo-home or OPTIQ_DEMO_DIR has
+it), and the quantize view is captured while a real quantize runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for tests.tiny (the tiny model builders)
+
+SIZE = (100, 30)
+OUT = ROOT / "screenshots"
+DEMO_DIR = Path(os.environ.get("OPTIQ_DEMO_DIR", "/work/demo-home/models/SmolLM2-135M-Instruct"))
+
+
+async def wait_until(pilot, predicate: Callable[[], object], timeout: float = 120.0, what: str = "") -> None:
+    """Let the app run until ``predicate()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout}s waiting for {what or predicate}")
+        await pilot.pause(0.05)
+
+
+async def library_loaded(app, pilot) -> None:
+    await wait_until(pilot, lambda: app.library.catalog is not None, what="the library scan")
+    await pilot.pause(0.2)
+
+
+async def highlight(app, pilot, name: str) -> None:
+    """Put the library's cursor on the model called ``name``."""
+    from optiq_tui.ui.widgets.model_table import ModelTable
+
+    await library_loaded(app, pilot)
+    table = app.library.query_one(ModelTable)
+    table.set_models(table.models, highlight=name)
+    await wait_until(pilot, lambda: table.highlighted_model and table.highlighted_model.name == name, what=name)
+    await pilot.pause(0.2)
+
+
+def demo_or(fallback: str) -> str:
+    """The demo model's name when the shots have it, else ``fallback``."""
+    from optiq_tui.library.demo import DEMO_NAME
+
+    return DEMO_NAME if DEMO_DIR.is_dir() else fallback
+
+
+# -- prepared app folders ------------------------------------------------------
+
+
+def prepare_empty(home: Path) -> None:
+    """A first run: nothing in the library."""
+
+
+def prepare_library(home: Path) -> None:
+    """Tiny llama (8 layers) and qwen3 models, plus the demo model and a uniform 4-bit quant of it."""
+    from tests.tiny import build_tiny_llama, build_tiny_qwen3
+
+    models = home / "models"
+    build_tiny_llama(models / "tiny-llama-8L", hidden=128, layers=8, intermediate=256)
+    build_tiny_qwen3(models / "tiny-qwen3")
+    if DEMO_DIR.is_dir():
+        # Linked, not copied: read-only use of a model folder someone else owns.
+        (models / DEMO_DIR.name).symlink_to(DEMO_DIR, target_is_directory=True)
+        from optiq_tui.library.catalog import inspect_model
+        from optiq_tui.quant.config import QuantConfig
+        from optiq_tui.quant.pipeline import quantize
+
+        quantize(inspect_model(models / DEMO_DIR.name), QuantConfig(uniform_bits=4, verify=False))
+
+
+HOMES: dict[str, Callable[[Path], None]] = {"empty": prepare_empty, "library": prepare_library}
+
+
+# -- the shots -----------------------------------------------------------------
+
+
+async def shot_library_empty(app, pilot) -> None:
+    await library_loaded(app, pilot)
+
+
+async def shot_library(app, pilot) -> None:
+    await highlight(app, pilot, demo_or("tiny-llama-8L"))
+
+
+async def shot_quantize_form(app, pilot) -> None:
+    from optiq_tui.ui.screens.quantize import QuantizeScreen
+
+    await highlight(app, pilot, demo_or("tiny-llama-8L"))
+    await pilot.press("q")
+    await wait_until(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+    await pilot.pause(0.3)
+
+
+async def shot_quantize_progress(app, pilot) -> None:
+    """A real quantize of the 8-layer tiny llama, captured while it verifies (chart allocated)."""
+    from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
+    from optiq_tui.ui.widgets.stage_list import StageList
+
+    await highlight(app, pilot, "tiny-llama-8L")
+    await pilot.press("q")
+    await pilot.pause(0.3)
+    await pilot.press("ctrl+s")
+    await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
+    screen = app.screen
+    stages = screen.query_one(StageList)
+    await wait_until(
+        pilot,
+        lambda: stages.running in ("quantize", "write", "verify") or screen.state != "running",
+        timeout=600,
+        what="the quantize to reach its last stages",
+    )
+    if screen.state != "running":
+        print("  note: the quantize finished before the mid-run capture", file=sys.stderr)
+    await pilot.pause(0.3)
+
+
+async def shot_about(app, pilot) -> None:
+    from optiq_tui.ui.screens.about import AboutScreen
+
+    await library_loaded(app, pilot)
+    await pilot.press("f1")
+    await wait_until(pilot, lambda: isinstance(app.screen, AboutScreen) and app.screen.diagnostics is not None)
+    await pilot.pause(0.3)
+
+
+@dataclass(frozen=True)
+class Shot:
+    name: str
+    home: str
+    drive: Callable[..., Awaitable[None]]
+
+
+SHOTS: list[Shot] = [
+    Shot("library-empty", "empty", shot_library_empty),
+    Shot("library", "library", shot_library),
+    Shot("quantize-form", "library", shot_quantize_form),
+    Shot("quantize-progress", "library", shot_quantize_progress),
+    Shot("about", "library", shot_about),
+]
+
+
+# -- running -------------------------------------------------------------------
+
+
+async def take(shot: Shot, home: Path) -> Path:
+    from optiq_tui.ui.app import OptiqApp
+
+    os.environ["OPTIQ_HOME"] = str(home)
+    app = OptiqApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await shot.drive(app, pilot)
+        path = Path(app.save_screenshot(f"{shot.name}.svg", str(OUT)))
+    return path
+
+
+def main(argv: list[str]) -> int:
+    from optiq_tui.engine.blas import maybe_reexec_with_openblas
+
+    maybe_reexec_with_openblas()  # the quantize shot runs float32 MLX work
+    wanted = [s for s in SHOTS if not argv or any(a in s.name for a in argv)]
+    OUT.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="optiq-shots-") as tmp:
+        # Never show (or touch) the user's own library or Hugging Face cache.
+        os.environ["HF_HOME"] = str(Path(tmp) / "hf")
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        homes: dict[str, Path] = {}
+        for shot in wanted:
+            if shot.home not in homes:
+                home = Path(tmp) / shot.home
+                (home / "models").mkdir(parents=True)
+                os.environ["OPTIQ_HOME"] = str(home)
+                print(f"preparing {shot.home} …", file=sys.stderr)
+                HOMES[shot.home](home)
+                homes[shot.home] = home
+            started = time.monotonic()
+            # A shot that changes its folder (a quantize adds a model) gets a copy.
+            home = Path(tmp) / f"{shot.name}-home"
+            shutil.copytree(homes[shot.home], home, symlinks=True)
+            path = asyncio.run(take(shot, home))
+            print(f"{path.relative_to(ROOT)}  ({time.monotonic() - started:.1f}s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,335 @@
+"""The chat widgets (scripted-stream replays) and the chat screen on real tiny models."""
+
+from __future__ import annotations
+
+import threading
+
+from textual.app import App, ComposeResult
+from textual.containers import VerticalScroll
+
+from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, ReasoningDelta, StatsUpdate
+from optiq_tui.ui.widgets.chat_message import ChatMessage
+from optiq_tui.ui.widgets.effort_switch import EffortSwitch
+from optiq_tui.ui.widgets.stats_line import StatsLine, format_stats
+from optiq_tui.ui.widgets.stream_batch import StreamBatch
+
+# A think-tag answer as a model streams it, one event per token (recorded shape).
+RECORDED = (
+    [ReasoningDelta(t) for t in ["The ", "user ", "asks ", "for ", "a ", "capital", "."]]
+    + [AnswerDelta(t) for t in ["The ", "capital ", "of ", "France ", "is ", "**Paris**", "."]]
+    + [Finished("stop", GenStats(ttft_s=0.05, gen_tokens=14, gen_tps=250.0, reasoning_tokens=7))]
+)
+
+
+class Host(App):
+    """Hosts one widget under test."""
+
+    def __init__(self, *widgets) -> None:
+        super().__init__()
+        self._widgets = widgets
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield from self._widgets
+
+
+def test_stream_batch_coalesces_in_order():
+    batch = StreamBatch()
+    stats = GenStats(gen_tokens=3)
+    for event in [ReasoningDelta("a"), ReasoningDelta("b"), AnswerDelta("c"), StatsUpdate(GenStats()), StatsUpdate(stats)]:
+        batch.push(event)
+    b = batch.drain()
+    assert [(s.kind, s.text, s.events) for s in b.segments] == [("reasoning", "ab", 2), ("answer", "c", 1)]
+    assert b.stats is stats and b.finished is None
+    assert batch.drain().empty
+    assert batch.drains == 1
+
+
+def test_stream_batch_is_safe_across_threads():
+    batch = StreamBatch()
+    n = 5000
+    texts: list[str] = []
+
+    def produce() -> None:
+        for i in range(n):
+            batch.push(AnswerDelta(f"{i},"))
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    while thread.is_alive():
+        texts.extend(s.text for s in batch.drain().segments)
+    thread.join()
+    texts.extend(s.text for s in batch.drain().segments)
+    assert "".join(texts) == "".join(f"{i}," for i in range(n))
+
+
+async def test_chat_message_replays_a_recorded_stream():
+    message = ChatMessage("assistant", label="tiny", streaming=True)
+    async with Host(message).run_test() as pilot:
+        batch = StreamBatch()
+        # Reasoning arrives: the panel appears, open, counting tokens.
+        for event in RECORDED[:7]:
+            batch.push(event)
+        await message.apply(batch.drain().segments)
+        await pilot.pause()
+        panel = message.reasoning_panel
+        assert panel is not None and not panel.collapsed
+        assert "7 tokens" in str(panel.title)
+        # The answer starts: the panel folds away.
+        for event in RECORDED[7:-1]:
+            batch.push(event)
+        await message.apply(batch.drain().segments)
+        await pilot.pause()
+        assert panel.collapsed
+        await message.finish("stop", None, 7)
+        assert message.answer_text == "The capital of France is **Paris**."
+        assert message.reasoning_text == "The user asks for a capital."
+        assert str(panel.title) == "Reasoning · 7 tokens"
+
+
+async def test_chat_message_notes_a_stopped_answer():
+    message = ChatMessage("assistant", streaming=True)
+    async with Host(message).run_test() as pilot:
+        batch = StreamBatch()
+        batch.push(AnswerDelta("Half an ans"))
+        await message.apply(batch.drain().segments)
+        await message.finish("cancelled")
+        await pilot.pause()
+        assert message.answer_text == "Half an ans"
+        assert message.reasoning_panel is None
+        note = message.query_one(".note")
+        assert note.display and "stopped" in str(note.render())
+
+
+async def test_effort_switch_cycles_and_explains_when_unavailable():
+    harmony = EffortSwitch(("low", "medium", "high"), "high", id="harmony")
+    plain = EffortSwitch(None, reason="SmolLM2's template has no reasoning switch", id="plain")
+    seen: list[str] = []
+
+    class EffortHost(Host):
+        def on_effort_switch_changed(self, event: EffortSwitch.Changed) -> None:
+            seen.append(event.value)
+
+    async with EffortHost(harmony, plain).run_test() as pilot:
+        assert harmony.value == "high"
+        harmony.focus()
+        await pilot.press("enter")
+        await pilot.press("space")
+        await pilot.pause()
+        assert seen == ["low", "medium"] and harmony.value == "medium"
+        assert plain.value is None and not plain.can_focus
+        assert "no reasoning switch" in str(plain.render())
+        plain.set_options(("on", "off"))
+        assert plain.value == "on" and plain.can_focus
+
+
+async def test_stats_line_keeps_final_figures():
+    line = StatsLine()
+    async with Host(line).run_test() as pilot:
+        live = GenStats(ttft_s=0.123, prompt_tokens=12, prompt_tps=340.0, gen_tokens=5, gen_tps=21.0,
+                        mlx_active_bytes=2_500_000, mlx_peak_bytes=3_000_000, rss_bytes=400_000_000)
+        line.show_stats(live, live=True)
+        await pilot.pause()
+        assert line.has_class("live")
+        line.show_stats(live, live=False)
+        await pilot.pause()
+        text = str(line.render())
+        assert not line.has_class("live")
+        assert "TTFT 123 ms" in text and "gen 5 tok 21.0/s" in text and "RSS 400.0 MB" in text
+    assert format_stats(GenStats()).startswith("TTFT –")
+
+
+# ---- the chat screen, driven through Pilot on real tiny models ---------------
+
+
+from optiq_tui.ui.app import OptiqApp  # noqa: E402
+from optiq_tui.ui.screens.chat import ChatScreen  # noqa: E402
+from optiq_tui.ui.widgets.reasoning_panel import ReasoningPanel  # noqa: E402
+
+POLL_S = 0.05
+
+
+async def until(pilot, condition, what: str, limit: int = 1200) -> None:
+    """Poll ``condition`` between frames (no fixed sleeps); fail after ``limit`` polls."""
+    for _ in range(limit):
+        if condition():
+            return
+        await pilot.pause(POLL_S)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def info_of(path):
+    from optiq_tui.library.catalog import inspect_model
+
+    return inspect_model(path)
+
+
+async def open_chat(pilot, app, path, *, max_tokens: int = 12) -> ChatScreen:
+    app.settings.max_tokens = max_tokens
+    app.settings.seed = 0
+    app.settings.temperature = 0.0
+    screen = ChatScreen(info_of(path))
+    await app.push_screen(screen)
+    await until(pilot, lambda: screen.session is not None, "the model to load")
+    return screen
+
+
+def answers(screen: ChatScreen) -> list[ChatMessage]:
+    return [m for m in screen.query(ChatMessage) if m.role == "assistant"]
+
+
+async def test_chat_sends_streams_and_keeps_final_stats(tiny_llama_dir):
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_chat(pilot, app, tiny_llama_dir)
+        effort = screen.query_one(EffortSwitch)
+        assert effort.value is None and "no reasoning control" in effort.reason
+        await pilot.press(*"Hello", "enter")
+        await until(pilot, lambda: screen.flushes > 0 and not screen.generating, "the answer")
+        [answer] = answers(screen)
+        assert answer.finish_reason in ("stop", "length") and answer.answer_text
+        stats = screen.stats_line
+        assert stats.stats is not None and stats.stats.gen_tokens > 0 and not stats.has_class("live")
+        assert "tok/s" not in str(stats.render()) or "gen" in str(stats.render())
+        assert [t.user for t in screen.session.turns] == ["Hello"]
+
+
+async def test_chat_stops_mid_answer(tiny_llama_dir):
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_chat(pilot, app, tiny_llama_dir, max_tokens=4000)
+        await pilot.press(*"Tell me a long story", "enter")
+        await until(pilot, lambda: answers(screen) and answers(screen)[0].answer_text, "the first tokens")
+        await pilot.press("escape")
+        await until(pilot, lambda: not screen.generating, "the stop")
+        [answer] = answers(screen)
+        assert answer.finish_reason == "cancelled"
+        assert screen.stats_line.stats.gen_tokens < 4000
+        assert isinstance(app.screen, ChatScreen)  # Esc stopped, it did not leave
+
+
+async def test_chat_effort_switch_drives_think_template(tiny_qwen3_dir):
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_chat(pilot, app, tiny_qwen3_dir)
+        effort = screen.query_one(EffortSwitch)
+        assert effort.options == ["on", "off"] and screen.effort == "on"
+        await pilot.press("ctrl+n")
+        assert screen.effort == "off" and app.settings.effort == "off"
+        # The template pre-fills an empty think block when thinking is off.
+        prompt = screen.loaded.format.render([{"role": "user", "content": "hi"}], screen.effort)
+        assert "<think>" in screen.loaded.tokenizer.decode(prompt)
+
+
+def recorded_think_stream(loaded, text: str):
+    """A job replaying ``text`` token by token through the model's real think-tag parser."""
+    from optiq_tui.engine.events import Finished, GenStats
+
+    ids = loaded.tokenizer.encode(text)
+
+    def job(emit, cancel):
+        parser = loaded.format.new_parser([])
+        for i, token in enumerate(ids):
+            for delta in parser.feed(token, loaded.tokenizer.decode([token])):
+                emit(delta)
+        for delta in parser.finish():
+            emit(delta)
+        emit(Finished("stop", GenStats(gen_tokens=len(ids))))
+
+    return job
+
+
+async def test_chat_reasoning_panels_toggle(tiny_qwen3_dir):
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_chat(pilot, app, tiny_qwen3_dir)
+        text = "<think>Let me reason step by step.</think> The answer is yes."
+        for _ in range(2):
+            message = ChatMessage("assistant", streaming=True)
+            await screen.transcript.mount(message)
+            screen.stream(recorded_think_stream(screen.loaded, text), message, name="replay")
+            await until(pilot, lambda: not screen.generating, "the replay")
+            assert message.reasoning_text == "Let me reason step by step."
+            assert message.answer_text == "The answer is yes."
+        panels = list(screen.query(ReasoningPanel))
+        assert len(panels) == 2 and all(p.collapsed for p in panels)
+        await pilot.press("ctrl+t")
+        assert not any(p.collapsed for p in panels)
+        await pilot.press("ctrl+t")
+        assert all(p.collapsed for p in panels)
+
+
+async def test_chat_keeps_up_with_a_fast_stream(tiny_llama_dir):
+    """3000 tokens at ~1000 tokens/s: complete text, coalesced batches, no backlog at the end."""
+    from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, ReasoningDelta, StatsUpdate
+
+    n_tokens = 3000
+    words = [f"w{i} " if i % 50 else f"w{i}\n\n" for i in range(n_tokens)]
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_chat(pilot, app, tiny_llama_dir)
+        at_end: dict[str, int] = {}
+
+        def job(emit, cancel):
+            # Paced like a 1000 tokens/s model; the wait is the producer's rate, not a test sleep.
+            for i in range(200):
+                emit(ReasoningDelta(f"r{i} "))
+            for i, word in enumerate(words):
+                emit(AnswerDelta(word))
+                if i % 100 == 0:
+                    emit(StatsUpdate(GenStats(gen_tokens=i)))
+                cancel.wait(0.001)
+            at_end["flushes"] = screen.flushes
+            emit(Finished("stop", GenStats(gen_tokens=n_tokens)))
+
+        message = ChatMessage("assistant", streaming=True)
+        await screen.transcript.mount(message)
+        updates_before = screen.stats_line.updates
+        screen.stream(job, message, name="replay")
+        await until(pilot, lambda: not screen.generating, "the fast stream")
+        assert message.answer_text == "".join(words)
+        assert message.reasoning_panel.tokens == 200
+        # Batched: far fewer UI updates than tokens, yet streamed live, and
+        # once the producer stopped the screen was at most a couple of batches behind.
+        assert screen.flushes <= n_tokens // 10
+        assert at_end["flushes"] >= 3
+        assert screen.flushes - at_end["flushes"] <= 3
+        assert screen.stats_line.updates - updates_before <= screen.flushes
+
+
+async def test_chat_reopens_a_saved_conversation(tiny_llama_dir):
+    from optiq_tui.ui.screens.conversations import ConversationsScreen
+
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_chat(pilot, app, tiny_llama_dir)
+        await pilot.press(*"First question", "enter")
+        await until(pilot, lambda: not screen.generating and answers(screen), "the answer")
+        first_answer = answers(screen)[0].answer_text
+        saved_id = screen.conversation_id
+        assert saved_id is not None
+        await pilot.press("ctrl+l")
+        await until(pilot, lambda: not list(screen.query(ChatMessage)), "the clear")
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, ConversationsScreen), "the conversations list")
+        assert [c.id for c in app.screen.conversations] == [saved_id]
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is screen and len(list(screen.query(ChatMessage))) == 2, "reopen")
+        user, answer = screen.query(ChatMessage)
+        assert user.answer_text == "First question" and answer.answer_text == first_answer
+        assert screen.conversation_id == saved_id
+        await until(pilot, lambda: len(screen.session.turns) == 1, "the session history")
+
+
+async def test_chat_says_when_the_model_will_not_fit(tiny_llama_dir, monkeypatch):
+    from optiq_tui.engine import loader
+
+    monkeypatch.setattr(loader, "available_memory", lambda: (1 << 20, "test limit"))
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = ChatScreen(info_of(tiny_llama_dir))
+        await app.push_screen(screen)
+        notice = screen.query_one("#notice")
+        await until(pilot, lambda: notice.display, "the notice")
+        assert "needs about" in str(notice.render()) and "Ctrl+G" in str(notice.render())
+        assert screen.query_one("#prompt").disabled

@@ -1,0 +1,124 @@
+"""The compare screen through Pilot on two real tiny models: side by side, blind vote, turn-taking."""
+
+from __future__ import annotations
+
+import pytest
+
+from optiq_tui.library.catalog import inspect_model
+from optiq_tui.ui.app import OptiqApp
+from optiq_tui.ui.screens.compare import CompareScreen, first_difference
+from optiq_tui.ui.widgets.chat_message import ChatMessage
+from optiq_tui.ui.widgets.vote_bar import VoteBar
+from tests.tiny import build_tiny_llama
+from tests.ui_util import wait_until
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_llama_dir, tmp_path_factory):
+    """The tiny llama and a second tiny llama (other random weights, same tokenizer)."""
+    other = build_tiny_llama(tmp_path_factory.mktemp("pair") / "tiny-llama-b", seed=1)
+    return inspect_model(tiny_llama_dir), inspect_model(other)
+
+
+def settle(app: OptiqApp, max_tokens: int = 8) -> None:
+    app.settings.max_tokens = max_tokens
+    app.settings.seed = 0
+    app.settings.temperature = 0.0
+
+
+def messages(column) -> list[ChatMessage]:
+    return list(column.query(ChatMessage))
+
+
+def answered(screen: CompareScreen, turns: int) -> bool:
+    """Both columns hold ``turns`` finished answers and the turn is over."""
+    return not screen.running and all(
+        len([m for m in messages(c) if m.role == "assistant" and m.finish_reason]) == turns for c in screen.columns
+    )
+
+
+async def ask(pilot, screen: CompareScreen, text: str) -> None:
+    await wait_until(pilot, lambda: screen.session is not None, 60, "both models to be ready")
+    turns = len([m for m in messages(screen.columns[0]) if m.role == "user"]) + 1
+    screen.query_one("#cmp-prompt").focus()
+    await pilot.press(*text, "enter")
+    await wait_until(pilot, lambda: answered(screen, turns), 120, "both answers")
+
+
+async def test_two_models_answer_side_by_side(pair):
+    a, b = pair
+    app = OptiqApp()
+    async with app.run_test(size=(120, 36)) as pilot:
+        settle(app)
+        screen = CompareScreen(a, b)
+        await app.push_screen(screen)
+        await ask(pilot, screen, "Hello")
+        assert screen.plan.both_loaded
+        assert "both models stay loaded" in str(screen.query_one("#cmp-mode").render())
+        left, right = screen.columns
+        assert "A: tiny-llama" in str(left.query_one(".column-title").render())
+        for column in (left, right):
+            user, answer = messages(column)
+            assert user.answer_text == "Hello" and answer.finish_reason in ("stop", "length")
+            assert column.stats.stats is not None and column.stats.stats.gen_tokens > 0
+        result = screen.result
+        assert result.answer_a == messages(left)[1].answer_text
+        assert result.agreement is not None
+        line = str(screen.query_one("#agreement").render())
+        assert ("Identical" in line) or (f"Same first {result.agreement.common_prefix} tokens" in line)
+        assert "no cross-KL" in line  # two unrelated random models
+
+
+async def test_blind_vote_is_recorded_and_revealed(pair):
+    from optiq_tui.eval.compare import load_tally
+
+    a, b = pair
+    app = OptiqApp()
+    async with app.run_test(size=(120, 36)) as pilot:
+        settle(app)
+        screen = CompareScreen(a, b, blind=True, seed=3)
+        await app.push_screen(screen)
+        await wait_until(pilot, lambda: screen.session is not None, 60, "both models")
+        titles = [str(c.query_one(".column-title").render()) for c in screen.columns]
+        assert titles == ["Left", "Right"]
+        await ask(pilot, screen, "Which is better?")
+        vote = screen.query_one(VoteBar)
+        assert vote.display and app.focused is vote
+        # Before the vote, nothing on screen names the models.
+        assert a.name not in str(screen.query_one("#agreement").render())
+        await pilot.press("l")
+        left_model = (a, b)[screen.order[0]]
+        tally = load_tally(a, b)
+        assert tally.wins[left_model.name] == 1 and tally.total == 1
+        assert screen.voted == "left" and not vote.display
+        assert left_model.name in str(screen.columns[0].query_one(".column-title").render())
+        assert "1 votes" in str(screen.query_one("#tally").render())
+
+
+async def test_models_that_cannot_both_be_loaded_take_turns(pair, monkeypatch):
+    from optiq_tui.engine import loader
+
+    a, b = pair
+    # Room for either model, not both: the real plan_memory decides, from the loader's estimates.
+    room = max(loader.estimate_memory(a), loader.estimate_memory(b)) + 1
+    monkeypatch.setattr(loader, "available_memory", lambda: (room, "test limit"))
+    app = OptiqApp()
+    async with app.run_test(size=(120, 36)) as pilot:
+        settle(app, max_tokens=6)
+        screen = CompareScreen(a, b)
+        await app.push_screen(screen)
+        await ask(pilot, screen, "First")
+        assert not screen.plan.both_loaded
+        assert "one after the other" in str(screen.query_one("#cmp-mode").render())
+        await ask(pilot, screen, "Second")
+        for column in screen.columns:
+            texts = [m.answer_text for m in messages(column) if m.role == "user"]
+            assert texts == ["First", "Second"]
+            assert all(m.finish_reason in ("stop", "length") for m in messages(column) if m.role == "assistant")
+        assert [u for u, _ in screen.session.history["a"]] == ["First", "Second"]
+        assert [u for u, _ in screen.session.history["b"]] == ["First", "Second"]
+
+
+def test_first_difference_snippets():
+    assert first_difference("The capital is Paris.", "The capital is Rome.") == ("Paris.", "Rome.")
+    assert first_difference("same", "same and more") == ("(end)", "same and more")

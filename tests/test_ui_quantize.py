@@ -1,0 +1,125 @@
+"""The quantize form and progress view through Pilot, running the real quantizer on a tiny llama."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from textual.widgets import Button, Input, Select
+
+from optiq_tui.quant.config import QuantConfig
+from optiq_tui.quant.events import LayerScore
+from optiq_tui.quant.predict import predict_size
+from optiq_tui.ui.app import OptiqApp
+from optiq_tui.ui.format import human_bytes
+from optiq_tui.ui.screens.modals import ConfirmModal
+from optiq_tui.ui.screens.quantize import UNIFORM_4, QuantizeScreen
+from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
+from optiq_tui.ui.widgets.model_table import ModelTable
+from optiq_tui.ui.widgets.sensitivity_chart import SensitivityChart
+from optiq_tui.ui.widgets.stage_list import StageList
+from tests.ui_util import install_model, library_ready, wait_until
+
+
+@pytest.fixture
+def llama_home(optiq_home, tiny_llama_dir):
+    install_model(tiny_llama_dir, optiq_home, "tiny-llama")
+    return optiq_home
+
+
+def form_text(screen, selector: str) -> str:
+    widget = screen.query_one(selector)
+    return "\n".join(widget.render_line(y).text for y in range(widget.size.height))
+
+
+async def open_form(app, pilot) -> QuantizeScreen:
+    await wait_until(pilot, lambda: library_ready(app) and app.library.query_one(ModelTable).row_count)
+    await pilot.press("q")
+    await wait_until(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+    return app.screen
+
+
+async def test_form_predicts_size_and_validates(llama_home):
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        form = await open_form(app, pilot)
+        info = form.info
+        expected = predict_size(info, QuantConfig(target_bpw=5.0, bits=(4, 8), group_size=64))
+        await wait_until(pilot, lambda: human_bytes(expected.disk_bytes) in form_text(form, "#prediction"))
+        assert form.query_one("#name", Input).value == "tiny-llama-optiq-5bpw"
+
+        form.query_one("#target", Input).value = "five"
+        await wait_until(pilot, lambda: "must be a number" in form_text(form, "#quant-errors"))
+        assert form.query_one("#start", Button).disabled
+        form.query_one("#target", Input).value = "3.5"
+        await wait_until(pilot, lambda: "below the smallest" in form_text(form, "#quant-errors"))
+        form.query_one("#target", Input).value = "6"
+        await wait_until(pilot, lambda: not form.query_one("#start", Button).disabled)
+        assert form.query_one("#name", Input).value == "tiny-llama-optiq-6bpw"  # follows the settings
+        form.query_one("#bits", Input).value = "4,7"
+        await wait_until(pilot, lambda: "bit width 7 is not supported" in form_text(form, "#quant-errors"))
+        form.query_one("#bits", Input).value = "4,8"
+        form.query_one("#calibration", Input).value = "/no/such/file.txt"
+        await wait_until(pilot, lambda: "does not exist" in form_text(form, "#quant-errors"))
+        form.query_one("#calibration", Input).value = ""
+
+        # The uniform baseline: no budget to pick, size counted exactly.
+        form.query_one("#preset", Select).value = UNIFORM_4
+        await wait_until(pilot, lambda: form.query_one("#target", Input).disabled)
+        uniform = predict_size(info, QuantConfig(uniform_bits=4, group_size=64))
+        await wait_until(pilot, lambda: human_bytes(uniform.disk_bytes) in form_text(form, "#prediction"))
+        assert form.query_one("#name", Input).value == "tiny-llama-4bit"
+
+        # A name already in the library is refused; the automatic one steps around it.
+        form.query_one("#name", Input).value = "tiny-llama"
+        await wait_until(pilot, lambda: "already in the library" in form_text(form, "#quant-errors"))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is app.library)
+
+
+async def test_quantize_runs_to_completion_and_lands_in_the_library(llama_home):
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        form = await open_form(app, pilot)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
+        progress = app.screen
+        await wait_until(pilot, lambda: progress.state != "running", timeout=240, what="the quantize to finish")
+        assert progress.state == "done", progress.query_one("#stage-label").render()
+
+        stages = progress.query_one(StageList).states
+        assert {s: stages[s].state for s in stages} == {s: "done" for s in stages}
+        chart = progress.query_one(SensitivityChart)
+        assert chart.bars and all(bar.bits in (4, 8) for bar in chart.bars.values())
+        assert any(isinstance(e, LayerScore) and e.chosen_bits for e in progress.events)
+        result = progress.result
+        assert result.achieved_bpw <= 5.0 + 1e-6
+        summary = form_text(progress, "#summary")
+        assert "achieved" in summary and "uniform 4-bit" in summary
+
+        await pilot.press("enter")
+        table = app.library.query_one(ModelTable)
+        await wait_until(pilot, lambda: app.screen is app.library and table.row_count == 2)
+        await wait_until(pilot, lambda: table.highlighted_model.name == "tiny-llama-optiq-5bpw")
+        assert table.highlighted_model.quant_kind == "optiq"
+        meta = json.loads((llama_home / "models" / "tiny-llama-optiq-5bpw" / "optiq_quant.json").read_text())
+        assert meta["source_model"] == "tiny-llama"
+
+
+async def test_cancel_mid_run_keeps_nothing(llama_home):
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_form(app, pilot)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
+        progress = app.screen
+        # Cancel once measuring has produced its first layer scores.
+        await wait_until(pilot, lambda: progress.query_one(SensitivityChart).bars, timeout=120)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.screen is app.library, timeout=120, what="the cancel")
+        assert progress.state == "cancelled"
+        assert "cancelled" in {s.state for s in progress.query_one(StageList).states.values()}
+        assert sorted(p.name for p in (llama_home / "models").iterdir()) == ["tiny-llama"]
+        assert list((llama_home / ".staging").iterdir()) == []
