@@ -71,11 +71,11 @@ def prepare_empty(home: Path) -> None:
 
 
 def prepare_library(home: Path) -> None:
-    """Tiny llama (8 layers) and qwen3 models, plus the demo model and a uniform 4-bit quant of it."""
+    """Tiny llama (6 layers) and qwen3 models, plus the demo model and a uniform 4-bit quant of it."""
     from tests.tiny import build_tiny_llama, build_tiny_qwen3
 
     models = home / "models"
-    build_tiny_llama(models / "tiny-llama-8L", hidden=128, layers=8, intermediate=256)
+    build_tiny_llama(models / "tiny-llama-6L", layers=6)
     build_tiny_qwen3(models / "tiny-qwen3")
     if DEMO_DIR.is_dir():
         # Linked, not copied: read-only use of a model folder someone else owns.
@@ -98,35 +98,36 @@ async def shot_library_empty(app, pilot) -> None:
 
 
 async def shot_library(app, pilot) -> None:
-    await highlight(app, pilot, demo_or("tiny-llama-8L"))
+    await highlight(app, pilot, demo_or("tiny-llama-6L"))
 
 
 async def shot_quantize_form(app, pilot) -> None:
     from optiq_tui.ui.screens.quantize import QuantizeScreen
 
-    await highlight(app, pilot, demo_or("tiny-llama-8L"))
+    await highlight(app, pilot, demo_or("tiny-llama-6L"))
     await pilot.press("q")
     await wait_until(pilot, lambda: isinstance(app.screen, QuantizeScreen))
     await pilot.pause(0.3)
 
 
 async def shot_quantize_progress(app, pilot) -> None:
-    """A real quantize of the 8-layer tiny llama, captured while it verifies (chart allocated)."""
+    """A real quantize of the 6-layer tiny llama, captured while it verifies (chart allocated)."""
     from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
     from optiq_tui.ui.widgets.stage_list import StageList
 
-    await highlight(app, pilot, "tiny-llama-8L")
+    await highlight(app, pilot, "tiny-llama-6L")
     await pilot.press("q")
     await pilot.pause(0.3)
     await pilot.press("ctrl+s")
     await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
     screen = app.screen
     stages = screen.query_one(StageList)
+    bar = screen.query_one("#stage-bar")
     await wait_until(
         pilot,
-        lambda: stages.running in ("quantize", "write", "verify") or screen.state != "running",
+        lambda: (stages.running == "verify" and (bar.progress or 0) >= 1) or screen.state != "running",
         timeout=600,
-        what="the quantize to reach its last stages",
+        what="the quantize to reach verification",
     )
     if screen.state != "running":
         print("  note: the quantize finished before the mid-run capture", file=sys.stderr)
@@ -139,6 +140,153 @@ async def shot_about(app, pilot) -> None:
     await library_loaded(app, pilot)
     await pilot.press("f1")
     await wait_until(pilot, lambda: isinstance(app.screen, AboutScreen) and app.screen.diagnostics is not None)
+    await pilot.pause(0.3)
+
+
+# -- chat, compare and eval -------------------------------------------------------
+
+# A think-tag answer as a reasoning model writes it. The reasoning shots replay
+# it token by token through tiny-qwen3's real tokenizer and think-tag parser
+# (a tiny random model only writes gibberish), and say so in the status line.
+RECORDED_QUESTION = "Is 1001 a prime number?"
+RECORDED_THINK = (
+    "<think>\nThe user asks whether 1001 is prime. Try small factors: it is odd, the digit sum "
+    "is 2 so not divisible by 3, and it does not end in 0 or 5. Try 7: 7 × 143 = 1001. "
+    "And 143 = 11 × 13. So 1001 = 7 × 11 × 13.\n</think>\n\n"
+    "**No.** 1001 is not prime: it factors as\n\n- 7 × 143 = 1001\n- 143 = 11 × 13\n\n"
+    "so 1001 = 7 × 11 × 13."
+)
+REPLAY_NOTE = "replay of a recorded think-tag stream through tiny-qwen3's tokenizer and parser (no model stats)"
+
+
+def replay_job(loaded, text: str, answer_gate):
+    """An engine job feeding ``text`` token by token through the model's own stream parser.
+
+    The answer waits for ``answer_gate`` so a shot can catch the reasoning while it streams.
+    """
+    from optiq_tui.engine.events import AnswerDelta, Finished, GenStats
+
+    ids = loaded.tokenizer.encode(text)
+
+    def job(emit, cancel):
+        parser = loaded.format.new_parser([])
+        # mlx-lm's streaming detokenizer, as in generation: multi-byte characters span tokens.
+        detokenizer = loaded.tokenizer.detokenizer
+        detokenizer.reset()
+        for token in [*ids, None]:
+            if token is None:
+                detokenizer.finalize()
+            else:
+                detokenizer.add_token(token)
+            for delta in parser.feed(-1 if token is None else token, detokenizer.last_segment):
+                if isinstance(delta, AnswerDelta):
+                    while not answer_gate.wait(0.05):
+                        if cancel.is_set():
+                            return
+                emit(delta)
+        for delta in parser.finish():
+            emit(delta)
+        emit(Finished("stop", GenStats(gen_tokens=len(ids))))
+
+    return job
+
+
+async def open_chat(app, pilot, name: str):
+    from optiq_tui.library.catalog import resolve
+    from optiq_tui.ui.screens.chat import ChatScreen
+
+    await library_loaded(app, pilot)
+    screen = ChatScreen(resolve(name))
+    await app.push_screen(screen)
+    await wait_until(pilot, lambda: screen.session is not None, what=f"{name} to load")
+    return screen
+
+
+async def shot_chat(app, pilot) -> None:
+    """The demo model answering for real (greedy, short answer)."""
+    app.settings.temperature = 0.0
+    app.settings.max_tokens = 80
+    screen = await open_chat(app, pilot, demo_or("tiny-llama-6L"))
+    await pilot.press(*"What is the capital of France?", "enter")
+    await wait_until(pilot, lambda: screen.flushes and not screen.generating, timeout=600, what="the answer")
+    await pilot.pause(0.3)
+
+
+async def reasoning_shot(app, pilot, *, finish: bool) -> None:
+    import threading
+
+    from optiq_tui.ui.widgets.chat_message import ChatMessage
+
+    screen = await open_chat(app, pilot, "tiny-qwen3")
+    await screen.transcript.mount(ChatMessage("user", RECORDED_QUESTION))
+    message = ChatMessage("assistant", label="tiny-qwen3 (recorded stream)", streaming=True)
+    await screen.transcript.mount(message)
+    gate = threading.Event()
+    screen.stream(replay_job(screen.loaded, RECORDED_THINK, gate), message, name="replay")
+    reasoning = RECORDED_THINK.split("</think>")[0].removeprefix("<think>").strip()
+    await wait_until(pilot, lambda: message.reasoning_text.strip() == reasoning, what="the reasoning")
+    if finish:
+        gate.set()
+        await wait_until(pilot, lambda: not screen.generating, what="the answer")
+    screen.stats_line.show_text(REPLAY_NOTE)
+    await pilot.pause(0.3)
+
+
+async def shot_chat_reasoning_open(app, pilot) -> None:
+    await reasoning_shot(app, pilot, finish=False)
+
+
+async def shot_chat_reasoning_collapsed(app, pilot) -> None:
+    await reasoning_shot(app, pilot, finish=True)
+
+
+def demo_pair():
+    """The demo model and its uniform 4-bit quant (or two tiny models without the demo)."""
+    from optiq_tui.library import catalog
+
+    models = catalog.scan(include_hf_cache=False).models
+    by_name = {m.name: m for m in models}
+    demo = by_name.get(demo_or(""))
+    if demo is not None:
+        quants = [m for m in models if m.path != demo.path and demo.name in (m.source_model or "") + m.name]
+        if quants:
+            return demo, quants[0]
+    return by_name["tiny-llama-6L"], by_name["tiny-qwen3"]
+
+
+async def compare_shot(app, pilot, *, blind: bool) -> None:
+    from optiq_tui.ui.screens.compare import CompareScreen
+
+    app.settings.temperature = 0.0
+    app.settings.max_tokens = 40
+    await library_loaded(app, pilot)
+    a, b = demo_pair()
+    screen = CompareScreen(a, b, blind=blind, seed=1)
+    await app.push_screen(screen)
+    await wait_until(pilot, lambda: screen.session is not None, timeout=300, what="both models")
+    await pilot.press(*"What is the capital of France?", "enter")
+    await wait_until(pilot, lambda: screen.result is not None and not screen.running, timeout=900, what="both answers")
+    await pilot.pause(0.3)
+
+
+async def shot_compare(app, pilot) -> None:
+    await compare_shot(app, pilot, blind=False)
+
+
+async def shot_compare_blind(app, pilot) -> None:
+    await compare_shot(app, pilot, blind=True)
+
+
+async def shot_eval(app, pilot) -> None:
+    """A real quick eval of the demo model's 4-bit quant against the demo model."""
+    from optiq_tui.ui.screens.eval import EvalScreen
+
+    await library_loaded(app, pilot)
+    a, b = demo_pair()
+    screen = EvalScreen([a, b])
+    await app.push_screen(screen)
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: screen.report is not None, timeout=1800, what="the eval")
     await pilot.pause(0.3)
 
 
@@ -155,6 +303,12 @@ SHOTS: list[Shot] = [
     Shot("quantize-form", "library", shot_quantize_form),
     Shot("quantize-progress", "library", shot_quantize_progress),
     Shot("about", "library", shot_about),
+    Shot("chat", "library", shot_chat),
+    Shot("chat-reasoning-open", "library", shot_chat_reasoning_open),
+    Shot("chat-reasoning-collapsed", "library", shot_chat_reasoning_collapsed),
+    Shot("compare", "library", shot_compare),
+    Shot("compare-blind", "library", shot_compare_blind),
+    Shot("eval", "library", shot_eval),
 ]
 
 

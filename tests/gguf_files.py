@@ -79,6 +79,7 @@ def write_llama_gguf(
     arch: str = "llama",
     tokenizer_model: str = "gpt2",
     extra_tensor: tuple[str, np.ndarray] | None = None,
+    spm: dict | None = None,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Write ``model_dir`` (a tiny MLX llama) as a GGUF whose 2-D weights are ``qtype``.
@@ -102,19 +103,29 @@ def write_llama_gguf(
     w.add_head_count_kv(config["num_key_value_heads"])
     w.add_layer_norm_rms_eps(config["rms_norm_eps"])
     w.add_rope_freq_base(config["rope_theta"])
-    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
-    added = {t["content"]: t["id"] for t in tok["added_tokens"]}
-    tokens = [t for t, _ in vocab]
-    for content, i in added.items():
-        if i >= len(tokens):
-            tokens.append(content)
-    w.add_tokenizer_model(tokenizer_model)
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_types([3 if t in added else 1 for t in tokens])
-    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tok["model"]["merges"]])
-    w.add_eos_token_id(tokens.index(tok_config["eos_token"]))
-    w.add_pad_token_id(tokens.index(tok_config["pad_token"]))
+    if spm is not None:  # a SentencePiece ("llama") vocabulary instead of the model's byte-level BPE
+        w.add_tokenizer_model("llama")
+        w.add_token_list(spm["tokens"])
+        w.add_token_scores(spm["scores"])
+        w.add_token_types(spm["types"])
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
+        w.add_unk_token_id(0)
+        w.add_add_bos_token(True)
+    else:
+        vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
+        added = {t["content"]: t["id"] for t in tok["added_tokens"]}
+        tokens = [t for t, _ in vocab]
+        for content, i in added.items():
+            if i >= len(tokens):
+                tokens.append(content)
+        w.add_tokenizer_model(tokenizer_model)
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_types([3 if t in added else 1 for t in tokens])
+        w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tok["model"]["merges"]])
+        w.add_eos_token_id(tokens.index(tok_config["eos_token"]))
+        w.add_pad_token_id(tokens.index(tok_config["pad_token"]))
     w.add_chat_template(tok_config["chat_template"])
 
     reference = {}
@@ -128,7 +139,7 @@ def write_llama_gguf(
             payload, stored = encode(values, qtype, rng), qtype
             reference[name] = decode(payload, qtype, values.shape)
         kind = target.split(".")[-2]
-        if kind in heads:
+        if kind in heads and arch == "llama":  # llama.cpp permutes only llama's Q/K rows
             payload = llama_cpp_permute(payload, heads[kind])
         if stored in (Q.F32, Q.F16):
             w.add_tensor(target, payload)

@@ -91,10 +91,18 @@ def test_reference_found_from_optiq_provenance(family, tmp_path):
     src, q4, _q8 = family
     quant = tmp_path / "tiny-optiq"
     shutil.copytree(q4.path, quant)
-    (quant / "optiq_quant.json").write_text(json.dumps({"source_model": str(src.path)}))
+    # As the quantizer writes it: the source's name and folder.
+    (quant / "optiq_quant.json").write_text(json.dumps({"source_model": src.name, "source_path": str(src.path)}))
     found = find_reference([inspect_model(quant)])
     assert found is not None and found.path.resolve() == src.path.resolve()
+    found = find_reference([inspect_model(quant), src])  # the source among the models wins
+    assert found is src
     assert find_reference([q4]) is None  # a plain mlx-lm quant names no source
+
+    from optiq_tui.eval.compare import related
+
+    assert related(inspect_model(quant), src) and related(src, inspect_model(quant))
+    assert not related(q4, src)
 
 
 @pytest.mark.demo

@@ -156,14 +156,14 @@ def test_cancel_mid_import_leaves_nothing(tiny_llama_dir, tmp_path):
 
 
 def test_full_disk_gives_a_clear_error_and_leaves_nothing(tiny_llama_dir, tmp_path, monkeypatch):
-    import optiq_tui.library.gguf_import as gi
+    from optiq_tui.library.shards import ShardWriter
 
     write_llama_gguf(tiny_llama_dir, tmp_path / "t.gguf", Q.F16)
 
     def no_space(self):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(gi._ShardWriter, "flush", no_space)
+    monkeypatch.setattr(ShardWriter, "flush", no_space)
     with pytest.raises(OptiqError, match="disk is full"):
         import_gguf(tmp_path / "t.gguf")
     _nothing_left()
@@ -210,3 +210,75 @@ def test_name_clash_is_refused(tiny_llama_dir, tmp_path):
     import_gguf(tmp_path / "t.gguf", "same")
     with pytest.raises(OptiqError, match="already exists"):
         import_gguf(tmp_path / "t.gguf", "same")
+
+
+def _spm_vocab(n_tokens: int):
+    """A llama-style SentencePiece BPE vocabulary (with <0xNN> byte tokens), and the
+    Hugging Face tokenizer that llama checkpoints ship for it, as the reference."""
+    from tokenizers import SentencePieceBPETokenizer, Tokenizer, decoders, models, normalizers, processors
+
+    from tests.tiny import CORPUS
+
+    trained = SentencePieceBPETokenizer()
+    trained.train_from_iterator(CORPUS, vocab_size=120, show_progress=False)
+    merges = [tuple(m) for m in json.loads(trained.to_str())["model"]["merges"]]
+    chars = sorted({c for m in merges for part in m for c in part} | set("".join(CORPUS).replace(" ", "▁")))
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)] + chars
+    scores = [0.0] * 259 + [-1000.0 - i for i in range(len(chars))]
+    for rank, (a, b) in enumerate(merges):
+        if a + b not in tokens:
+            tokens.append(a + b)
+            scores.append(-float(rank))
+    types = [2, 3, 3] + [6] * 256 + [1] * (len(tokens) - 259)
+    assert len(tokens) <= n_tokens
+    for i in range(n_tokens - len(tokens)):  # unused rows of the embedding
+        tokens.append(f"<unused{i}>")
+        scores.append(0.0)
+        types.append(5)
+    reference = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges, unk_token="<unk>",
+                                     byte_fallback=True, fuse_unk=True))
+    reference.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    reference.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    reference.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return {"tokens": tokens, "scores": scores, "types": types}, reference
+
+
+def test_sentencepiece_vocabulary(tiny_llama_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    vocab_size = json.loads((tiny_llama_dir / "config.json").read_text())["vocab_size"]
+    spm, reference = _spm_vocab(vocab_size)
+    write_llama_gguf(tiny_llama_dir, tmp_path / "spm.gguf", Q.F16, spm=spm)
+    info = import_gguf(tmp_path / "spm.gguf", "spm")
+    imported = AutoTokenizer.from_pretrained(str(info.path))
+    for text in ["Paris is the capital of France.", "capitalism brownies foxes", "thequickbrownfoxisthecapitalofrance", "asthe heis", "theirs: 12, 84", "déjà vu"]:
+        ids = imported.encode(text)
+        assert ids == reference.encode(text).ids
+        assert imported.decode(ids, skip_special_tokens=True) == text
+    assert imported.bos_token == "<s>" and imported.eos_token == "</s>"
+
+
+def test_qwen2_architecture(tiny_llama_dir, tmp_path):
+    """qwen2 GGUFs keep Q/K rows as they are and carry q/k/v biases."""
+    import shutil
+
+    from mlx.utils import tree_flatten
+    from mlx_lm import load
+    from mlx_lm.models import qwen2
+
+    folder = shutil.copytree(tiny_llama_dir, tmp_path / "tiny-qwen2")
+    config = {**json.loads((folder / "config.json").read_text()), "model_type": "qwen2"}
+    (folder / "config.json").write_text(json.dumps(config))
+    mx.random.seed(1)
+    model = qwen2.Model(qwen2.ModelArgs.from_dict(config))
+    mx.save_safetensors(str(folder / "model.safetensors"), dict(tree_flatten(model.parameters())))
+
+    reference = write_llama_gguf(folder, tmp_path / "q.gguf", Q.Q8_0, arch="qwen2")
+    assert "model.layers.0.self_attn.q_proj.bias" in reference
+    info = import_gguf(tmp_path / "q.gguf", "qwen")
+    assert info.model_type == "qwen2"
+    imported, _ = load(str(info.path))
+    want = qwen2.Model(qwen2.ModelArgs.from_dict(config))
+    want.load_weights([(k, mx.array(v)) for k, v in reference.items()])
+    _assert_close(_logits(imported), _logits(want))

@@ -135,7 +135,8 @@ async def test_stats_line_keeps_final_figures():
         await pilot.pause()
         text = str(line.render())
         assert not line.has_class("live")
-        assert "TTFT 123 ms" in text and "gen 5 tok 21.0/s" in text and "RSS 400.0 MB" in text
+        assert "TTFT 0.12s" in text and "prompt 12 tok 340/s" in text and "gen 5 tok 21.0/s" in text
+        assert "MLX 2.5 MB (peak 3.0 MB)" in text and "RSS 400.0 MB" in text
     assert format_stats(GenStats()).startswith("TTFT –")
 
 
@@ -229,8 +230,15 @@ def recorded_think_stream(loaded, text: str):
 
     def job(emit, cancel):
         parser = loaded.format.new_parser([])
-        for i, token in enumerate(ids):
-            for delta in parser.feed(token, loaded.tokenizer.decode([token])):
+        # mlx-lm's streaming detokenizer, as in generation: multi-byte characters span tokens.
+        detokenizer = loaded.tokenizer.detokenizer
+        detokenizer.reset()
+        for token in [*ids, None]:
+            if token is None:
+                detokenizer.finalize()
+            else:
+                detokenizer.add_token(token)
+            for delta in parser.feed(-1 if token is None else token, detokenizer.last_segment):
                 emit(delta)
         for delta in parser.finish():
             emit(delta)
@@ -243,13 +251,13 @@ async def test_chat_reasoning_panels_toggle(tiny_qwen3_dir):
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_chat(pilot, app, tiny_qwen3_dir)
-        text = "<think>Let me reason step by step.</think> The answer is yes."
+        text = "<think>Let me reason step by step: 7 × 143 = 1001.</think> The answer is yes."
         for _ in range(2):
             message = ChatMessage("assistant", streaming=True)
             await screen.transcript.mount(message)
             screen.stream(recorded_think_stream(screen.loaded, text), message, name="replay")
             await until(pilot, lambda: not screen.generating, "the replay")
-            assert message.reasoning_text == "Let me reason step by step."
+            assert message.reasoning_text == "Let me reason step by step: 7 × 143 = 1001."
             assert message.answer_text == "The answer is yes."
         panels = list(screen.query(ReasoningPanel))
         assert len(panels) == 2 and all(p.collapsed for p in panels)
@@ -333,3 +341,63 @@ async def test_chat_says_when_the_model_will_not_fit(tiny_llama_dir, monkeypatch
         await until(pilot, lambda: notice.display, "the notice")
         assert "needs about" in str(notice.render()) and "Ctrl+G" in str(notice.render())
         assert screen.query_one("#prompt").disabled
+
+
+async def test_chat_offers_to_drop_old_turns_when_the_context_is_full(tiny_llama_dir):
+    from optiq_tui.ui.screens.modals import ConfirmModal
+
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_chat(pilot, app, tiny_llama_dir, max_tokens=4)
+        long_text = "the quick brown fox " * 250  # ~1000 tokens of the tiny model's 2048 context
+        prompt = screen.query_one("#prompt")
+        for turn in range(2):
+            prompt.value = long_text
+            await pilot.press("enter")
+            if turn == 0:
+                await until(pilot, lambda: answers(screen) and not screen.generating, "the first answer")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the offer to drop turns")
+        assert "context is 2048" in str(app.screen.query_one("#question").render())
+        await pilot.press("y")
+        await until(pilot, lambda: app.screen is screen and len(answers(screen)) == 2 and not screen.generating,
+                    "the answer after dropping")
+        assert answers(screen)[-1].finish_reason in ("stop", "length")
+        await until(pilot, lambda: [t.user for t in screen.session.turns] == [long_text.strip()], "the new history")
+
+
+async def test_conversations_screen_renames_exports_and_deletes(tmp_path):
+    from optiq_tui.engine.conversations import ConversationStore
+    from optiq_tui.ui.screens.conversations import ConversationsScreen
+    from optiq_tui.ui.screens.modals import ConfirmModal, InputModal
+
+    store = ConversationStore()
+    first = store.create("tiny-llama", "About foxes")
+    store.append(first, "user", "What does the fox say?")
+    store.append(first, "assistant", "Nobody knows.", reasoning="Hmm.")
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = ConversationsScreen()
+        await app.push_screen(screen)
+        assert [c.title for c in screen.conversations] == ["About foxes"]
+
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, InputModal), "the rename dialog")
+        app.screen.query_one("#answer").value = "Foxes, renamed"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is screen and screen.conversations[0].title == "Foxes, renamed", "rename")
+        assert store.load(first).title == "Foxes, renamed"
+
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, InputModal), "the export dialog")
+        target = tmp_path / "foxes.md"
+        app.screen.query_one("#answer").value = str(target)
+        await pilot.press("enter")
+        await until(pilot, target.exists, "the export")
+        assert "Nobody knows." in target.read_text()
+
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the delete question")
+        await pilot.press("y")
+        await until(pilot, lambda: app.screen is screen and not screen.conversations, "the delete")
+        assert store.list() == []
+        assert screen.query_one("#conv-empty").display

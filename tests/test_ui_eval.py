@@ -31,7 +31,7 @@ async def test_eval_screen_shows_table_and_chart_and_exports(llama_and_quant, tm
         # The unquantized model is taken as the reference.
         assert screen.reference is source and screen.models == [quant]
         await pilot.press("enter")
-        await wait_until(pilot, lambda: screen.report is not None, 300, "the eval report")
+        await wait_until(pilot, lambda: screen.report is not None, 120, "the eval report")
         table = screen.query_one(EvalTable)
         assert [str(c.label) for c in table.columns.values()] == list(COLUMNS)
         assert table.row_count == 2

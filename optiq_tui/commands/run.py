@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
                     "model": info.name,
                     "format": loaded.format.kind,
                     "effort": effort,
+                    "dtype_note": loaded.dtype_note,
                     "answer": "".join(answer),
                     "reasoning": "".join(reasoning),
                     "finish_reason": finished.reason,

@@ -145,9 +145,10 @@ class _RawText:
         ordinary = [t for t in tokens if not self._encoding.is_special_token(t)]
         if not ordinary:
             return ""
-        # openai-harmony's public `decode` replaces partial characters; its
-        # inner `decode_bytes` gives the raw bytes the incremental decoder needs.
-        return self._utf8.decode(bytes(self._encoding._inner.decode_bytes(ordinary)))
+        # surrogateescape round-trips the bytes of a partial character, which the
+        # incremental decoder then joins with the next token's bytes.
+        data = self._encoding.decode(ordinary, errors="surrogateescape").encode("utf-8", "surrogateescape")
+        return self._utf8.decode(data)
 
 
 class HarmonyParser:

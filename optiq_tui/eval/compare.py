@@ -96,19 +96,10 @@ def plan_memory(info_a: Any, info_b: Any) -> MemoryPlan:
 
 def related(info_a: Any, info_b: Any) -> bool:
     """One model is the other's source, or both were made from the same source."""
-    from optiq_tui.library.catalog import resolve
-
-    def source(info: Any) -> Path | None:
-        name = getattr(info, "source_model", None)
-        if not name or info.quant_kind == "gguf":
-            return None
-        try:
-            return Path(resolve(name).path).resolve()
-        except OptiqError:
-            return None
+    from optiq_tui.eval.quality import source_path
 
     pa, pb = Path(info_a.path).resolve(), Path(info_b.path).resolve()
-    sa, sb = source(info_a), source(info_b)
+    sa, sb = source_path(info_a), source_path(info_b)
     return pa == pb or sa == pb or sb == pa or (sa is not None and sa == sb)
 
 

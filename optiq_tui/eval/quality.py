@@ -200,21 +200,9 @@ def find_reference(models: Sequence[Any]) -> Any | None:
     """The unquantized source the models were made from, when provenance says so.
 
     A model in ``models`` that is the source of the others wins; otherwise the
-    source named by the quants' provenance (``optiq_quant.json``), when all
-    that name one agree and it is in the library. GGUF imports name a .gguf
-    file, not a model, so they give no reference (they are sources themselves).
+    source their provenance names, when all that name one agree and it exists.
     """
-    from optiq_tui.library.catalog import resolve
-
-    sources: set[Path] = set()
-    for info in models:
-        src = getattr(info, "source_model", None)
-        if not src or info.quant_kind == "gguf":
-            continue
-        try:
-            sources.add(Path(resolve(src).path).resolve())
-        except OptiqError:
-            continue
+    sources = {src for src in (source_path(info) for info in models) if src is not None}
     if len(sources) != 1:
         return None
     (source,) = sources
@@ -224,6 +212,35 @@ def find_reference(models: Sequence[Any]) -> Any | None:
     from optiq_tui.library.catalog import inspect_model
 
     return inspect_model(source)
+
+
+def source_path(info: Any) -> Path | None:
+    """The folder of the model ``info`` was made from, or None when unknown or gone.
+
+    OptiQ quants record the source folder in ``optiq_quant.json``; otherwise
+    the catalog's ``source_model`` is looked up in the library. GGUF imports
+    name a .gguf file, not a model: they are sources themselves.
+    """
+    import json
+
+    from optiq_tui.library.catalog import OPTIQ_QUANT_FILE, resolve
+
+    if getattr(info, "quant_kind", None) == "gguf":
+        return None
+    try:
+        meta = json.loads((Path(info.path) / OPTIQ_QUANT_FILE).read_text())
+        folder = Path(meta["source_path"])
+        if (folder / "config.json").exists():
+            return folder.resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    name = getattr(info, "source_model", None)
+    if not name:
+        return None
+    try:
+        return Path(resolve(name).path).resolve()
+    except OptiqError:
+        return None
 
 
 def _probe_step(event: Any, name: str, step) -> None:

@@ -216,6 +216,8 @@ def hf_cache_dir() -> Path:
 
 
 def _scan_hf_cache(models: list[ModelInfo], skipped: list[Skipped]) -> None:
+    if not hf_cache_dir().is_dir():
+        return  # no cache: skip importing huggingface_hub (and its HTTP stack) at all
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
@@ -242,6 +244,8 @@ def _scan_hf_cache(models: list[ModelInfo], skipped: list[Skipped]) -> None:
             )
         except OptiqError as exc:
             reason = str(exc).split(": ", 1)[-1]
+            if "config.json" in reason or "weight" in reason:
+                reason += f"; if a download was stopped, `optiq-chat pull {repo.repo_id}` completes it"
             skipped.append(Skipped(revision.snapshot_path, f"{repo.repo_id}: {reason}"))
 
 

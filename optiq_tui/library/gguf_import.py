@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from optiq_tui.library.gguf_tokenizer import write_tokenizer
+from optiq_tui.library.shards import ShardWriter
 from optiq_tui.library.staging import safe_name, staged_model
 from optiq_tui.progress import (
     Log,
@@ -70,7 +71,6 @@ _LAYER_TENSORS = {
 _FLOAT_TYPES = {"F32", "F16", "BF16"}
 # Types that are MLX affine quantization with group size 32, exactly.
 _KEEPABLE = {"Q4_0": 4, "Q4_1": 4, "Q8_0": 8}
-_SHARD_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -228,44 +228,6 @@ def _sha256(path: Path, progress: ProgressFn, cancel: threading.Event | None) ->
     return digest.hexdigest()
 
 
-class _ShardWriter:
-    """Collects arrays and writes ~2 GiB safetensors shards plus the index mlx-lm reads."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.pending: dict[str, Any] = {}
-        self.pending_bytes = 0
-        self.shards: list[dict[str, Any]] = []
-
-    def add(self, name: str, array) -> None:
-        self.pending[name] = array
-        self.pending_bytes += array.nbytes
-        if self.pending_bytes >= _SHARD_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        import mlx.core as mx
-
-        if not self.pending:
-            return
-        path = self.folder / f"shard-{len(self.shards):05d}.safetensors"
-        mx.save_safetensors(str(path), self.pending, metadata={"format": "mlx"})
-        self.shards.append({"path": path, "names": list(self.pending), "bytes": self.pending_bytes})
-        self.pending, self.pending_bytes = {}, 0
-
-    def finish(self) -> None:
-        self.flush()
-        n = len(self.shards)
-        weight_map, total = {}, 0
-        for i, shard in enumerate(self.shards, 1):
-            name = "model.safetensors" if n == 1 else f"model-{i:05d}-of-{n:05d}.safetensors"
-            os.replace(shard["path"], self.folder / name)
-            weight_map.update({k: name for k in shard["names"]})
-            total += shard["bytes"]
-        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-        (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-
-
 def import_gguf(
     path: str | os.PathLike[str],
     name: str | None = None,
@@ -286,6 +248,9 @@ def import_gguf(
     source = Path(path).expanduser().resolve()
     if not source.is_file():
         raise OptiqError(f"no such file: {source}")
+    final = paths().models / safe_name(name or source.stem)
+    if final.exists():  # staged_model checks too; this answers before any work is done
+        raise OptiqError(f"a model named {final.name!r} already exists in the library; pick another --name")
     reader, meta = _read(source)
     arch = meta.get("general.architecture")
     if arch not in ARCHITECTURES:
@@ -303,7 +268,7 @@ def import_gguf(
     plan = _plan(reader, config, ARCHITECTURES[arch][1])
 
     types = Counter(t.type_name for t in plan)
-    unreadable = sorted(name for name in types if not _can_dequantize(name))
+    unreadable = sorted(t for t in types if not _can_dequantize(t))
     if unreadable:
         raise OptiqError(
             f"{source.name} uses GGUF tensor type(s) {', '.join(unreadable)} that cannot be "
@@ -340,8 +305,8 @@ def import_gguf(
     total = sum(t.n_bytes for t in plan)
     done = 0
     per_layer_quant: dict[str, dict[str, int]] = {}
-    with staged_model(name or source.stem) as folder:
-        writer = _ShardWriter(folder)
+    with staged_model(final.name) as folder:
+        writer = ShardWriter(folder)
         for t in plan:
             check_cancel(cancel)
             out = f"{t.hf_module}.{t.suffix}"
@@ -367,7 +332,6 @@ def import_gguf(
         (folder / "config.json").write_text(json.dumps(config, indent=2))
         write_tokenizer(meta, folder, config.get("max_position_embeddings"))
         (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
-    final = paths().models / safe_name(name or source.stem)
     progress(Log(f"imported {source.name} ({provenance['weight_type']}) as {final.name}"))
     return inspect_model(final)
 

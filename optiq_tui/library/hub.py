@@ -1,8 +1,9 @@
 """Download an MLX model from the Hugging Face Hub into the Hugging Face cache.
 
 ``huggingface_hub.snapshot_download`` does the work: only the files MLX needs
-(allow patterns), resumable (partial files stay in the cache as
-``.incomplete`` and continue on the next try), several files at once. Its
+(allow patterns), several files at once, resumable file by file (finished
+files stay in the cache and the next pull skips them; since huggingface_hub
+1.x a file cut off mid-way is dropped and fetched again whole). Its
 ``tqdm_class`` hook reports the bytes written, which gives byte-level
 progress and a place to stop: raising there aborts every file's download.
 """
@@ -56,12 +57,13 @@ def _progress_bar_class(progress: ProgressFn, cancel: threading.Event | None, to
     return _Bar
 
 
-def _plan(repo_id: str, endpoint: str | None) -> tuple[int, list[str]]:
+def _plan(repo_id: str, endpoint: str | None, cancel: threading.Event | None) -> tuple[int, list[str]]:
     """Bytes still to download, and the files, after checking the repo is an MLX model."""
     from huggingface_hub import snapshot_download
 
     files = snapshot_download(
-        repo_id, allow_patterns=ALLOW_PATTERNS, endpoint=endpoint, cache_dir=hf_cache_dir(), dry_run=True
+        repo_id, allow_patterns=ALLOW_PATTERNS, endpoint=endpoint, cache_dir=hf_cache_dir(), dry_run=True,
+        tqdm_class=_progress_bar_class(no_progress, cancel, 0),
     )
     names = [f.filename for f in files]
     if "config.json" not in names:
@@ -74,9 +76,9 @@ def _plan(repo_id: str, endpoint: str | None) -> tuple[int, list[str]]:
     return sum(f.file_size or 0 for f in files if f.will_download), names
 
 
-def pull(repo_id: str, *, progress: ProgressFn = no_progress, cancel: threading.Event | None = None):
-    """Download ``repo_id`` (only what MLX needs) and return its catalog entry."""
-    from huggingface_hub import snapshot_download
+def _explain(exc: BaseException, repo_id: str) -> OptiqError | None:
+    """A user-facing error for a failed download, looking through wrapped causes
+    (a dry run wraps the Hub's answer in DryRunError); None if it is not a download problem."""
     from huggingface_hub.errors import (
         GatedRepoError,
         HFValidationError,
@@ -85,6 +87,38 @@ def pull(repo_id: str, *, progress: ProgressFn = no_progress, cancel: threading.
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for err in chain:
+        if isinstance(err, OptiqError):
+            return err
+        if isinstance(err, (HFValidationError, ValueError)) and not isinstance(err, OSError):
+            return OptiqError(f"{repo_id!r} is not a valid repo id (expected owner/name): {err}")
+        if isinstance(err, GatedRepoError):
+            return OptiqError(f"{repo_id} is gated: accept its terms on huggingface.co and log in with `hf auth login`")
+        if isinstance(err, (RepositoryNotFoundError, RevisionNotFoundError)):
+            return OptiqError(
+                f"the Hub has no model repo {repo_id!r} (check the spelling; private repos need `hf auth login`)"
+            )
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return OptiqError(f"the disk is full while downloading {repo_id}; free some space and pull again (it resumes)")
+    for err in chain:
+        network = type(err).__module__.startswith(("httpx", "httpcore"))
+        if network or isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError)):
+            return OptiqError(
+                f"cannot reach the Hugging Face Hub to download {repo_id} (no network?); try again when online"
+            )
+    if isinstance(chain[0], OSError):
+        return OptiqError(f"downloading {repo_id} failed: {chain[0]}")
+    return None
+
+
+def pull(repo_id: str, *, progress: ProgressFn = no_progress, cancel: threading.Event | None = None):
+    """Download ``repo_id`` (only what MLX needs) and return its catalog entry."""
+    from huggingface_hub import snapshot_download
 
     from optiq_tui.library.catalog import inspect_model
 
@@ -95,7 +129,7 @@ def pull(repo_id: str, *, progress: ProgressFn = no_progress, cancel: threading.
         )
     endpoint = os.environ.get("HF_ENDPOINT") or None
     try:
-        total, names = _plan(repo_id, endpoint)
+        total, names = _plan(repo_id, endpoint, cancel)
         progress(Log(f"{repo_id}: {len(names)} files, {total / 2**20:.1f} MB to download"))
         check_cancel(cancel)
         folder = snapshot_download(
@@ -107,30 +141,11 @@ def pull(repo_id: str, *, progress: ProgressFn = no_progress, cancel: threading.
             max_workers=4,
         )
     except Cancelled:
-        progress(Log("download stopped; the files so far stay in the cache and the next pull resumes"))
+        progress(Log("download stopped; finished files stay in the cache and the next pull skips them"))
         raise
-    except (HFValidationError, ValueError) as exc:
-        raise OptiqError(f"{repo_id!r} is not a valid repo id (expected owner/name): {exc}") from exc
-    except GatedRepoError as exc:
-        raise OptiqError(
-            f"{repo_id} is gated: accept its terms on huggingface.co and log in with `hf auth login`"
-        ) from exc
-    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-        raise OptiqError(
-            f"the Hub has no model repo {repo_id!r} (check the spelling; private repos need `hf auth login`)"
-        ) from exc
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError) as exc:
-        raise OptiqError(
-            f"cannot reach the Hugging Face Hub to download {repo_id} (no network?); try again when online"
-        ) from exc
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OptiqError(
-                f"the disk is full while downloading {repo_id}; free some space and pull again (it resumes)"
-            ) from exc
-        raise OptiqError(f"downloading {repo_id} failed: {exc}") from exc
-    except Exception as exc:  # httpx transport errors and the like, which have no common base here
-        if type(exc).__module__.startswith(("httpx", "httpcore", "huggingface_hub")):
-            raise OptiqError(f"downloading {repo_id} failed: {exc}; check the network and try again") from exc
-        raise
+    except Exception as exc:
+        explained = _explain(exc, repo_id)
+        if explained is None:
+            raise
+        raise explained from exc
     return inspect_model(folder, name=repo_id, source="hf-cache", repo_id=repo_id)

@@ -62,36 +62,40 @@ class Backbone:
     def mask(self, k: int, h: mx.array):
         return create_attention_mask(h, None, window_size=self.windows[k])
 
-    def embed_tokens(self, tokens: mx.array, weight_fn: WeightFn | None = None) -> mx.array:
-        w = self.embed.weight
-        if weight_fn is not None:
-            w = weight_fn("model.embed_tokens", w)
-        return w[tokens].astype(mx.float32)
+    def embed_tokens(self, tokens: mx.array) -> mx.array:
+        return self.embed.weight[tokens].astype(mx.float32)
 
-    def run_block(self, k: int, h: mx.array, weight_fn: WeightFn | None = None) -> mx.array:
-        with swapped(self.blocks[k], self.block_path(k), weight_fn):
-            return self.blocks[k](h, self.mask(k, h))
+    def run_block(self, k: int, h: mx.array) -> mx.array:
+        return self.blocks[k](h, self.mask(k, h))
 
-    def forward_hidden(self, tokens: mx.array, weight_fn: WeightFn | None = None,
-                       start: int = 0, h: mx.array | None = None) -> mx.array:
-        """Final hidden state (before the norm) of ``tokens`` [1, T], evaluating block by block."""
-        if h is None:
-            h = self.embed_tokens(tokens, weight_fn)
-        for k in range(start, len(self.blocks)):
-            h = self.run_block(k, h, weight_fn)
-            mx.eval(h)
-        return h
+    def forward_hidden(self, hs: list[mx.array], weight_fn: WeightFn | None = None,
+                       start: int = 0, stop: int | None = None) -> list[mx.array]:
+        """Run hidden states ``hs`` (one [1, T, d] per sequence) through blocks [start, stop).
 
-    def logits_chunks(self, h_last: mx.array, weight_fn: WeightFn | None = None,
-                      chunk: int = 128) -> Iterator[mx.array]:
-        """float32 logits [t, vocab] of the final hidden state, ``chunk`` tokens at a time
-        (a whole [512, 49152] float32 logits array would be 100 MB)."""
+        Block-major: each block's weights are transformed once for all sequences
+        (a quantize-dequantize costs far more than running one sequence on CPU).
+        """
+        hs = list(hs)
+        for k in range(start, len(self.blocks) if stop is None else stop):
+            with swapped(self.blocks[k], self.block_path(k), weight_fn):
+                hs = [self.blocks[k](h, self.mask(k, h)) for h in hs]
+                mx.eval(hs)
+        return hs
+
+    def head_matrix(self, weight_fn: WeightFn | None = None) -> mx.array:
+        """The output projection as float32 [vocab, d], after ``weight_fn``."""
         w = self.head_weight()
         if weight_fn is not None:
             w = weight_fn(self.head_path, w)
+        return w.astype(mx.float32)
+
+    def logits_chunks(self, h_last: mx.array, head: mx.array,
+                      chunk: int = 128) -> Iterator[mx.array]:
+        """float32 logits [t, vocab] of the final hidden state with ``head`` (see
+        head_matrix), ``chunk`` tokens at a time (all of [512, 49152] would be 100 MB)."""
         hn = self.norm(h_last.reshape(-1, h_last.shape[-1]))
         for i in range(0, hn.shape[0], chunk):
-            yield hn[i:i + chunk] @ w.astype(mx.float32).T
+            yield hn[i:i + chunk] @ head.T
 
 
 @contextmanager

@@ -104,6 +104,7 @@ def fisher_scores(
 
     # 2. The head, in vocabulary chunks: sample labels, then gradients.
     key = mx.random.key(seed)
+    head_scored = bb.head_path in by_path
     w_head = bb.head_weight()
     vocab = w_head.shape[0]
     for s in seqs:
@@ -129,7 +130,7 @@ def fisher_scores(
             mx.eval(lse, best, label)
         s.lse, s.labels = lse, label
         s.delta = mx.zeros_like(s.h_norm)
-        if bb.tied:
+        if bb.tied and head_scored:
             uniq, inverse = np.unique(np.array(s.tokens[0]), return_inverse=True)
             s.uniq, s.inverse = mx.array(uniq), mx.array(inverse)
             s.head_rows = mx.zeros((len(uniq), w_head.shape[1]), mx.float32)
@@ -143,23 +144,26 @@ def fisher_scores(
             p = mx.exp(s.h_norm @ w32.T - s.lse[:, None])
             onehot = (mx.arange(r, r + w.shape[0])[None, :] == s.labels[:, None])
             resid = p - onehot.astype(mx.float32)  # d(-sum log p(y)) / d logits
+            s.delta = s.delta + resid @ w32
+            if not head_scored:
+                mx.eval(s.delta)
+                continue
             grad = resid.T @ s.h_norm
             fisher = fisher + grad * grad
-            s.delta = s.delta + resid @ w32
             if bb.tied:
                 local = s.uniq - r
                 inside = (local >= 0) & (local < w.shape[0])
                 rows = grad[mx.clip(local, 0, w.shape[0] - 1)]
                 s.head_rows = s.head_rows + mx.where(inside[:, None], rows, 0.0)
             mx.eval(fisher, s.delta, *( [s.head_rows] if bb.tied else []))
-        for b in qwidths:
+        for b in qwidths if head_scored else ():
             head_raw[b] += (fisher * _err2(w, b, group_size)).sum().item()
     for s in seqs:
         # Back through the final norm to the last block's output.
         _, vjp = mx.vjp(lambda x: bb.norm(x), [s.checkpoints[n_blocks][0]], [s.delta])
         s.delta = vjp[0][None]
         mx.eval(s.delta)
-    if not bb.tied and bb.head_path in by_path:
+    if not bb.tied and head_scored:
         emit(bb.head_path, head_raw)
     tick("lm_head")
 

@@ -106,13 +106,18 @@ class BitBudget:
 
 
 def bit_budget(model: nn.Module, items: list[QuantItem], group_size: int) -> BitBudget:
-    """Fixed bits = every parameter that is not a quantizable item's weight, at its dtype."""
+    """Fixed bits = every parameter that is not a quantizable item's weight, at its dtype.
+
+    The parameter count is mlx-lm's own (it leaves out parameters held by
+    non-leaf modules, such as gpt-oss attention sinks, while their bytes count).
+    """
+    from mlx_lm.utils import get_total_parameters
+
     chosen_weights = {f"{i.path}.weight" for i in items if i.quantizable}
-    total = 0
+    total = get_total_parameters(model)
     fixed = 0.0
     scale_bits = 16
     for name, value in tree_flatten(model.parameters()):
-        total += value.size
         if name in chosen_weights:
             scale_bits = dtype_bits(value.dtype)  # scales and biases take the weight's dtype
         else:

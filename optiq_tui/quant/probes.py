@@ -40,20 +40,15 @@ def reference_pass(bb: Backbone, sequences: list[list[int]],
                    cancel: threading.Event | None = None) -> Reference:
     n = len(bb.blocks)
     stride = max(1, int(math.ceil(math.sqrt(n))))
-    cps, finals = [], []
-    for seq in sequences:
+    hs = [bb.embed_tokens(mx.array(seq)[None]) for seq in sequences]
+    cps: list[dict[int, mx.array]] = [{} for _ in sequences]
+    for start in range(0, n, stride):
         check_cancel(cancel)
-        h = bb.embed_tokens(mx.array(seq)[None])
-        cp = {}
-        for k in range(n):
-            if k % stride == 0:
-                mx.eval(h)
-                cp[k] = h
-            h = bb.run_block(k, h)
-        mx.eval(h)
-        cps.append(cp)
-        finals.append(h)
-    return Reference(sequences, stride, cps, finals)
+        mx.eval(hs)
+        for cp, h in zip(cps, hs):
+            cp[start] = h
+        hs = bb.forward_hidden(hs, start=start, stop=min(n, start + stride))
+    return Reference(sequences, stride, cps, hs)
 
 
 @dataclass
@@ -70,21 +65,25 @@ def run_probe(bb: Backbone, ref: Reference, weight_fn: WeightFn | None, first_bl
     """Forward with ``weight_fn`` from ``first_block`` (-1: from the embedding; len(blocks):
     head only) and compare with the reference."""
     n = len(bb.blocks)
+    check_cancel(cancel)
+    if first_block >= n:
+        hs = list(ref.final)
+    elif first_block < 0:
+        emb = bb.embed.weight if weight_fn is None else weight_fn("model.embed_tokens", bb.embed.weight)
+        hs = bb.forward_hidden([emb[mx.array(s)[None]].astype(mx.float32) for s in ref.sequences],
+                               weight_fn)
+    else:
+        start = (first_block // ref.stride) * ref.stride
+        hs = bb.forward_hidden([cp[start] for cp in ref.checkpoints], weight_fn, start=start)
+    check_cancel(cancel)
+    ref_head, head = bb.head_matrix(), bb.head_matrix(weight_fn)
     kls, tops, nlls = [], [], []
     for i, seq in enumerate(ref.sequences):
-        check_cancel(cancel)
-        if first_block >= n:
-            h = ref.final[i]
-        elif first_block < 0:
-            h = bb.forward_hidden(mx.array(seq)[None], weight_fn)
-        else:
-            start = (first_block // ref.stride) * ref.stride
-            h = bb.forward_hidden(None, weight_fn, start=start, h=ref.checkpoints[i][start])
         targets = mx.array(seq[1:] + [seq[-1]])
         pos = 0
-        for ref_logits, logits in zip(bb.logits_chunks(ref.final[i]), bb.logits_chunks(h, weight_fn)):
-            kl = token_kl(ref_logits, logits)
-            kls.append(kl)
+        for ref_logits, logits in zip(bb.logits_chunks(ref.final[i], ref_head),
+                                      bb.logits_chunks(hs[i], head)):
+            kls.append(token_kl(ref_logits, logits))
             tops.append(top1_matches(ref_logits, logits))
             if with_nll:
                 nlls.append(token_nll(logits, targets[pos:pos + logits.shape[0]]))
@@ -137,10 +136,11 @@ def probe_item(bb: Backbone, ref: Reference, path: str, bits: int, group_size: i
 def reference_nll(bb: Backbone, ref: Reference) -> mx.array:
     """The reference's own NLL of the true next tokens (its perplexity)."""
     nlls = []
+    head = bb.head_matrix()
     for i, seq in enumerate(ref.sequences):
         targets = mx.array(seq[1:] + [seq[-1]])
         pos = 0
-        for logits in bb.logits_chunks(ref.final[i]):
+        for logits in bb.logits_chunks(ref.final[i], head):
             lp = log_softmax(logits)
             t = targets[pos:pos + logits.shape[0]]
             nlls.append(-mx.take_along_axis(lp, t[:, None], axis=-1)[:, 0])

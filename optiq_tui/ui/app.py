@@ -13,6 +13,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from optiq_tui.progress import OptiqError
 from optiq_tui.settings import Settings
 from optiq_tui.ui.bridge import EngineBridge, error_details
 from optiq_tui.ui.screens.library import LibraryScreen
@@ -67,7 +68,11 @@ class OptiqApp(App[int]):
 
     def show_error(self, title: str, error: BaseException, details: str | None = None) -> None:
         """Open the error modal for ``error`` (an OptiqError's text is shown as is)."""
-        message = str(error) or type(error).__name__
+        if isinstance(error, OptiqError):
+            message = str(error)
+        else:
+            # Not a problem the user caused: name it as a bug, the traceback goes below.
+            message = f"Unexpected error (a bug in optiq-chat): {type(error).__name__}: {error}"
         self.push_screen(ErrorModal(title, message, error_details(error) if details is None else details))
 
     async def action_quit(self) -> None:

@@ -29,14 +29,23 @@ def _value(key: str, value: Any) -> str:
     return "?" if value is None else str(value)
 
 
-def diagnostics_table(diag: Any) -> Table:
-    """A two-column table of a Diagnostics dataclass (nested dicts become indented rows)."""
+def about_table(diag: Any | None) -> Table:
+    """Version and folders, then the Diagnostics dataclass (nested dicts become indented rows)."""
+    p = paths()
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
+    table.add_row(Text("optiq-chat", style="bold underline"), __version__)
+    table.add_row("models", str(p.models))
+    table.add_row("conversations", str(p.conversations))
+    table.add_row("settings", str(p.settings_file))
+    table.add_row("", "")
+    table.add_row(Text("engine", style="bold underline"), "" if diag is not None else Text("measuring…", style="italic"))
+    if diag is None:
+        return table
     items = dataclasses.asdict(diag) if dataclasses.is_dataclass(diag) else dict(diag)
     for key, value in items.items():
-        label = key.replace("_", " ")
+        label = key.removesuffix("_bytes").replace("_", " ")
         if isinstance(value, dict):
             table.add_row(label, "")
             for sub, subvalue in value.items():
@@ -58,21 +67,8 @@ class AboutScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="about-body"):
-            yield Static(self._intro(), id="about-intro")
-            yield Static(Text("Measuring the engine…", style="italic"), id="diagnostics")
+            yield Static(about_table(None), id="diagnostics")
         yield Footer()
-
-    def _intro(self) -> Table:
-        p = paths()
-        table = Table.grid(padding=(0, 2))
-        table.add_column(style="bold", no_wrap=True)
-        table.add_column(overflow="fold")
-        table.add_row("optiq-chat", __version__)
-        table.add_row("models", str(p.models))
-        table.add_row("conversations", str(p.conversations))
-        table.add_row("settings", str(p.settings_file))
-        table.add_row("", "")
-        return table
 
     def on_mount(self) -> None:
         self.sub_title = "about"
@@ -88,7 +84,7 @@ class AboutScreen(Screen):
     def on_job_finished(self, message: JobFinished) -> None:
         if message.job_id == self._job.id:
             self.diagnostics = message.result
-            self.query_one("#diagnostics", Static).update(diagnostics_table(message.result))
+            self.query_one("#diagnostics", Static).update(about_table(message.result))
 
     def on_job_failed(self, message: JobFailed) -> None:
         if message.job_id == self._job.id:

@@ -122,9 +122,16 @@ class ChatScreen(Screen):
         history = self._history_for_session()
 
         def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
+            import gc
+
+            import mlx.core as mx
+
             from optiq_tui.engine import loader
             from optiq_tui.engine.session import ChatSession
 
+            # The previous model (dropped above) must not count against the new one's memory check.
+            gc.collect()
+            mx.clear_cache()
             loaded = loader.load(info, progress=emit, cancel=cancel)
             session = ChatSession(loaded, system_prompt)
             for role, text in history:
@@ -133,7 +140,7 @@ class ChatScreen(Screen):
 
         self._load_job = self.app.bridge.submit(self, job, name="load")
 
-    def _loaded(self, loaded: Any, session: Any) -> None:
+    async def _loaded(self, loaded: Any, session: Any) -> None:
         self.loaded, self.session = loaded, session
         self._load_job = None
         self.query_one("#load-progress", ProgressBar).display = False
@@ -148,7 +155,7 @@ class ChatScreen(Screen):
         self.stats_line.show_text(f"ready · {self.info.name} · {self.info.chat_format} format")
         if self._pending_prompt is not None:
             text, self._pending_prompt = self._pending_prompt, None
-            self.send(text)
+            await self.send(text)
 
     def _load_failed(self, error: BaseException) -> None:
         self._load_job = None
@@ -167,7 +174,7 @@ class ChatScreen(Screen):
     # ---- sending and streaming ---------------------------------------
 
     @on(Input.Submitted, "#prompt")
-    def _submitted(self, event: Input.Submitted) -> None:
+    async def _submitted(self, event: Input.Submitted) -> None:
         text = event.value.strip()
         if not text:
             return
@@ -175,9 +182,9 @@ class ChatScreen(Screen):
             self.notify("Still answering: Esc stops it.", severity="warning")
             return
         event.input.value = ""
-        self.send(text)
+        await self.send(text)
 
-    def send(self, text: str) -> None:
+    async def send(self, text: str) -> None:
         """Show ``text`` as the user's message and stream the model's answer."""
         if self.session is None:
             self._pending_prompt = text if self._load_job is not None else None
@@ -185,10 +192,10 @@ class ChatScreen(Screen):
                 self.notify("No model loaded.", severity="error")
             return
         self._save("user", text)
-        self.transcript.mount(ChatMessage("user", text))
-        self._start_generation(text)
+        await self.transcript.mount(ChatMessage("user", text))
+        await self._start_generation(text)
 
-    def _start_generation(self, text: str) -> None:
+    async def _start_generation(self, text: str) -> None:
         from optiq_tui.engine.session import SamplerSettings
 
         session, effort = self.session, self.effort
@@ -200,7 +207,7 @@ class ChatScreen(Screen):
                 emit(event)
 
         message = ChatMessage("assistant", label=self.info.name, streaming=True)
-        self.transcript.mount(message)
+        await self.transcript.mount(message)
         self.stream(job, message, name="generate")
 
     def stream(self, job: Job, message: ChatMessage, *, name: str = "generate") -> None:
@@ -268,14 +275,14 @@ class ChatScreen(Screen):
     async def on_job_finished(self, message: JobFinished) -> None:
         name = message.handle.name
         if name == "load" and message.handle is self._load_job:
-            self._loaded(*message.result)
+            await self._loaded(*message.result)
         elif message.handle is self._gen_job:
             await self._job_ended("stop")
         elif name == "drop-turns":
             self.notify(f"Dropped the {message.result} oldest turns to make room.")
             if self._pending_prompt is not None:
                 text, self._pending_prompt = self._pending_prompt, None
-                self._start_generation(text)
+                await self._start_generation(text)
 
     async def on_job_failed(self, message: JobFailed) -> None:
         if message.handle is self._load_job:
@@ -392,7 +399,7 @@ class ChatScreen(Screen):
         if text is None:
             self.notify("Nothing to regenerate.")
             return
-        self.send(text)
+        await self.send(text)
 
     async def action_edit_last(self) -> None:
         if self.generating:

@@ -165,7 +165,7 @@ class CompareScreen(Screen):
             if info is not None:
                 self.sides[1] = Side(info)
             if None not in self.sides:
-                self._prepare()
+                self.call_later(self._restart)
 
         def picked_a(info: Any) -> None:
             if info is not None:
@@ -196,7 +196,7 @@ class CompareScreen(Screen):
 
         self._prepare_job = self.app.bridge.submit(self, job, name="prepare")
 
-    def _prepared(self, session: Any) -> None:
+    async def _prepared(self, session: Any) -> None:
         self.session = session
         self.plan = session.plan
         self._prepare_job = None
@@ -210,7 +210,7 @@ class CompareScreen(Screen):
             column.stats.show_text("ready")
         if self._pending is not None:
             text, self._pending = self._pending, None
-            self.send(text)
+            await self.send(text)
 
     def on_job_progressed(self, message: JobProgressed) -> None:
         """Loading progress while preparing: shown in the column of the side that loads."""
@@ -290,7 +290,7 @@ class CompareScreen(Screen):
     # ---- sending ------------------------------------------------------
 
     @on(Input.Submitted, "#cmp-prompt")
-    def _submitted(self, event: Input.Submitted) -> None:
+    async def _submitted(self, event: Input.Submitted) -> None:
         text = event.value.strip()
         if not text:
             return
@@ -298,9 +298,9 @@ class CompareScreen(Screen):
             self.notify("Still answering: Esc stops it.", severity="warning")
             return
         event.input.value = ""
-        self.send(text)
+        await self.send(text)
 
-    def send(self, text: str) -> None:
+    async def send(self, text: str) -> None:
         """Send ``text`` to both models; the columns stream as each answers."""
         if self.session is None:
             self._pending = text
@@ -331,7 +331,7 @@ class CompareScreen(Screen):
             if side in SIDE_KEYS:
                 batches[SIDE_KEYS.index(side)].push(event.event)
 
-        self.call_later(self._start_columns, text)
+        await self._start_columns(text)
         self._job = self.app.bridge.submit(self, job, name="compare-turn", on_event=route)
         engine_priority(True)
         self._timer.resume()
@@ -386,7 +386,7 @@ class CompareScreen(Screen):
 
     async def on_job_finished(self, message: JobFinished) -> None:
         if message.handle is self._prepare_job:
-            self._prepared(message.result)
+            await self._prepared(message.result)
         elif message.handle is self._job:
             await self._turn_ended(message.result)
 
@@ -426,10 +426,15 @@ class CompareScreen(Screen):
             panel.collapsed = collapse
 
     async def action_clear(self) -> None:
-        """Forget both conversations (the models stay loaded)."""
+        """Forget both conversations: a fresh CompareSession, whose histories start empty."""
         if self.running:
             self.notify("Still answering: Esc stops it first.", severity="warning")
             return
+        await self._reset_view()
+        if self.session is not None:
+            self._prepare()
+
+    async def _reset_view(self) -> None:
         for column in self.columns:
             await column.clear()
         self.voted = None
@@ -437,6 +442,8 @@ class CompareScreen(Screen):
         self.query_one("#agreement", Label).update("")
         self.query_one("#tally").display = False
         self.query_one("#vote").display = False
-        if self.session is not None:
-            # A fresh CompareSession: its conversations start empty (the old one is closed first).
-            self._prepare()
+
+    async def _restart(self) -> None:
+        """New models were picked: clear the columns and prepare the new pair."""
+        await self._reset_view()
+        self._prepare()

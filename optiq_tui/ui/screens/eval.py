@@ -28,7 +28,8 @@ class EvalScreen(Screen):
     CSS_PATH = "eval.tcss"
 
     BINDINGS = [
-        Binding("enter,g", "run", "Run eval"),
+        # Priority: the results table would take Enter for its own row selection.
+        Binding("enter,g", "run", "Run eval", priority=True),
         Binding("a", "add_model", "Add model"),
         Binding("x", "remove_model", "Remove last"),
         Binding("r", "pick_reference", "Reference"),

@@ -171,6 +171,9 @@ class LibraryScreen(Screen):
             return
         self.post_message(CatalogScanned(result, highlight))
 
+    def on_resize(self) -> None:
+        self.query_one(ModelTable).set_narrow(self.size.width < 100)
+
     def on_catalog_scanned(self, message: CatalogScanned) -> None:
         self.catalog = message.catalog
         table = self.query_one(ModelTable)
@@ -226,9 +229,8 @@ class LibraryScreen(Screen):
 
     @on(DataTable.HeaderSelected, "#models")
     def _header(self, event: DataTable.HeaderSelected) -> None:
-        if event.column_key.value != "mark":
-            self.query_one(ModelTable).sort_by(str(event.column_key.value))
-            self._update_status()
+        self.query_one(ModelTable).sort_by(str(event.column_key.value))
+        self._update_status()
 
     @on(Input.Changed, "#filter")
     def _filter(self, event: Input.Changed) -> None:

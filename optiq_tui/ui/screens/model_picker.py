@@ -55,7 +55,8 @@ class ModelPickerModal(ModalScreen[Any]):
         from optiq_tui.library import catalog
 
         self.query_one(OptionList).add_option(Option("scanning the library…", disabled=True))
-        self.app.bridge.submit_call(self, catalog.scan, name="scan", mlx=False)
+        include_hf_cache = self.app.settings.scan_hf_cache
+        self.app.bridge.submit_call(self, lambda: catalog.scan(include_hf_cache), name="scan", mlx=False)
 
     def on_job_finished(self, message: JobFinished) -> None:
         self._show(list(message.result.models))

@@ -18,7 +18,7 @@ class EffortSwitch(Static, can_focus=True):
     """
 
     DEFAULT_CSS = """
-    EffortSwitch { width: auto; max-width: 40; height: 3; padding: 1 1; background: $boost; }
+    EffortSwitch { width: auto; max-width: 34; height: 3; padding: 0 1; content-align: left middle; background: $boost; }
     EffortSwitch:focus { background: $accent 30%; }
     EffortSwitch.-unavailable { color: $text-disabled; }
     """
@@ -65,7 +65,7 @@ class EffortSwitch(Static, can_focus=True):
         if self.options:
             self.update(f"effort: [b]{self.value}[/b] ▸")
         else:
-            self.update(f"effort: n/a ({escape(self.reason)})")
+            self.update(f"effort: n/a · [dim]{escape(self.reason)}[/dim]")
 
     def action_next(self) -> None:
         if not self.options:

@@ -25,6 +25,11 @@ COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
 ]
 SORT_KEYS = [key for key, _, _ in COLUMNS]
 NUMERIC = {"n_params", "size_bytes", "bpw", "context_length"}
+# Long repo ids and quant descriptions would push the other columns off screen;
+# the details panel shows them whole.
+MAX_WIDTH = {"name": 26, "quant": 20}
+# Left out on narrow terminals (the details panel still shows them).
+WIDE_ONLY = {"chat_format", "context_length"}
 
 
 def matches(info: ModelInfo, query: str) -> bool:
@@ -56,6 +61,7 @@ class ModelTable(DataTable):
         self.sort_reverse = False
         # mark letter ("A"/"B") -> model path
         self.marks: dict[str, str] = {}
+        self.narrow = False
         self._shown: list[ModelInfo] = []
 
     # -- what is shown -------------------------------------------------------
@@ -83,6 +89,11 @@ class ModelTable(DataTable):
         known = {str(m.path) for m in self.models}
         self.marks = {k: v for k, v in self.marks.items() if v in known}
         self._rebuild(highlight)
+
+    def set_narrow(self, narrow: bool) -> None:
+        if narrow != self.narrow:
+            self.narrow = narrow
+            self._rebuild()
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text
@@ -130,18 +141,28 @@ class ModelTable(DataTable):
             shown.sort(key=lambda m: getattr(m, self.sort_key) is None)
         self._shown = shown
         self.clear(columns=True)
-        self.add_column(" ", key="mark", width=1)
-        for key, header, _ in COLUMNS:
+        columns = [c for c in COLUMNS if not (self.narrow and c[0] in WIDE_ONLY)]
+        mark_of = {path: letter for letter, path in self.marks.items()}
+        rows = []
+        for info in shown:
+            cells = {key: Text(fmt(info), no_wrap=True) for key, _, fmt in columns}
+            if str(info.path) in mark_of:
+                cells["name"] = Text.assemble((mark_of[str(info.path)], "bold reverse"), " ", cells["name"])
+            rows.append((info, cells))
+        widths = {
+            key: min(cap, max([len(header) + 2] + [cells[key].cell_len for _, cells in rows]))
+            for key, header, _ in columns
+            if (cap := MAX_WIDTH.get(key))
+        }
+        for key, header, _ in columns:
             label = header
             if key == self.sort_key:
                 label += " ▼" if self.sort_reverse else " ▲"
-            self.add_column(label, key=key)
-        mark_of = {path: letter for letter, path in self.marks.items()}
-        for info in shown:
-            mark = mark_of.get(str(info.path), "")
-            cells: list[Any] = [Text(mark, style="bold reverse") if mark else ""]
-            cells += [fmt(info) for key, _, fmt in COLUMNS]
-            self.add_row(*cells, key=str(info.path))
+            self.add_column(label, key=key, width=widths.get(key))
+        for info, cells in rows:
+            for key, width in widths.items():
+                cells[key].truncate(width, overflow="ellipsis")
+            self.add_row(*cells.values(), key=str(info.path))
         if keep:
             for row, info in enumerate(shown):
                 if keep in (str(info.path), info.name):

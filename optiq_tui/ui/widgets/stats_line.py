@@ -9,11 +9,11 @@ from optiq_tui.ui.format import human_bytes
 
 
 def format_stats(stats: GenStats) -> str:
-    """One line of GenStats: TTFT, prompt and generation speed, tokens, memory."""
-    ttft = "–" if stats.ttft_s is None else f"{stats.ttft_s * 1000:.0f} ms"
+    """One line of GenStats (fits 100 columns): TTFT, prompt and generation speed, tokens, memory."""
+    ttft = "–" if stats.ttft_s is None else f"{stats.ttft_s:.2f}s"
     return (
         f"TTFT {ttft}"
-        f" │ prompt {stats.prompt_tokens} tok {stats.prompt_tps:.1f}/s"
+        f" │ prompt {stats.prompt_tokens} tok {stats.prompt_tps:.0f}/s"
         f" │ gen {stats.gen_tokens} tok {stats.gen_tps:.1f}/s"
         f" │ MLX {human_bytes(stats.mlx_active_bytes)} (peak {human_bytes(stats.mlx_peak_bytes)})"
         f" │ RSS {human_bytes(stats.rss_bytes)}"
