@@ -56,6 +56,41 @@ def session_round(loaded, tokens: int, effort: str | None) -> float:
     return fin.stats.gen_tps
 
 
+def session_overhead(loaded, tokens: int, effort: str | None) -> tuple[float, float]:
+    """(µs per token spent outside mlx-lm's generator, that as a fraction of the wall time).
+
+    Wall-clock ratios swing with other load on a shared machine; the time the
+    session's own loop adds between tokens is small and much steadier, and
+    bounds how far below raw the session can be: ratio >= 1 - fraction.
+    """
+    import mlx_lm
+
+    inner = 0.0
+    original = mlx_lm.stream_generate
+
+    def timed(*args, **kwargs):
+        nonlocal inner
+        stream = original(*args, **kwargs)
+        while True:
+            t = time.perf_counter()
+            try:
+                item = next(stream)
+            except StopIteration:
+                inner += time.perf_counter() - t
+                return
+            inner += time.perf_counter() - t
+            yield item
+
+    mlx_lm.stream_generate = timed
+    try:
+        start = time.perf_counter()
+        session_round(loaded, tokens, effort)
+        wall = time.perf_counter() - start
+    finally:
+        mlx_lm.stream_generate = original
+    return (wall - inner) / tokens * 1e6, (wall - inner) / wall
+
+
 def tui_rounds(info, tokens: int, repeats: int) -> list[float]:
     """Tokens/s measured on the engine thread while the chat screen renders the stream headless."""
     from optiq_tui.settings import Settings
@@ -161,6 +196,7 @@ def main() -> int:
     for _ in range(args.repeats):
         raw.append(raw_round(loaded, prompt_ids, args.tokens))
         session.append(session_round(loaded, args.tokens, effort))
+    overhead_us, overhead_fraction = session_overhead(loaded, args.tokens, effort)
     tui = [] if args.no_tui else tui_rounds(info, args.tokens, args.repeats)
     paints = [first_paint_s() for _ in range(args.paints)]
 
@@ -175,6 +211,8 @@ def main() -> int:
         "session_vs_raw": max(session) / max(raw),
         "session_vs_raw_median": statistics.median(session) / statistics.median(raw),
         "tui_vs_raw": (max(tui) / max(raw)) if tui else None,
+        "session_overhead_us_per_token": overhead_us,
+        "session_overhead_fraction": overhead_fraction,
         "first_paint_s": paints,
     }
     if args.json:
@@ -186,8 +224,10 @@ def main() -> int:
     if tui:
         print(f"  TUI (headless chat screen)  best {max(tui):8.2f} tok/s   rounds {', '.join(f'{x:.2f}' for x in tui)}")
     print(f"  session / raw = {result['session_vs_raw']:.3f} (best), {result['session_vs_raw_median']:.3f} (median)   target >= 0.98")
-    overhead_us = (1 / max(session) - 1 / max(raw)) * 1e6
-    print(f"  session overhead {overhead_us:+.0f} us/token (best rounds; negative = within noise)")
+    print(
+        f"  session loop overhead {overhead_us:.0f} us/token = {overhead_fraction:.2%} of the token time"
+        f"  => session >= {1 - overhead_fraction:.3f} x raw whatever the machine's load"
+    )
     if tui:
         print(f"  TUI / raw     = {result['tui_vs_raw']:.3f} (best)   target >= 0.95")
     if paints:

@@ -87,7 +87,38 @@ def prepare_library(home: Path) -> None:
         quantize(inspect_model(models / DEMO_DIR.name), QuantConfig(uniform_bits=4, verify=False))
 
 
-HOMES: dict[str, Callable[[Path], None]] = {"empty": prepare_empty, "library": prepare_library}
+DEQUANT_NAME = "SmolLM2-135M-Instruct-4bit-as-f16"
+
+
+def prepare_pair(home: Path) -> None:
+    """The demo model and its uniform 4-bit quant stored back as float16 (same weights).
+
+    mlx's CPU kernels for quantized matmuls decode a 4-bit SmolLM2 at about
+    0.1 tokens/s on the dev machine, so the compare shots run the quant's
+    exact weights dequantized (mlx-lm convert --dequantize), which the CPU
+    runs at float16 speed. Without the demo model: two tiny llamas.
+    """
+    from mlx_lm import convert
+
+    from tests.tiny import build_tiny_llama
+
+    models = home / "models"
+    if not DEMO_DIR.is_dir():
+        build_tiny_llama(models / "tiny-llama-6L", layers=6)
+        build_tiny_llama(models / "tiny-llama-6L-b", layers=6, seed=1)
+        return
+    (models / DEMO_DIR.name).symlink_to(DEMO_DIR, target_is_directory=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        quant = Path(tmp) / "q4"
+        convert(str(DEMO_DIR), str(quant), quantize=True, q_bits=4, q_group_size=64)
+        convert(str(quant), str(models / DEQUANT_NAME), dequantize=True)
+
+
+HOMES: dict[str, Callable[[Path], None]] = {
+    "empty": prepare_empty,
+    "library": prepare_library,
+    "pair": prepare_pair,
+}
 
 
 # -- the shots -----------------------------------------------------------------
@@ -241,17 +272,18 @@ async def shot_chat_reasoning_collapsed(app, pilot) -> None:
 
 
 def demo_pair():
-    """The demo model and its uniform 4-bit quant (or two tiny models without the demo)."""
+    """The demo model and its 4-bit quant (or two tiny models without the demo)."""
     from optiq_tui.library import catalog
 
     models = catalog.scan(include_hf_cache=False).models
     by_name = {m.name: m for m in models}
     demo = by_name.get(demo_or(""))
     if demo is not None:
-        quants = [m for m in models if m.path != demo.path and demo.name in (m.source_model or "") + m.name]
+        quants = [m for m in models if m.path != demo.path and m.name.startswith(demo.name)]
         if quants:
             return demo, quants[0]
-    return by_name["tiny-llama-6L"], by_name["tiny-qwen3"]
+    tiny = sorted(n for n in by_name if n.startswith("tiny-llama"))
+    return by_name[tiny[0]], by_name[tiny[-1]]
 
 
 async def compare_shot(app, pilot, *, blind: bool) -> None:
@@ -306,8 +338,8 @@ SHOTS: list[Shot] = [
     Shot("chat", "library", shot_chat),
     Shot("chat-reasoning-open", "library", shot_chat_reasoning_open),
     Shot("chat-reasoning-collapsed", "library", shot_chat_reasoning_collapsed),
-    Shot("compare", "library", shot_compare),
-    Shot("compare-blind", "library", shot_compare_blind),
+    Shot("compare", "pair", shot_compare),
+    Shot("compare-blind", "pair", shot_compare_blind),
     Shot("eval", "library", shot_eval),
 ]
 

@@ -87,6 +87,13 @@ def test_mixed_and_optiq(quantized_models, tmp_path):
     assert (info.quant_kind, info.quant, info.source_model) == ("optiq", "OptiQ 4/8 (4:9 8:6)", "tiny-llama")
 
 
+def test_uniform_baseline_from_the_quantizer(quantized_models, tmp_path):
+    baseline = shutil.copytree(quantized_models["uniform"], tmp_path / "baseline")
+    (baseline / catalog.OPTIQ_QUANT_FILE).write_text(json.dumps({"method": "uniform", "source_model": "tiny"}))
+    info = catalog.inspect_model(baseline)
+    assert (info.quant_kind, info.quant, info.source_model) == ("uniform", "uniform 4-bit g64", "tiny")
+
+
 def test_mxfp4(quantized_models):
     info = catalog.inspect_model(quantized_models["mxfp4"])
     assert (info.quant, info.quant_kind) == ("mxfp4", "mxfp4")

@@ -282,3 +282,34 @@ def test_qwen2_architecture(tiny_llama_dir, tmp_path):
     want = qwen2.Model(qwen2.ModelArgs.from_dict(config))
     want.load_weights([(k, mx.array(v)) for k, v in reference.items()])
     _assert_close(_logits(imported), _logits(want))
+
+
+def test_llama3_rope_scaling_is_recovered(tiny_llama_dir, tmp_path):
+    """Llama 3.x GGUFs carry rope scaling as a `rope_freqs` tensor; the import turns it back into config."""
+    import math
+
+    from mlx_lm import load
+    from mlx_lm.models import llama
+
+    config = json.loads((tiny_llama_dir / "config.json").read_text())
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    factors = []  # llama.cpp's convert_hf_to_gguf formula for factor 8, original context 8192
+    for f in 1.0 / (config["rope_theta"] ** (np.arange(0, head_dim, 2) / head_dim)):
+        wavelen = 2 * math.pi / f
+        if wavelen < 8192 / 4:
+            factors.append(1.0)
+        elif wavelen > 8192:
+            factors.append(8.0)
+        else:
+            smooth = (8192 / wavelen - 1) / 3
+            factors.append(1 / ((1 - smooth) / 8 + smooth))
+    reference = write_llama_gguf(tiny_llama_dir, tmp_path / "l3.gguf", Q.F16,
+                                 extra_tensor=("rope_freqs.weight", np.array(factors, dtype=np.float32)))
+    info = import_gguf(tmp_path / "l3.gguf", "l3")
+    scaling = json.loads((info.path / "config.json").read_text())["rope_scaling"]
+    assert scaling == {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    want = llama.Model(llama.ModelArgs.from_dict({**config, "rope_scaling": scaling}))
+    want.load_weights([(k, mx.array(v)) for k, v in reference.items()])
+    imported, _ = load(str(info.path))
+    _assert_close(_logits(imported), _logits(want))

@@ -35,6 +35,7 @@ async def test_empty_library_shows_the_welcome_panel(optiq_home):
         await wait_until(pilot, lambda: library_ready(app))
         welcome = app.library.query_one("#welcome")
         assert welcome.display and not table(app).display
+        await wait_until(pilot, lambda: welcome.size.height > 0)
         text = widget_text(welcome)
         assert "demo model" in text and "Hugging Face Hub" in text and "GGUF" in text
         # Actions that need a model are hidden from the footer and inert.
@@ -53,7 +54,8 @@ async def test_rows_filter_sort_and_details(two_models):
         assert [m.name for m in t.shown] == ["tiny-llama", "tiny-qwen3"]
 
         details = app.library.query_one(ModelDetails)
-        assert "tiny-llama" in widget_text(details) and "fp16" in widget_text(details)
+        await wait_until(pilot, lambda: "tiny-llama" in widget_text(details))
+        assert "fp16" in widget_text(details)
         await pilot.press("down")
         await wait_until(pilot, lambda: "tiny-qwen3" in widget_text(details))
         assert "bf16" in widget_text(details) and "think" in widget_text(details)
@@ -237,3 +239,14 @@ async def test_readable_at_80x24(two_models):
         assert t.region.height >= 6 and details.region.height >= 5
         assert t.region.width == 80 and details.region.y > t.region.y
         assert "tiny-llama" in widget_text(t) and "Quantization" in widget_text(t)
+
+
+async def test_enter_opens_chat_with_the_highlighted_model(two_models):
+    from optiq_tui.ui.screens.chat import ChatScreen
+
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: library_ready(app))
+        await pilot.press("down", "enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        assert app.screen.info.name == "tiny-qwen3"

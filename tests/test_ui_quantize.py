@@ -51,8 +51,10 @@ async def test_form_predicts_size_and_validates(llama_home):
         form.query_one("#target", Input).value = "five"
         await wait_until(pilot, lambda: "must be a number" in form_text(form, "#quant-errors"))
         assert form.query_one("#start", Button).disabled
-        form.query_one("#target", Input).value = "3.5"
+        form.query_one("#target", Input).value = "4.2"  # 4-bit at group 64 costs 4.5
         await wait_until(pilot, lambda: "below the smallest" in form_text(form, "#quant-errors"))
+        form.query_one("#target", Input).value = "9"
+        await wait_until(pilot, lambda: "above the largest" in form_text(form, "#quant-errors"))
         form.query_one("#target", Input).value = "6"
         await wait_until(pilot, lambda: not form.query_one("#start", Button).disabled)
         assert form.query_one("#name", Input).value == "tiny-llama-optiq-6bpw"  # follows the settings
@@ -80,7 +82,7 @@ async def test_form_predicts_size_and_validates(llama_home):
 async def test_quantize_runs_to_completion_and_lands_in_the_library(llama_home):
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
-        form = await open_form(app, pilot)
+        await open_form(app, pilot)
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
         progress = app.screen
@@ -94,8 +96,8 @@ async def test_quantize_runs_to_completion_and_lands_in_the_library(llama_home):
         assert any(isinstance(e, LayerScore) and e.chosen_bits for e in progress.events)
         result = progress.result
         assert result.achieved_bpw <= 5.0 + 1e-6
-        summary = form_text(progress, "#summary")
-        assert "achieved" in summary and "uniform 4-bit" in summary
+        await wait_until(pilot, lambda: "achieved" in form_text(progress, "#summary"))
+        assert "uniform 4-bit" in form_text(progress, "#summary")
 
         await pilot.press("enter")
         table = app.library.query_one(ModelTable)
@@ -113,6 +115,7 @@ async def test_cancel_mid_run_keeps_nothing(llama_home):
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
         progress = app.screen
+        stage_list = progress.query_one(StageList)
         # Cancel once measuring has produced its first layer scores.
         await wait_until(pilot, lambda: progress.query_one(SensitivityChart).bars, timeout=120)
         await pilot.press("escape")
@@ -120,6 +123,6 @@ async def test_cancel_mid_run_keeps_nothing(llama_home):
         await pilot.press("y")
         await wait_until(pilot, lambda: app.screen is app.library, timeout=120, what="the cancel")
         assert progress.state == "cancelled"
-        assert "cancelled" in {s.state for s in progress.query_one(StageList).states.values()}
+        assert "cancelled" in {s.state for s in stage_list.states.values()}
         assert sorted(p.name for p in (llama_home / "models").iterdir()) == ["tiny-llama"]
         assert list((llama_home / ".staging").iterdir()) == []

@@ -79,10 +79,16 @@ class ContextOverflow(OptiqError):
         )
 
 
-def _rss_bytes() -> int:
-    import psutil
+_process: Any = None
 
-    return int(psutil.Process().memory_info().rss)
+
+def _rss_bytes() -> int:
+    global _process
+    if _process is None:
+        import psutil
+
+        _process = psutil.Process()
+    return int(_process.memory_info().rss)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

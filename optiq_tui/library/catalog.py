@@ -81,10 +81,12 @@ def _describe_quant(
     gguf_file = folder / GGUF_IMPORT_FILE
     hist_text = " ".join(f"{b}:{n}" for b, n in histogram.items())
 
-    if optiq_file.exists():
-        meta = _optional_json(optiq_file)
+    # The quantizer also writes uniform baselines (method "uniform"); those are described as uniform.
+    optiq_meta = _optional_json(optiq_file) if optiq_file.exists() else None
+    if optiq_meta is not None and optiq_meta.get("method") != "uniform":
         widths = "/".join(str(b) for b in histogram) or "?"
-        return f"OptiQ {widths} ({hist_text})", "optiq", histogram, _source_of(meta)
+        return f"OptiQ {widths} ({hist_text})", "optiq", histogram, _source_of(optiq_meta)
+    made_from = _source_of(optiq_meta) if optiq_meta else None
     if gguf_file.exists():
         meta = _optional_json(gguf_file)
         src_type = meta.get("weight_type", "?")
@@ -95,15 +97,15 @@ def _describe_quant(
             text = f"GGUF {src_type} (kept, {hist_text})"
         return text, "gguf", histogram, meta.get("origin") or meta.get("source_file")
     if mode == "mxfp4":
-        return "mxfp4", "mxfp4", histogram, None
+        return "mxfp4", "mxfp4", histogram, made_from
     if histogram:
         group = quant.get("group_size", 64)
         if len(histogram) == 1:
-            return f"uniform {next(iter(histogram))}-bit g{group}", "uniform", histogram, None
+            return f"uniform {next(iter(histogram))}-bit g{group}", "uniform", histogram, made_from
         widths = "/".join(str(b) for b in histogram)
-        return f"mixed {widths} ({hist_text})", "mixed", histogram, None
+        return f"mixed {widths} ({hist_text})", "mixed", histogram, made_from
     dtype = mf.main_float_dtype(table)
-    return _DTYPE_TEXT.get(dtype or "", dtype or "unknown"), "none", {}, None
+    return _DTYPE_TEXT.get(dtype or "", dtype or "unknown"), "none", {}, made_from
 
 
 def _optional_json(path: Path) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def build_calibration(tokenizer: Any, *, path: Path | None = None, n_sequences: 
     out of the measurement and used to check low-width choices.
     """
     if path is None:
-        # Interleave kinds so every sequence mixes prose, code, math, chat and tools.
+        # The file alternates kinds, so every sequence mixes prose, code, math, chat and tools.
         ids: list[int] = []
         for doc in shipped_documents():
             ids.extend(_render(doc, tokenizer))
@@ -92,7 +92,7 @@ def build_calibration(tokenizer: Any, *, path: Path | None = None, n_sequences: 
     seqs = []
     for start in range(0, len(ids), body):
         chunk = ids[start:start + body]
-        if len(chunk) < MIN_TOKENS:
+        if len(chunk) < min(MIN_TOKENS, body):
             break
         seqs.append(([bos] if bos is not None else []) + chunk)
         if len(seqs) == n_sequences + held_back:

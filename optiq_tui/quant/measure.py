@@ -31,6 +31,7 @@ from optiq_tui.quant.probes import (
     Reference, choice_weight_fn, first_block_of, probe_item, reference_pass, run_probe,
 )
 
+STANDARD_WIDTHS = (3, 4, 5, 6, 8, KEEP)
 # Exact probes replace an estimate that is off by more than this factor either way.
 PROBE_TOLERANCE = 1.5
 # How many of the largest predicted damages get an exact probe after allocating.
@@ -43,6 +44,9 @@ def measure_and_allocate(source, config: QuantConfig, bb: Backbone, tokenizer: A
                          progress: ProgressFn, cancel: threading.Event | None):
     """(choice, scores, calibration metadata, cache hit) for ``config``."""
     widths = config.widths
+    # Score every standard width in the one pass (a few extra quantize-dequantizes), so
+    # another preset or budget of the same source reuses the cache.
+    measured = tuple(sorted(set(widths) | set(STANDARD_WIDTHS)))
     with stages.run("calibrate"):
         cal = build_calibration(tokenizer, path=config.calibration,
                                 n_sequences=config.n_calibration, seq_len=config.seq_len)
@@ -50,7 +54,7 @@ def measure_and_allocate(source, config: QuantConfig, bb: Backbone, tokenizer: A
                      f"({cal.source}), {sum(len(s) for s in cal.held_back)} held back"))
     blocks = {i.path: i.block for i in items}
     key = cache_key(source_fingerprint(Path(source.path)), cal.digest, config.group_size,
-                    widths, config.dequantize)
+                    measured, config.dequantize)
     probe_ref: list[Reference] = []
 
     def ref() -> Reference:
@@ -67,13 +71,13 @@ def measure_and_allocate(source, config: QuantConfig, bb: Backbone, tokenizer: A
 
     with stages.run("measure"):
         record = load_scores(key)
-        cache_hit = record is not None
+        cache_hit = record is not None and all(b in kl for kl in record["scores"].values() for b in widths)
         if cache_hit:
             progress(Log("sensitivity reused from the cache (same source, calibration, widths)"))
             for path, kl in record["scores"].items():
-                progress(LayerScore(path, dict(kl)))
+                progress(LayerScore(path, {b: v for b, v in kl.items() if b in widths}))
         else:
-            scores = fisher_scores(bb, items, cal.sequences, widths, config.group_size,
+            scores = fisher_scores(bb, items, cal.sequences, measured, config.group_size,
                                    progress=progress, cancel=cancel)
             record = {"scores": scores, "probes": {}, "key": key}
             save_scores(key, record)  # kept even if a later stage fails: a rerun resumes here
@@ -110,7 +114,8 @@ def measure_and_allocate(source, config: QuantConfig, bb: Backbone, tokenizer: A
         alloc = _gate_low_widths(alloc, items, scores, budget, config, bb, cal.held_back,
                                  progress, cancel)
         for path, kl in scores.items():
-            progress(LayerScore(path, dict(kl), alloc.choice.get(path)))
+            progress(LayerScore(path, {b: v for b, v in kl.items() if b in widths},
+                                alloc.choice.get(path)))
         progress(Log(f"allocation: {alloc.bpw:.3f} bpw, predicted KL {alloc.predicted_kl:.4f}"))
     cal_meta = {"source": cal.source, "tokens": cal.n_tokens, "sequences": len(cal.sequences),
                 "digest": cal.digest, "cache_key": key}

@@ -40,7 +40,8 @@ def about_table(diag: Any | None) -> Table:
     table.add_row("conversations", str(p.conversations))
     table.add_row("settings", str(p.settings_file))
     table.add_row("", "")
-    table.add_row(Text("engine", style="bold underline"), "" if diag is not None else Text("measuring…", style="italic"))
+    pending = Text("measuring…", style="italic")
+    table.add_row(Text("engine", style="bold underline"), "" if diag is not None else pending)
     if diag is None:
         return table
     items = dataclasses.asdict(diag) if dataclasses.is_dataclass(diag) else dict(diag)

@@ -15,9 +15,8 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar, Static
+from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from optiq_tui.progress import Log, Progress
 from optiq_tui.ui.format import human_bytes
 from optiq_tui.ui.messages import (
     CatalogScanFailed,
@@ -28,6 +27,7 @@ from optiq_tui.ui.messages import (
     JobProgressed,
 )
 from optiq_tui.ui.screens.modals import ConfirmModal, InputModal, TextModal
+from optiq_tui.ui.widgets.job_bar import JobBar
 from optiq_tui.ui.widgets.model_details import ModelDetails
 from optiq_tui.ui.widgets.model_table import ModelTable
 
@@ -38,17 +38,17 @@ if TYPE_CHECKING:
 ACTIONS: list[tuple[str, str, str]] = [
     ("chat", "Chat with the highlighted model", "enter"),
     ("quantize", "Quantize the highlighted model (OptiQ)", "q"),
-    ("compare", "Compare models A and B side by side", "c  (mark with a / b)"),
-    ("mark('A')", "Mark the highlighted model as A", "a"),
-    ("mark('B')", "Mark the highlighted model as B", "b"),
+    ("compare", "Compare models A and B side by side", "c"),
+    ("mark('A')", "Mark the highlighted model as A (for compare/eval)", "a"),
+    ("mark('B')", "Mark the highlighted model as B (for compare/eval)", "b"),
     ("eval", "Evaluate the marked (or highlighted) models", "e"),
     ("download", "Download a model from the Hugging Face Hub", "d"),
     ("import_gguf", "Import a GGUF file", "i"),
     ("demo", "Get the demo model (SmolLM2-135M-Instruct)", "g"),
-    ("delete", "Delete the highlighted model", "delete"),
+    ("delete", "Delete the highlighted model", "del"),
     ("refresh", "Refresh the library", "r"),
-    ("cycle_sort", "Sort by the next column", "s  (or click a header)"),
-    ("focus_filter", "Filter the models", "/"),
+    ("cycle_sort", "Sort by the next column (or click a header)", "s"),
+    ("focus_filter", "Filter the models as you type", "/"),
     ("help", "Keys and skipped folders", "?"),
 ]
 
@@ -97,7 +97,6 @@ class _Job:
 
     title: str
     on_done: Callable[[Any], None]
-    show_progress: bool = True
 
 
 class LibraryScreen(Screen):
@@ -138,17 +137,13 @@ class LibraryScreen(Screen):
                 yield ModelTable(id="models")
                 yield Static(Text.from_markup(WELCOME), id="welcome")
             yield ModelDetails(id="details")
-        with Horizontal(id="job-bar"):
-            yield Label("", id="job-label")
-            yield ProgressBar(id="job-progress", show_eta=True)
-            yield Label("esc cancels", id="job-hint")
+        yield JobBar(id="job-bar")
         yield Static("", id="library-status")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = "library"
         self.query_one("#welcome").display = False
-        self.query_one("#job-bar").display = False
         table = self.query_one(ModelTable)
         table.loading = True
         self.refresh_catalog()
@@ -327,14 +322,13 @@ class LibraryScreen(Screen):
             self.query_one(ModelTable).focus()
         elif self._progress_job is not None:
             self._progress_job.cancel()
-            self.query_one("#job-label", Label).update("Cancelling…")
+            self.query_one(JobBar).cancelling()
 
     def action_help(self) -> None:
         lines = ["Keys", ""]
-        lines += [f"  {keys:<24} {title}" for _, title, keys in ACTIONS]
-        lines += ["  esc                      clear the filter / cancel a download or import"]
-        lines += ["  F1                       about and diagnostics", "  ctrl+p                   all commands"]
-        lines += ["  ctrl+q                   quit"]
+        lines += [f"  {keys:<7} {title}" for _, title, keys in ACTIONS]
+        lines += ["  esc     Clear the filter, or cancel a download or import"]
+        lines += ["  F1      About and diagnostics", "  ctrl+p  All commands", "  ctrl+q  Quit"]
         skipped = list(getattr(self.catalog, "skipped", []) or [])
         lines += ["", f"Skipped folders ({len(skipped)})", ""]
         lines += [f"  {s.path}\n      {s.reason}" for s in skipped] or ["  none"]
@@ -354,9 +348,7 @@ class LibraryScreen(Screen):
         handle = self.app.bridge.submit(self, run, name=title, mlx=mlx)
         self._jobs[handle.id] = _Job(title, self._model_added)
         self._progress_job = handle
-        self.query_one("#job-label", Label).update(f"{title}…")
-        self.query_one("#job-progress", ProgressBar).update(total=None, progress=0)
-        self.query_one("#job-bar").display = True
+        self.query_one(JobBar).start(title)
 
     def _model_added(self, info: ModelInfo) -> None:
         self.notify(f"{info.name} is in the library.", title="Done")
@@ -409,7 +401,7 @@ class LibraryScreen(Screen):
             from optiq_tui.library import catalog
 
             handle = self.app.bridge.submit_call(self, partial(catalog.delete, info), name="delete", mlx=False)
-            self._jobs[handle.id] = _Job(f"Deleting {info.name}", partial(self._deleted, info), show_progress=False)
+            self._jobs[handle.id] = _Job(f"Deleting {info.name}", partial(self._deleted, info))
 
         where = "your Hugging Face cache" if info.source == "hf-cache" else "the library"
         question = (
@@ -428,22 +420,12 @@ class LibraryScreen(Screen):
         job = self._jobs.pop(handle.id, None)
         if self._progress_job is not None and handle.id == self._progress_job.id:
             self._progress_job = None
-            self.query_one("#job-bar").display = False
+            self.query_one(JobBar).stop()
         return job
 
     def on_job_progressed(self, message: JobProgressed) -> None:
-        if self._progress_job is None or message.job_id != self._progress_job.id:
-            return
-        job = self._jobs[message.job_id]
-        event = message.event
-        if isinstance(event, Progress):
-            self.query_one("#job-progress", ProgressBar).update(total=event.total, progress=event.done)
-            label = f"{job.title}: {event.message or event.stage}"
-            if event.unit == "B":
-                label += f" {human_bytes(event.done)}" + (f" / {human_bytes(event.total)}" if event.total else "")
-            self.query_one("#job-label", Label).update(label)
-        elif isinstance(event, Log):
-            self.query_one("#job-label", Label).update(f"{job.title}: {event.message}")
+        if self._progress_job is not None and message.job_id == self._progress_job.id:
+            self.query_one(JobBar).show(message.event)
 
     def on_job_finished(self, message: JobFinished) -> None:
         job = self._job_ended(message.handle)

@@ -35,6 +35,20 @@ def parse_bits(text: str) -> tuple[int, ...]:
         raise ValueError(f"bit widths must be whole numbers, got {text!r}") from None
 
 
+def _budget_problems(config: QuantConfig) -> list[str]:
+    """A target no mix of the candidate widths can reach (widths cost their scales too)."""
+    from optiq_tui.quant.config import cost_per_param
+
+    widths = config.widths
+    low, high = cost_per_param(widths[0], config.group_size), cost_per_param(widths[-1], config.group_size)
+    target = config.target_bpw
+    if target < low:
+        return [f"Target {target:g} is below the smallest width: {widths[0]}-bit costs {low:.2f} bits/weight"]
+    if target > high:
+        return [f"Target {target:g} is above the largest width: all {widths[-1]}-bit costs {high:.2f} bits/weight"]
+    return []
+
+
 def default_name(info: ModelInfo, config: QuantConfig) -> str:
     if config.uniform_bits:
         return f"{info.name}-{config.uniform_bits}bit"
@@ -75,9 +89,12 @@ class QuantizeScreen(Screen):
                 yield Label("Candidate bits")
                 yield Input(",".join(str(b) for b in settings.candidate_bits), id="bits", compact=True)
                 yield Label("Group size")
-                yield Select([(str(g), g) for g in SUPPORTED_GROUPS], value=group, allow_blank=False, id="group", compact=True)
+                groups = [(str(g), g) for g in SUPPORTED_GROUPS]
+                yield Select(groups, value=group, allow_blank=False, id="group", compact=True)
                 yield Label("Calibration")
-                yield Input(placeholder="built-in (prose, code, math, chat), or a text file", id="calibration", compact=True)
+                yield Input(
+                    placeholder="built-in (prose, code, math, chat), or a text file", id="calibration", compact=True
+                )
                 yield Label("Output name")
                 yield Input(id="name", compact=True)
             yield Static("", id="prediction")
@@ -88,7 +105,8 @@ class QuantizeScreen(Screen):
         yield Footer()
 
     def _source_line(self) -> str:
-        return f"{self.info.name} · {self.info.quant} · {self.info.bpw:.2f} bpw · {human_bytes(self.info.size_bytes)}"
+        info = self.info
+        return f"{info.name} · {info.quant} · {info.bpw:.2f} bpw · {human_bytes(info.size_bytes)}"
 
     def on_mount(self) -> None:
         self.sub_title = f"quantize {self.info.name}"
@@ -110,8 +128,8 @@ class QuantizeScreen(Screen):
             self.query_one("#group", Select).value = p.group_size
         self.query_one("#target", Input).disabled = uniform
         self.query_one("#bits", Input).disabled = uniform
-        help_text = "every layer 4-bit: the baseline OptiQ is measured against" if uniform else PRESETS[preset].description
-        self.query_one("#preset-help", Static).update(help_text)
+        help_text = "every layer 4-bit: the baseline OptiQ is measured against"
+        self.query_one("#preset-help", Static).update(help_text if uniform else PRESETS[preset].description)
         self._update()
 
     def build_config(self) -> tuple[QuantConfig | None, list[str]]:
@@ -142,8 +160,7 @@ class QuantizeScreen(Screen):
             if errors:
                 return None, errors
             config = QuantConfig.from_preset(preset, target_bpw=target, bits=bits, group_size=group, name=name)
-            if target < min(bits):
-                errors.append(f"Target {target:g} is below the smallest candidate width ({min(bits)} bits)")
+            errors += _budget_problems(config)
         config = replace(config, calibration=calibration)
         try:
             config.validate()

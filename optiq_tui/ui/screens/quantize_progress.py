@@ -92,7 +92,10 @@ class QuantizeProgressScreen(Screen):
 
     def _settings_line(self) -> Text:
         c = self.config
-        what = f"uniform {c.uniform_bits}-bit" if c.uniform_bits else f"{c.preset}: target {c.target_bpw:g} bpw, bits {','.join(map(str, c.bits))}"
+        if c.uniform_bits:
+            what = f"uniform {c.uniform_bits}-bit"
+        else:
+            what = f"{c.preset}: target {c.target_bpw:g} bpw, bits {','.join(map(str, c.bits))}"
         calib = c.calibration or "built-in calibration"
         return Text(f"{self.info.name} → {c.name}\n{what}, group {c.group_size}, {calib}", style="dim")
 

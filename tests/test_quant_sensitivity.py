@@ -1,0 +1,75 @@
+"""The Fisher estimate against exact single-layer KL, and the round trip through mlx_lm.load."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from optiq_tui.quant.config import QuantConfig
+
+
+def _spearman(a, b) -> float:
+    ra = np.argsort(np.argsort(a))
+    rb = np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def test_fisher_ranks_and_scales_like_exact_kl(tmp_path):
+    from mlx_lm import load
+
+    from optiq_tui.quant.backbone import Backbone
+    from optiq_tui.quant.calibration import build_calibration
+    from optiq_tui.quant.fisher import fisher_scores
+    from optiq_tui.quant.layers import quant_items
+    from optiq_tui.quant.probes import probe_item, reference_pass
+    from tests.tiny import build_tiny_llama
+
+    src = build_tiny_llama(tmp_path / "m", hidden=128, layers=2, intermediate=256, seed=3)
+    model, tok, cfg = load(str(src), return_config=True)
+    bb = Backbone(model, cfg)
+    items = [i for i in quant_items(model, 64, bb.tied) if i.quantizable]
+    cal = build_calibration(tok, n_sequences=6, seq_len=128, held_back=0)
+    scores = fisher_scores(bb, items, cal.sequences, (3,), 64)
+    ref = reference_pass(bb, cal.sequences)
+    est = [scores[i.path][3] for i in items]
+    exact = [probe_item(bb, ref, i.path, 3, 64, i.block) for i in items]
+    assert _spearman(est, exact) > 0.8
+    ratios = np.array(est) / np.array(exact)
+    assert 0.5 < float(np.median(ratios)) < 2.0
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_qwen3_dir", "tiny_gpt_oss_dir"])
+def test_per_layer_widths_round_trip_through_stock_load(fixture, request):
+    from mlx_lm import load
+
+    from optiq_tui.library.catalog import inspect_model
+    from optiq_tui.quant.backbone import Backbone
+    from optiq_tui.quant.layers import get_module
+    from optiq_tui.quant.pipeline import load_source, quantize
+    from optiq_tui.quant.probes import choice_weight_fn, reference_pass, run_probe
+    from optiq_tui.quant.verify import loaded_weight_fn
+
+    src = request.getfixturevalue(fixture)
+    cfg = QuantConfig.from_preset("optiq-best", target_bpw=6.0, n_calibration=2, seq_len=64,
+                                  verify=False, name=fixture)
+    result = quantize(inspect_model(src), cfg)
+    assert result.achieved_bpw <= 6.0
+    model, _tok, config = load(str(result.path), return_config=True)
+    import json
+
+    layers = json.loads((result.path / "optiq_quant.json").read_text())["layers"]
+    assert len(set(layers.values())) >= 2, "the allocation should mix widths"
+    for path, bits in layers.items():
+        module = get_module(model, path)
+        if bits == 16:
+            assert "scales" not in module
+        else:
+            assert module.bits == bits and module.group_size == 64
+    # The loaded weights are exactly the quantize-dequantize the measurement used.
+    source, _, scfg = load_source(src, False)
+    bb = Backbone(source, scfg)
+    ref = reference_pass(bb, [[1, 5, 9, 14, 3, 7, 2, 8] * 4])
+    a = run_probe(bb, ref, loaded_weight_fn(model), -1).kl
+    b = run_probe(bb, ref, choice_weight_fn(layers, 64), -1).kl
+    assert mx.allclose(a, b, atol=1e-6).item()
