@@ -136,7 +136,7 @@ async def test_stats_line_keeps_final_figures():
         text = str(line.render())
         assert not line.has_class("live")
         assert "TTFT 0.12s" in text and "prompt 12 tok 340/s" in text and "gen 5 tok 21.0/s" in text
-        assert "MLX 2.5 MB (peak 3.0 MB)" in text and "RSS 400.0 MB" in text
+        assert "MLX 2.5 MB peak 3.0 MB" in text and "RSS 400.0 MB" in text
     assert format_stats(GenStats()).startswith("TTFT –")
 
 
@@ -191,7 +191,8 @@ async def test_chat_sends_streams_and_keeps_final_stats(tiny_llama_dir):
         assert answer.finish_reason in ("stop", "length") and answer.answer_text
         stats = screen.stats_line
         assert stats.stats is not None and stats.stats.gen_tokens > 0 and not stats.has_class("live")
-        assert "tok/s" not in str(stats.render()) or "gen" in str(stats.render())
+        shown = str(stats.render())
+        assert shown.startswith("TTFT") and f"gen {stats.stats.gen_tokens} tok" in shown
         assert [t.user for t in screen.session.turns] == ["Hello"]
 
 
@@ -268,10 +269,10 @@ async def test_chat_reasoning_panels_toggle(tiny_qwen3_dir):
 
 
 async def test_chat_keeps_up_with_a_fast_stream(tiny_llama_dir):
-    """3000 tokens at ~1000 tokens/s: complete text, coalesced batches, no backlog at the end."""
+    """2000 tokens at up to 1000 tokens/s: complete text, coalesced batches, no backlog at the end."""
     from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, ReasoningDelta, StatsUpdate
 
-    n_tokens = 3000
+    n_tokens = 2000
     words = [f"w{i} " if i % 50 else f"w{i}\n\n" for i in range(n_tokens)]
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
@@ -280,7 +281,7 @@ async def test_chat_keeps_up_with_a_fast_stream(tiny_llama_dir):
 
         def job(emit, cancel):
             # Paced like a 1000 tokens/s model; the wait is the producer's rate, not a test sleep.
-            for i in range(200):
+            for i in range(100):
                 emit(ReasoningDelta(f"r{i} "))
             for i, word in enumerate(words):
                 emit(AnswerDelta(word))
@@ -296,7 +297,7 @@ async def test_chat_keeps_up_with_a_fast_stream(tiny_llama_dir):
         screen.stream(job, message, name="replay")
         await until(pilot, lambda: not screen.generating, "the fast stream")
         assert message.answer_text == "".join(words)
-        assert message.reasoning_panel.tokens == 200
+        assert message.reasoning_panel.tokens == 100
         # Batched: far fewer UI updates than tokens, yet streamed live, and
         # once the producer stopped the screen was at most a couple of batches behind.
         assert screen.flushes <= n_tokens // 10

@@ -126,3 +126,47 @@ async def test_cancel_mid_run_keeps_nothing(llama_home):
         assert "cancelled" in {s.state for s in stage_list.states.values()}
         assert sorted(p.name for p in (llama_home / "models").iterdir()) == ["tiny-llama"]
         assert list((llama_home / ".staging").iterdir()) == []
+
+
+async def test_form_asks_before_requantizing_a_quantized_source(llama_home):
+    from textual.widgets import Checkbox
+
+    from optiq_tui.library.catalog import inspect_model
+    from optiq_tui.quant.pipeline import quantize
+
+    quantize(inspect_model(llama_home / "models" / "tiny-llama"), QuantConfig(uniform_bits=4, verify=False))
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: library_ready(app) and app.library.query_one(ModelTable).row_count == 2)
+        app.library.refresh_catalog(highlight="tiny-llama-4bit-g64")
+        table = app.library.query_one(ModelTable)
+        await wait_until(pilot, lambda: table.highlighted_model.name == "tiny-llama-4bit-g64")
+        await pilot.press("q")
+        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+        form = app.screen
+        await wait_until(pilot, lambda: "already quantized" in form_text(form, "#quant-errors"))
+        assert form.query_one("#start", Button).disabled
+        form.query_one("#dequantize", Checkbox).value = True
+        await wait_until(pilot, lambda: not form.query_one("#start", Button).disabled)
+        config, errors = form.build_config()
+        assert errors == [] and config.dequantize
+
+
+async def test_quitting_mid_run_stops_the_quantize_and_keeps_nothing(llama_home):
+    import asyncio
+    import time
+
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_form(app, pilot)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
+        progress = app.screen
+        await wait_until(pilot, lambda: progress.query_one(SensitivityChart).bars, timeout=120)
+        await pilot.press("ctrl+q")
+        deadline = time.monotonic() + 60
+        while app.is_running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    assert not app.bridge.busy
+    assert sorted(p.name for p in (llama_home / "models").iterdir()) == ["tiny-llama"]
+    assert list((llama_home / ".staging").iterdir()) == []

@@ -7,6 +7,7 @@ the engine thread when first needed.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Iterable
 
 from textual.app import App, SystemCommand
@@ -18,6 +19,10 @@ from optiq_tui.settings import Settings
 from optiq_tui.ui.bridge import EngineBridge, error_details
 from optiq_tui.ui.screens.library import LibraryScreen
 from optiq_tui.ui.screens.modals import ErrorModal
+
+
+# How long quitting waits for a cancelled job to tidy up (a quantize stops between layers).
+QUIT_WAIT_S = 30.0
 
 
 class OptiqApp(App[int]):
@@ -76,7 +81,10 @@ class OptiqApp(App[int]):
         self.push_screen(ErrorModal(title, message, error_details(error) if details is None else details))
 
     async def action_quit(self) -> None:
-        self.bridge.shutdown()
+        if self.bridge.busy:
+            # Let the running job see its cancel and clean up, so nothing half-made is left.
+            self.notify("Stopping the running job first…", timeout=30)
+            await asyncio.to_thread(self.bridge.shutdown, QUIT_WAIT_S)
         self.exit(0)
 
     def on_unmount(self) -> None:

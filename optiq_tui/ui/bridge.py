@@ -111,8 +111,12 @@ class EngineBridge:
 
         return self.submit(target, job, name=name, mlx=mlx)
 
-    def shutdown(self) -> None:
-        """Cancel what runs and stop the threads (they are daemons: exit never waits long)."""
-        self.engine.shutdown(timeout=2.0)
+    @property
+    def busy(self) -> bool:
+        return self.engine.busy or (self._io is not None and self._io.busy)
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        """Cancel what runs and stop the threads, waiting up to ``timeout`` for each."""
+        self.engine.shutdown(timeout=timeout)
         if self._io is not None:
-            self._io.shutdown(timeout=2.0)
+            self._io.shutdown(timeout=timeout)

@@ -269,8 +269,7 @@ class ChatScreen(Screen):
         if message.handle.name == "load" and isinstance(event, Progress):
             bar = self.query_one("#load-progress", ProgressBar)
             bar.update(total=event.total, progress=event.done)
-            detail = f" {event.message}" if event.message else ""
-            self.stats_line.show_text(f"loading {self.info.name}: {event.stage}{detail}")
+            self.stats_line.show_text(f"loading {self.info.name}: {event.message or event.stage}")
 
     async def on_job_finished(self, message: JobFinished) -> None:
         name = message.handle.name

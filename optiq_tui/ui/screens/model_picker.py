@@ -71,7 +71,8 @@ class ModelPickerModal(ModalScreen[Any]):
         options = self.query_one(OptionList)
         options.clear_options()
         if not self._models:
-            options.add_option(Option("no models in the library", disabled=True))
+            other = " other" if self._exclude is not None else ""
+            options.add_option(Option(f"no{other} models in the library", disabled=True))
             return
         options.add_options([Option(describe(m), id=str(i)) for i, m in enumerate(self._models)])
         options.highlighted = 0

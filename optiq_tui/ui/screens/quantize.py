@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
 
 from optiq_tui.ui.format import human_bytes
 
@@ -97,6 +97,9 @@ class QuantizeScreen(Screen):
                 )
                 yield Label("Output name")
                 yield Input(id="name", compact=True)
+                if self.info.bit_histogram:
+                    yield Label("Source is quantized")
+                    yield Checkbox("dequantize it first (the result cannot beat it)", id="dequantize", compact=True)
             yield Static("", id="prediction")
             yield Static("", id="quant-errors", classes="validation")
             with Horizontal(classes="dialog-buttons"):
@@ -161,7 +164,13 @@ class QuantizeScreen(Screen):
                 return None, errors
             config = QuantConfig.from_preset(preset, target_bpw=target, bits=bits, group_size=group, name=name)
             errors += _budget_problems(config)
-        config = replace(config, calibration=calibration)
+        dequantize = bool(self.info.bit_histogram) and self.query_one("#dequantize", Checkbox).value
+        if self.info.bit_histogram and not dequantize:
+            errors.append(
+                f"{self.info.name} is already quantized ({self.info.quant}); quantizing it again compounds "
+                "the rounding errors. Pick its unquantized source, or tick 'dequantize it first'."
+            )
+        config = replace(config, calibration=calibration, dequantize=dequantize)
         try:
             config.validate()
         except OptiqError as exc:
@@ -227,6 +236,7 @@ class QuantizeScreen(Screen):
         self._apply_preset(str(event.value))
 
     @on(Select.Changed, "#group")
+    @on(Checkbox.Changed)
     @on(Input.Changed, "#target, #bits, #calibration")
     def _changed(self) -> None:
         self._update()

@@ -53,6 +53,8 @@ def summary_text(result: Any) -> Text:
 class QuantizeProgressScreen(Screen):
     """Runs ``pipeline.quantize(info, config)`` on the engine thread and shows it."""
 
+    # Short terminals (24 rows over SSH) get a lower chart, and no log once the summary shows.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
         Binding("escape,enter", "back", "Library"),
@@ -153,6 +155,7 @@ class QuantizeProgressScreen(Screen):
         summary = self.query_one("#summary", Static)
         summary.update(summary_text(self.result))
         summary.display = True
+        self.add_class("-done")
         self.app.library.refresh_catalog(highlight=str(self.result.path))
         self.notify(f"{self.result.name} is in the library.", title="Quantize finished")
         self._set_footer_hint()

@@ -15,7 +15,7 @@ def format_stats(stats: GenStats) -> str:
         f"TTFT {ttft}"
         f" │ prompt {stats.prompt_tokens} tok {stats.prompt_tps:.0f}/s"
         f" │ gen {stats.gen_tokens} tok {stats.gen_tps:.1f}/s"
-        f" │ MLX {human_bytes(stats.mlx_active_bytes)} (peak {human_bytes(stats.mlx_peak_bytes)})"
+        f" │ MLX {human_bytes(stats.mlx_active_bytes)} peak {human_bytes(stats.mlx_peak_bytes)}"
         f" │ RSS {human_bytes(stats.rss_bytes)}"
     )
 
@@ -27,8 +27,8 @@ class StatsLine(Static):
     """
 
     DEFAULT_CSS = """
-    StatsLine { height: auto; color: $text-muted; padding: 0 1; }
-    StatsLine.live { color: $text; }
+    StatsLine { height: auto; color: $text-muted; padding: 0 0 0 1; }
+    StatsLine.live { color: $success; }
     """
 
     def __init__(self, text: str = "", **kwargs) -> None:
@@ -40,7 +40,7 @@ class StatsLine(Static):
         self.stats = stats
         self.updates += 1
         self.set_class(live, "live")
-        self.update(("● " if live else "") + format_stats(stats))
+        self.update(format_stats(stats))
 
     def show_text(self, text: str) -> None:
         """A status that is not stats (loading, queued, errors)."""
