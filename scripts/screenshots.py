@@ -310,12 +310,16 @@ async def shot_compare_blind(app, pilot) -> None:
 
 
 async def shot_eval(app, pilot) -> None:
-    """A real quick eval of the demo model's 4-bit quant against the demo model."""
+    """A real quick eval of the demo model's 4-bit quant against the demo model.
+
+    Without the retrieval probe (the screen says so): its 512-2048-token
+    prompts took about 20 minutes per model on the shared 2-core dev machine.
+    """
     from optiq_tui.ui.screens.eval import EvalScreen
 
     await library_loaded(app, pilot)
     a, b = demo_pair()
-    screen = EvalScreen([a, b])
+    screen = EvalScreen([a, b], retrieval=False)
     await app.push_screen(screen)
     await pilot.press("enter")
     await wait_until(pilot, lambda: screen.report is not None, timeout=1800, what="the eval")

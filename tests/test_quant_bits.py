@@ -16,7 +16,9 @@ def _load(path):
     return model, config
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_qwen3_dir", "tiny_gpt_oss_dir"])
+# gpt_oss (experts, sinks, float32) is checked in test_quant_sensitivity's round trip:
+# its 201k-token vocabulary makes random widths slow to pack here.
+@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_qwen3_dir"])
 @pytest.mark.parametrize("group_size", [32, 64])
 def test_bpw_matches_mlx_lm_after_save_and_load(fixture, group_size, request, tmp_path):
     from mlx_lm.utils import compute_bits_per_weight

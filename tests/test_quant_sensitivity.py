@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -42,10 +44,11 @@ def test_fisher_ranks_and_scales_like_exact_kl(tmp_path):
 @pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_qwen3_dir", "tiny_gpt_oss_dir"])
 def test_per_layer_widths_round_trip_through_stock_load(fixture, request):
     from mlx_lm import load
+    from mlx_lm.utils import compute_bits_per_weight
 
     from optiq_tui.library.catalog import inspect_model
     from optiq_tui.quant.backbone import Backbone
-    from optiq_tui.quant.layers import get_module
+    from optiq_tui.quant.layers import bit_budget, get_module, quant_items
     from optiq_tui.quant.pipeline import load_source, quantize
     from optiq_tui.quant.probes import choice_weight_fn, reference_pass, run_probe
     from optiq_tui.quant.verify import loaded_weight_fn
@@ -55,9 +58,7 @@ def test_per_layer_widths_round_trip_through_stock_load(fixture, request):
                                   verify=False, name=fixture)
     result = quantize(inspect_model(src), cfg)
     assert result.achieved_bpw <= 6.0
-    model, _tok, config = load(str(result.path), return_config=True)
-    import json
-
+    model, _tok = load(str(result.path))
     layers = json.loads((result.path / "optiq_quant.json").read_text())["layers"]
     assert len(set(layers.values())) >= 2, "the allocation should mix widths"
     for path, bits in layers.items():
@@ -66,8 +67,13 @@ def test_per_layer_widths_round_trip_through_stock_load(fixture, request):
             assert "scales" not in module
         else:
             assert module.bits == bits and module.group_size == 64
-    # The loaded weights are exactly the quantize-dequantize the measurement used.
+    # Bits counted before writing equal mlx-lm's count of what was loaded back.
     source, _, scfg = load_source(src, False)
+    items = quant_items(source, 64, not hasattr(source, "lm_head"))
+    predicted = bit_budget(source, items, 64).bpw(items, layers)
+    assert compute_bits_per_weight(model) == pytest.approx(predicted, abs=1e-9)
+    assert result.achieved_bpw == pytest.approx(predicted, abs=1e-9)
+    # The loaded weights are exactly the quantize-dequantize the measurement used.
     bb = Backbone(source, scfg)
     ref = reference_pass(bb, [[1, 5, 9, 14, 3, 7, 2, 8] * 4])
     a = run_probe(bb, ref, loaded_weight_fn(model), -1).kl

@@ -402,3 +402,25 @@ async def test_conversations_screen_renames_exports_and_deletes(tmp_path):
         await until(pilot, lambda: app.screen is screen and not screen.conversations, "the delete")
         assert store.list() == []
         assert screen.query_one("#conv-empty").display
+
+
+async def test_chat_regenerates_edits_and_copies(tiny_llama_dir):
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_chat(pilot, app, tiny_llama_dir)
+        await pilot.press(*"Hi", "enter")
+        await until(pilot, lambda: answers(screen) and not screen.generating, "the answer")
+        await pilot.press("ctrl+y")
+        assert app.clipboard == answers(screen)[0].answer_text
+
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: len(answers(screen)) == 1 and answers(screen)[0].finish_reason
+                    and not screen.generating, "the regenerated answer")
+        assert [m.answer_text for m in screen.query(ChatMessage) if m.role == "user"] == ["Hi"]
+        await until(pilot, lambda: [t.user for t in screen.session.turns] == ["Hi"], "one turn in the session")
+
+        await pilot.press("ctrl+b")
+        await until(pilot, lambda: not list(screen.query(ChatMessage)), "the exchange to go")
+        assert screen.query_one("#prompt").value == "Hi"
+        await until(pilot, lambda: screen.session.turns == [], "the session to forget it")
+        assert screen.store.load(screen.conversation_id).messages == []

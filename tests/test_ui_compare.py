@@ -122,3 +122,25 @@ async def test_models_that_cannot_both_be_loaded_take_turns(pair, monkeypatch):
 def test_first_difference_snippets():
     assert first_difference("The capital is Paris.", "The capital is Rome.") == ("Paris.", "Rome.")
     assert first_difference("same", "same and more") == ("(end)", "same and more")
+
+
+def test_describe_turn_shows_agreement_and_cross_kl():
+    from optiq_tui.eval.agreement import CrossKL, compare_tokens
+    from optiq_tui.eval.compare import TurnResult
+    from optiq_tui.ui.screens.compare import describe_turn
+
+    result = TurnResult(
+        prompt="Capital?",
+        answer_a="The capital is Paris.",
+        answer_b="The capital is Rome.",
+        finished_a=None,
+        finished_b=None,
+        agreement=compare_tokens([1, 2, 3, 4], [1, 2, 3, 9, 5]),
+        kl_a_under_b=CrossKL(0.0123, 0.2, 4),
+        kl_b_under_a=None,
+        related=True,
+    )
+    line = describe_turn(result, ("q4", "q8"))
+    assert "Same first 3 tokens (of 4 / 5)" in line and "token 4" in line
+    assert "q4 «Paris.» vs q8 «Rome.»" in line
+    assert "KL(q4‖q8) on q4's answer 0.0123 (p99 0.2000)" in line

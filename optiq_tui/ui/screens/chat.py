@@ -17,7 +17,7 @@ from typing import Any, Callable
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, ProgressBar
 
@@ -29,6 +29,7 @@ from optiq_tui.ui.widgets.effort_switch import EffortSwitch
 from optiq_tui.ui.widgets.reasoning_panel import ReasoningPanel
 from optiq_tui.ui.widgets.stats_line import StatsLine
 from optiq_tui.ui.widgets.stream_batch import FLUSH_INTERVAL_S, Batch, StreamBatch, engine_priority
+from optiq_tui.ui.widgets.transcript import Transcript
 
 Job = Callable[[Callable[[Any], None], threading.Event], Any]
 
@@ -69,7 +70,7 @@ class ChatScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Label(self._title_text(), id="chat-title")
-        yield VerticalScroll(id="transcript")
+        yield Transcript(id="transcript")
         yield Label("", id="notice")
         yield ProgressBar(id="load-progress", show_eta=False)
         yield StatsLine("", id="stats")
@@ -82,8 +83,8 @@ class ChatScreen(Screen):
         return f"Chat · {self.info.name} · {self.info.quant}"
 
     @property
-    def transcript(self) -> VerticalScroll:
-        return self.query_one("#transcript", VerticalScroll)
+    def transcript(self) -> Transcript:
+        return self.query_one("#transcript", Transcript)
 
     @property
     def stats_line(self) -> StatsLine:
@@ -119,7 +120,7 @@ class ChatScreen(Screen):
         self._set_notice("")
         self.stats_line.show_text(f"loading {info.name}…")
         system_prompt = self.settings.system_prompt
-        history = self._history_for_session()
+        history = self.transcript.history()
 
         def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
             import gc
@@ -312,7 +313,8 @@ class ChatScreen(Screen):
         self._gen_job = None
         self._flush_timer.pause()
         engine_priority(False)
-        text = self._last_user_text()
+        last_user = self.transcript.last("user")
+        text = last_user.answer_text if last_user is not None else ""
         if message is not None:
             await message.remove()
 
@@ -358,33 +360,22 @@ class ChatScreen(Screen):
         self.settings.effort = event.value
         self.settings.save()
 
-    def _messages(self) -> list[ChatMessage]:
-        return list(self.transcript.query(ChatMessage))
-
-    def _last_user_text(self) -> str:
-        users = [m for m in self._messages() if m.role == "user"]
-        return users[-1].answer_text if users else ""
-
     def action_copy_answer(self) -> None:
-        answers = [m for m in self._messages() if m.role == "assistant" and m.answer_text]
-        if not answers:
+        answer = self.transcript.last("assistant", with_text=True)
+        if answer is None:
             self.notify("No answer to copy yet.")
             return
-        self.app.copy_to_clipboard(answers[-1].answer_text)
+        self.app.copy_to_clipboard(answer.answer_text)
         self.notify("Answer copied.")
 
     async def _drop_last_turn(self) -> str | None:
         """Remove the last exchange from the screen and the session; return its prompt."""
-        messages = self._messages()
-        users = [i for i, m in enumerate(messages) if m.role == "user"]
-        if not users or self.session is None:
+        if self.session is None:
             return None
-        last = users[-1]
-        text = messages[last].answer_text
-        # The session keeps a turn only when its answer has text (see ChatSession.generate).
-        kept = any(m.role == "assistant" and m.answer_text.strip() for m in messages[last + 1 :])
-        for m in messages[last:]:
-            await m.remove()
+        dropped = await self.transcript.drop_last_exchange()
+        if dropped is None:
+            return None
+        text, kept = dropped
         if kept:
             self.app.bridge.submit_call(self, self.session.pop_turn, name="pop-turn")
         self._save_event("pop")
@@ -485,27 +476,12 @@ class ChatScreen(Screen):
             except (OSError, OptiqError) as exc:
                 self.notify(f"Could not save the conversation: {exc}", severity="warning")
 
-    def _history_for_session(self) -> list[tuple[str, str]]:
-        return [(m.role, m.answer_text) for m in self._messages() if m.answer_text] if self.is_mounted else []
-
     async def open_conversation(self, conversation_id: str) -> None:
         """Show a saved conversation and continue it with the current model."""
-        conversation = self.store.load(conversation_id)
-        await self.transcript.remove_children()
-        widgets = [
-            ChatMessage(
-                m.role,
-                m.content,
-                label=None if m.role == "user" else (m.model or conversation.model),
-                reasoning=m.reasoning,
-            )
-            for m in conversation.messages
-        ]
-        await self.transcript.mount_all(widgets)
-        self.transcript.scroll_end(animate=False)
+        await self.transcript.show_conversation(self.store.load(conversation_id))
         self.conversation_id = conversation_id
         if self.session is not None:
-            session, history = self.session, self._history_for_session()
+            session, history = self.session, self.transcript.history()
 
             def restore() -> None:
                 session.reset()
