@@ -117,7 +117,7 @@ def main() -> int:
 
     from optiq_tui.engine.blas import loaded_blas
     from optiq_tui.eval.quality import evaluate, find_reference
-    from optiq_tui.eval.reports import to_markdown
+    from optiq_tui.eval.reports import save_report, to_markdown
     from optiq_tui.eval.texts import heldout_tokens
     from optiq_tui.library.catalog import inspect_model
 
@@ -130,7 +130,7 @@ def main() -> int:
     report = evaluate(quants, src, retrieval=not args.no_retrieval, trials=1)
     eval_s = time.perf_counter() - t
     print(to_markdown(report))
-    print(f"evaluate(): {eval_s:.1f} s for {len(report.rows)} models")
+    print(f"evaluate(): {eval_s:.1f} s for {len(report.rows)} models; saved {save_report(report)}")
 
     from mlx_lm.utils import load_tokenizer
 

@@ -54,7 +54,7 @@ def test_per_layer_widths_round_trip_through_stock_load(fixture, request):
     from optiq_tui.quant.verify import loaded_weight_fn
 
     src = request.getfixturevalue(fixture)
-    cfg = QuantConfig.from_preset("optiq-best", target_bpw=6.0, n_calibration=2, seq_len=64,
+    cfg = QuantConfig.from_preset("optiq-best", target_bpw=6.0, n_calibration=2, seq_len=32,
                                   verify=False, name=fixture)
     result = quantize(inspect_model(src), cfg)
     assert result.achieved_bpw <= 6.0

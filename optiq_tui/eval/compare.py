@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from optiq_tui.eval.agreement import Agreement, CrossKL, answer_logprobs, compare_tokens, kl_between
-from optiq_tui.progress import Log, OptiqError, ProgressFn, check_cancel, no_progress
+from optiq_tui.progress import Log, ProgressFn, check_cancel, no_progress
 from optiq_tui.settings import paths
 
 SIDES = ("a", "b")

@@ -24,7 +24,8 @@ from optiq_tui.progress import OptiqError
 # (module path, weight) -> weight to compute with; None means the weights as they are.
 WeightFn = Callable[[str, mx.array], mx.array]
 
-VOCAB_CHUNK = 8192
+# Vocabulary rows per slice when the head is cast to float32 (4096 x 576 x 4 B = 9 MB).
+VOCAB_CHUNK = 4096
 
 
 class Backbone:
@@ -83,19 +84,20 @@ class Backbone:
         return hs
 
     def head_matrix(self, weight_fn: WeightFn | None = None) -> mx.array:
-        """The output projection as float32 [vocab, d], after ``weight_fn``."""
+        """The output projection [vocab, d] in its stored dtype, after ``weight_fn``."""
         w = self.head_weight()
-        if weight_fn is not None:
-            w = weight_fn(self.head_path, w)
-        return w.astype(mx.float32)
+        return w if weight_fn is None else weight_fn(self.head_path, w)
 
     def logits_chunks(self, h_last: mx.array, head: mx.array,
                       chunk: int = 128) -> Iterator[mx.array]:
         """float32 logits [t, vocab] of the final hidden state with ``head`` (see
-        head_matrix), ``chunk`` tokens at a time (all of [512, 49152] would be 100 MB)."""
+        head_matrix), ``chunk`` tokens at a time (all of [512, 49152] would be 100 MB);
+        the head is cast to float32 a vocabulary slice at a time, never whole."""
         hn = self.norm(h_last.reshape(-1, h_last.shape[-1]))
         for i in range(0, hn.shape[0], chunk):
-            yield hn[i:i + chunk] @ head.T
+            x = hn[i:i + chunk]
+            yield mx.concatenate([x @ head[r:r + VOCAB_CHUNK].astype(mx.float32).T
+                                  for r in range(0, head.shape[0], VOCAB_CHUNK)], axis=-1)
 
 
 @contextmanager
