@@ -40,7 +40,7 @@ async def test_eval_screen_shows_table_and_chart_and_exports(llama_and_quant, tm
         cells = [str(c) for c in table.get_row_at(1)]
         assert cells[0] == quant.name and cells[3] == f"{rows[quant.name].mean_kl:.4f}"
         chart = screen.query_one(QualityChart)
-        assert [p.label for p in chart.points] == [quant.name]
+        assert [p.label for p in chart.points] == [f"{source.name} (ref)", quant.name]
         assert "saved to" in str(screen.query_one("#eval-status").render())
 
         await pilot.press("m")
@@ -74,3 +74,22 @@ def test_quality_chart_places_points():
     assert any("2" in line for line in body[-1:])  # the best near the axis
     assert lines[-1].endswith("1=q4  2=q8")
     assert plot([], 40, 10) == ["(no results yet)"]
+
+
+async def test_eval_screen_finds_the_reference_from_provenance(llama_and_quant, tmp_path):
+    """A quant that names its source: Enter pressed before the lookup ends waits for it, then runs."""
+    import json
+    import shutil
+
+    source, quant = llama_and_quant
+    named = tmp_path / "tiny-llama-q4-named"
+    shutil.copytree(quant.path, named)
+    (named / "optiq_quant.json").write_text(json.dumps({"method": "uniform", "source_model": str(source.path)}))
+    app = OptiqApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = EvalScreen([inspect_model(named)], retrieval=False)
+        await app.push_screen(screen)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.report is not None, 120, "the eval report")
+        assert screen.report.reference == source.name
+        assert [r.name for r in screen.report.rows] == [source.name, named.name]

@@ -48,6 +48,7 @@ class EvalScreen(Screen):
         self.rows: list[Any] = []
         self._job: Any = None
         self._find_job: Any = None
+        self._run_when_found = False
 
     def compose(self) -> ComposeResult:
         yield Label("Quick eval · KL, perplexity and top-1 against a reference; retrieval probe", id="eval-title")
@@ -126,6 +127,11 @@ class EvalScreen(Screen):
         if self.running:
             self.notify("The eval is running: Esc cancels it.", severity="warning")
             return
+        if self._find_job is not None:
+            # The reference is still being looked up; run as soon as it is known.
+            self._run_when_found = True
+            self._status("looking up the reference model; the eval starts next…")
+            return
         if not self.models and self.reference is None:
             self.notify("Pick at least one model (a).", severity="warning")
             return
@@ -143,6 +149,11 @@ class EvalScreen(Screen):
         bar.display = True
         self._status(f"evaluating {len(models)} model(s) against {reference.name}…")
         self._job = self.app.bridge.submit(self, job, name="eval")
+
+    def _run_if_waiting(self) -> None:
+        if self._run_when_found:
+            self._run_when_found = False
+            self.action_run()
 
     def on_job_progressed(self, message: JobProgressed) -> None:
         # Only the eval job reports progress, and it has imported the eval stack by now.
@@ -166,6 +177,7 @@ class EvalScreen(Screen):
                 self.reference = message.result
                 self.models = [m for m in self.models if m.path != message.result.path]
                 self._show_setup()
+            self._run_if_waiting()
         elif message.handle is self._job:
             self._job = None
             self.query_one("#eval-progress").display = False
@@ -176,6 +188,7 @@ class EvalScreen(Screen):
     def on_job_failed(self, message: JobFailed) -> None:
         if message.handle is self._find_job:
             self._find_job = None  # no provenance: the user picks a reference with r
+            self._run_if_waiting()
         elif message.handle is self._job:
             self._job = None
             self.query_one("#eval-progress").display = False
@@ -203,7 +216,8 @@ class EvalScreen(Screen):
     def _show_rows(self, rows: list[Any]) -> None:
         self.query_one(EvalTable).show_rows(rows)
         self.query_one(QualityChart).set_points(
-            [Point(r.name, r.bpw, r.mean_kl) for r in rows if r.mean_kl is not None and not r.is_reference]
+            # The reference sits at KL 0: the scale the quants are read against.
+            [Point(r.name + (" (ref)" if r.is_reference else ""), r.bpw, r.mean_kl) for r in rows if r.mean_kl is not None]
         )
 
     def action_export(self, kind: str) -> None:
