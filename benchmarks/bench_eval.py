@@ -20,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DEMO = Path("/work/demo-home/models/SmolLM2-135M-Instruct")
-READY = Path("/work/demo-home/READY")
+from demo_model import demo_dir
 
 
 def make_quants(src_info, work: Path) -> list:
@@ -107,9 +106,7 @@ def main() -> int:
     parser.add_argument("--no-retrieval", action="store_true")
     parser.add_argument("--work", type=Path, default=None, help="folder for the quants and OPTIQ_HOME (reused)")
     args = parser.parse_args()
-    if not READY.exists():
-        print(f"{READY} does not exist yet: the demo model is not ready", file=sys.stderr)
-        return 2
+    demo = demo_dir()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-eval."))
     work.mkdir(parents=True, exist_ok=True)
     os.environ["OPTIQ_HOME"] = str(work / "home")
@@ -122,7 +119,7 @@ def main() -> int:
     from optiq_tui.library.catalog import inspect_model
 
     print(f"BLAS: {loaded_blas()}", file=sys.stderr)
-    src = inspect_model(DEMO)
+    src = inspect_model(demo)
     quants = make_quants(src, work)
     print(f"reference found from provenance: {getattr(find_reference(quants), 'name', None)}", file=sys.stderr)
 
@@ -134,7 +131,7 @@ def main() -> int:
 
     from mlx_lm.utils import load_tokenizer
 
-    sequences = heldout_tokens(load_tokenizer(DEMO), report.settings.max_tokens, report.settings.seq_len)
+    sequences = heldout_tokens(load_tokenizer(demo), report.settings.max_tokens, report.settings.seq_len)
     t = time.perf_counter()
     check = independent([Path(r.path) for r in report.rows], sequences)
     print(f"independent mlx-lm computation: {time.perf_counter() - t:.1f} s")

@@ -55,10 +55,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from optiq_tui.engine.blas import maybe_reexec_with_openblas
-
     if argv is None:
-        maybe_reexec_with_openblas()
         argv = sys.argv[1:]
     command = next((a for a in argv if not a.startswith("-")), None)
     if command not in COMMANDS:
@@ -71,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_app()
     args = build_parser(only=command).parse_args(argv)
+    # Before any command imports MLX; the TUI does this on its engine thread instead.
+    from optiq_tui.engine.blas import use_openblas
+
+    use_openblas()
     try:
         return int(_command_module(command).run(args) or 0)
     except KeyboardInterrupt:

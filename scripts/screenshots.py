@@ -7,8 +7,8 @@ Each shot is an entry of SHOTS: a name (the file is screenshots/<name>.svg),
 the prepared app folder it runs in (a key of HOMES), and an async function
 that drives the app with Pilot to the state worth showing. Add a screen by
 appending an entry. Nothing here is faked: models are real (tiny ones built
-on the spot, and the demo model when /work/demo-home or OPTIQ_DEMO_DIR has
-it), and the quantize view is captured while a real quantize runs.
+on the spot, and the demo model, imported once into a cache folder or
+taken from OPTIQ_DEMO_DIR), and the quantize view is captured while a real quantize runs.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ sys.path.insert(0, str(ROOT))  # for tests.tiny (the tiny model builders)
 
 SIZE = (100, 30)
 OUT = ROOT / "screenshots"
-DEMO_DIR = Path(os.environ.get("OPTIQ_DEMO_DIR", "/work/demo-home/models/SmolLM2-135M-Instruct"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from demo_model import demo_dir  # noqa: E402
+
+DEMO_DIR = demo_dir()
 
 
 async def wait_until(pilot, predicate: Callable[[], object], timeout: float = 120.0, what: str = "") -> None:

@@ -1,15 +1,19 @@
 """A fast BLAS for MLX's float32 CPU work on Linux.
 
 The mlx-cpu wheel bundles the reference (netlib) BLAS, about 30x slower than
-OpenBLAS for float32 matmuls. The dynamic loader can only swap the library at
-process start (LD_PRELOAD), so the CLI re-executes itself once with it when
-the system has OpenBLAS and the user has not opted out.
+OpenBLAS for float32 matmuls. ``libmlx.so`` finds ``cblas_*`` through the
+dynamic loader, which searches libraries opened with ``RTLD_GLOBAL`` before a
+library's own dependencies; so opening the system OpenBLAS that way before
+MLX is first imported makes MLX use it. That costs ~10 ms in-process, where
+re-executing Python with ``LD_PRELOAD`` cost a second interpreter start on
+the way to the TUI's first paint.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 
 # Debian/Ubuntu (libopenblas0-pthread), Fedora (openblas), Arch; first hit wins.
@@ -21,7 +25,8 @@ OPENBLAS_CANDIDATES = (
     "/usr/lib64/libopenblas.so.0",
     "/usr/lib/libopenblas.so.0",
 )
-_MARKER = "OPTIQ_BLAS_REEXEC"
+_lock = threading.Lock()
+_done = False
 
 
 def find_openblas() -> Path | None:
@@ -48,21 +53,33 @@ def loaded_blas() -> str:
     return "reference BLAS bundled with mlx-cpu (slow)"
 
 
-def maybe_reexec_with_openblas() -> None:
-    """Restart this process with OpenBLAS preloaded, when it helps and is allowed.
+def use_openblas() -> bool:
+    """Make MLX use the system OpenBLAS, when it helps and is allowed; True if it will.
 
-    Skipped on macOS, when ``OPTIQ_NO_OPENBLAS`` is set, when already done,
-    and when no OpenBLAS is installed.
+    Call before MLX is first imported (later calls cannot rebind it and do
+    nothing). Thread-safe and idempotent. Skipped on macOS, when
+    ``OPTIQ_NO_OPENBLAS`` is set and when no OpenBLAS is installed.
     """
-    if os.environ.get("OPTIQ_NO_OPENBLAS") or os.environ.get(_MARKER):
-        return
-    lib = find_openblas()
-    if lib is None or "libopenblas" in os.environ.get("LD_PRELOAD", ""):
-        return
-    env = dict(os.environ)
-    env[_MARKER] = "1"
-    env["LD_PRELOAD"] = ":".join(p for p in (str(lib), env.get("LD_PRELOAD", "")) if p)
-    try:
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
-    except OSError:
-        return  # keep running with the slow BLAS rather than fail
+    global _done
+    with _lock:
+        if _done:
+            return "OpenBLAS" in loaded_blas()
+        _done = True
+        if os.environ.get("OPTIQ_NO_OPENBLAS") or "mlx.core" in sys.modules:
+            return "OpenBLAS" in loaded_blas()
+        lib = find_openblas()
+        if lib is None:
+            return False
+        if "libopenblas" in os.environ.get("LD_PRELOAD", ""):
+            return True
+        import ctypes
+
+        try:
+            ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            return False  # keep running with the slow BLAS rather than fail
+        return True
+
+
+# scripts/screenshots.py still calls the old name (it re-executed the process).
+maybe_reexec_with_openblas = use_openblas

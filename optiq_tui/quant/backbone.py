@@ -96,8 +96,11 @@ class Backbone:
         hn = self.norm(h_last.reshape(-1, h_last.shape[-1]))
         for i in range(0, hn.shape[0], chunk):
             x = hn[i:i + chunk]
-            yield mx.concatenate([x @ head[r:r + VOCAB_CHUNK].astype(mx.float32).T
-                                  for r in range(0, head.shape[0], VOCAB_CHUNK)], axis=-1)
+            pieces = []
+            for r in range(0, head.shape[0], VOCAB_CHUNK):
+                pieces.append(x @ head[r:r + VOCAB_CHUNK].astype(mx.float32).T)
+                mx.eval(pieces[-1])  # one float32 slice of the head alive at a time
+            yield mx.concatenate(pieces, axis=-1)
 
 
 @contextmanager

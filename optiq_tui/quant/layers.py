@@ -125,13 +125,50 @@ def bit_budget(model: nn.Module, items: list[QuantItem], group_size: int) -> Bit
     return BitBudget(total, fixed, scale_bits, group_size)
 
 
+# Rows per slice when quantizing large matrices: MLX's CPU dequantize holds float32
+# temporaries about five times its output, which for a whole 49152 x 576 embedding is
+# ~280 MB. Groups never cross rows, so slicing rows gives bit-identical results.
+ROW_SLICE = 4096
+
+
 def qdq(weight: mx.array, bits: int, group_size: int) -> mx.array:
     """Quantize then dequantize with mlx's affine quantizer, in the weight's own dtype:
     the exact values a QuantizedLinear / QuantizedEmbedding of this width computes with."""
     if bits == KEEP:
         return weight
-    q, scales, biases = mx.quantize(weight, group_size=group_size, bits=bits)
-    return mx.dequantize(q, scales, biases, group_size=group_size, bits=bits)
+
+    def one(w: mx.array) -> mx.array:
+        q, scales, biases = mx.quantize(w, group_size=group_size, bits=bits)
+        return mx.dequantize(q, scales, biases, group_size=group_size, bits=bits)
+
+    return _by_rows(weight, one)
+
+
+def dequantize_rows(weight: mx.array, scales: mx.array, biases: mx.array | None,
+                    group_size: int, bits: int, mode: str = "affine") -> mx.array:
+    """``mx.dequantize`` a slice of rows at a time (see ROW_SLICE)."""
+    rows = weight.shape[0]
+    if weight.ndim != 2 or rows <= ROW_SLICE:
+        return mx.dequantize(weight, scales, biases, group_size=group_size, bits=bits, mode=mode)
+    pieces = []
+    for r in range(0, rows, ROW_SLICE):
+        b = None if biases is None else biases[r:r + ROW_SLICE]
+        piece = mx.dequantize(weight[r:r + ROW_SLICE], scales[r:r + ROW_SLICE], b,
+                              group_size=group_size, bits=bits, mode=mode)
+        mx.eval(piece)
+        pieces.append(piece)
+    return mx.concatenate(pieces)
+
+
+def _by_rows(weight: mx.array, fn) -> mx.array:
+    if weight.ndim != 2 or weight.shape[0] <= ROW_SLICE:
+        return fn(weight)
+    pieces = []
+    for r in range(0, weight.shape[0], ROW_SLICE):
+        piece = fn(weight[r:r + ROW_SLICE])
+        mx.eval(piece)
+        pieces.append(piece)
+    return mx.concatenate(pieces)
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:

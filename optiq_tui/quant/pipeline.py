@@ -53,6 +53,7 @@ class _Stages:
     def __init__(self, progress: ProgressFn) -> None:
         self.progress = progress
         self.timings: dict[str, float] = {}
+        self.peaks: dict[str, int] = {}
 
     @contextmanager
     def run(self, stage: str) -> Iterator[None]:
@@ -64,6 +65,11 @@ class _Stages:
             self.progress(StageChanged(stage, "failed", time.perf_counter() - t0))
             raise
         self.timings[stage] = round(time.perf_counter() - t0, 2)
+        import mlx.core as mx
+
+        # Peak MLX memory of each stage (reset after reading), for the memory budget.
+        self.peaks[stage] = int(mx.get_peak_memory())
+        mx.reset_peak_memory()
         self.progress(StageChanged(stage, "done", self.timings[stage]))
 
     def skip(self, stage: str) -> None:
@@ -169,9 +175,9 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
                 quality = _verify(source, config, out, achieved, items, budget, progress, cancel)
         else:
             stages.skip("verify")
-        peak = int(mx.get_peak_memory())
+        peak = max([int(mx.get_peak_memory()), *stages.peaks.values()])
         meta = _metadata(name, source, config, choice, scores, items, achieved, cal_meta,
-                         stages.timings, quality, peak)
+                         stages.timings, quality, peak, dict(stages.peaks))
         _write_card_and_meta(out, meta, items, choice, scores)
         check_cancel(cancel)
     hist = dict(sorted(Counter(_full(items, choice).values()).items()))
@@ -202,7 +208,7 @@ def _verify(source, config, out: Path, achieved: float, items, budget, progress,
 
 
 def _metadata(name, source, config, choice, scores, items, achieved, cal_meta, timings,
-              quality, peak) -> dict[str, Any]:
+              quality, peak, stages_peaks) -> dict[str, Any]:
     uniform = config.uniform_bits is not None
     full = _full(items, choice)
     return {
@@ -223,6 +229,7 @@ def _metadata(name, source, config, choice, scores, items, achieved, cal_meta, t
         "timings": timings,
         "quality": quality,
         "peak_memory_bytes": peak,
+        "peak_memory_by_stage": stages_peaks,
         "source_bytes": source.size_bytes,
     }
 

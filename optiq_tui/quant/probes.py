@@ -66,17 +66,21 @@ def run_probe(bb: Backbone, ref: Reference, weight_fn: WeightFn | None, first_bl
     head only) and compare with the reference."""
     n = len(bb.blocks)
     check_cancel(cancel)
+    head = bb.head_matrix(weight_fn)
+    mx.eval(head)  # transformed once, not inside every logits slice's graph
     if first_block >= n:
         hs = list(ref.final)
     elif first_block < 0:
-        emb = bb.embed.weight if weight_fn is None else weight_fn("model.embed_tokens", bb.embed.weight)
+        emb = head if bb.tied else bb.embed.weight
+        if weight_fn is not None and not bb.tied:
+            emb = weight_fn("model.embed_tokens", emb)
         hs = bb.forward_hidden([emb[mx.array(s)[None]].astype(mx.float32) for s in ref.sequences],
                                weight_fn)
     else:
         start = (first_block // ref.stride) * ref.stride
         hs = bb.forward_hidden([cp[start] for cp in ref.checkpoints], weight_fn, start=start)
     check_cancel(cancel)
-    ref_head, head = bb.head_matrix(), bb.head_matrix(weight_fn)
+    ref_head = bb.head_matrix()
     kls, tops, nlls = [], [], []
     for i, seq in enumerate(ref.sequences):
         targets = mx.array(seq[1:] + [seq[-1]])

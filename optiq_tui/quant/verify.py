@@ -19,7 +19,7 @@ from optiq_tui.eval.metrics import kl_stats, perplexity_from_nll, top1_from_matc
 from optiq_tui.eval.texts import heldout_tokens
 from optiq_tui.progress import Progress, ProgressFn, no_progress
 from optiq_tui.quant.backbone import Backbone, WeightFn
-from optiq_tui.quant.layers import BitBudget, QuantItem, get_module
+from optiq_tui.quant.layers import BitBudget, QuantItem, dequantize_rows, get_module
 from optiq_tui.quant.probes import Reference, choice_weight_fn, reference_nll, reference_pass, run_probe
 
 
@@ -28,8 +28,7 @@ def loaded_weight_fn(model: nn.Module) -> WeightFn:
     def fn(path: str, w: mx.array) -> mx.array:
         m = get_module(model, path)
         if "scales" in m:
-            return mx.dequantize(m.weight, m.scales, m.get("biases"), group_size=m.group_size,
-                                 bits=m.bits, mode=m.mode)
+            return dequantize_rows(m.weight, m.scales, m.get("biases"), m.group_size, m.bits, m.mode)
         return m.weight
     return fn
 

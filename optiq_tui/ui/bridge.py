@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from textual.message_pump import MessagePump
 
+from optiq_tui.engine.blas import use_openblas
 from optiq_tui.engine.worker import EngineThread, Job, JobHandle
 from optiq_tui.progress import OptiqError, Progress
 from optiq_tui.ui.messages import JobCancelled, JobFailed, JobFinished, JobProgressed
@@ -91,9 +92,15 @@ class EngineBridge:
         def failed(handle: JobHandle, error: BaseException) -> None:
             target.post_message(JobFailed(handle, error, error_details(error)))
 
+        def run(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
+            # The TUI starts without OpenBLAS (no re-exec before first paint);
+            # it must be in place before a job first imports MLX.
+            use_openblas()
+            return job(emit, cancel)
+
         thread = self.engine if mlx else self.io
         return thread.submit(
-            job,
+            run,
             name=name,
             on_event=on_event or forward,
             on_done=lambda h, result: target.post_message(JobFinished(h, result)),

@@ -2,9 +2,10 @@
 
 All MLX work (load, generate) runs on the app's engine thread through the
 bridge. Token events do not come back as one message each: the engine thread
-pushes them into a :class:`StreamBatch`, and a ~30 ms timer here drains it and
+pushes them into a :class:`StreamBatch`, and a timer here drains it and
 appends each batch to the Markdown stream, so a 1000 tokens/s model never
-floods the UI.
+floods the UI; a :class:`FlushPacer` spaces the flushes (40-250 ms) so that
+rendering takes little CPU from generation.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Input, Label, ProgressBar
 
 from optiq_tui.progress import OptiqError, Progress
@@ -28,7 +30,13 @@ from optiq_tui.ui.widgets.chat_message import ChatMessage
 from optiq_tui.ui.widgets.effort_switch import EffortSwitch
 from optiq_tui.ui.widgets.reasoning_panel import ReasoningPanel
 from optiq_tui.ui.widgets.stats_line import StatsLine
-from optiq_tui.ui.widgets.stream_batch import FLUSH_INTERVAL_S, Batch, StreamBatch, engine_priority
+from optiq_tui.ui.widgets.stream_batch import (
+    FLUSH_INTERVAL_S,
+    Batch,
+    FlushPacer,
+    StreamBatch,
+    engine_priority,
+)
 from optiq_tui.ui.widgets.transcript import Transcript
 
 Job = Callable[[Callable[[Any], None], threading.Event], Any]
@@ -101,7 +109,8 @@ class ChatScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#notice").display = False
         self._flush_lock = asyncio.Lock()
-        self._flush_timer = self.set_interval(FLUSH_INTERVAL_S, self._flush, pause=True)
+        self._flush_timer: Timer | None = None
+        self._pacer = FlushPacer()
         self.load_model(self.info)
 
     # ---- loading ------------------------------------------------------
@@ -221,8 +230,24 @@ class ChatScreen(Screen):
         self._gen_message = message
         self._gen_job = self.app.bridge.submit(self, job, name=name, on_event=lambda _h, ev: batch.push(ev))
         self.transcript.anchor()
+        # A blinking cursor repaints the screen twice a second, CPU the stream needs more.
+        self.query_one("#prompt", Input).cursor_blink = False
         engine_priority(True)
-        self._flush_timer.resume()
+        self._stop_flushing()
+        self._pacer = FlushPacer()
+        self._flush_timer = self.set_timer(FLUSH_INTERVAL_S, self._flush_tick)
+
+    async def _flush_tick(self) -> None:
+        ticking = self._flush_timer
+        await self._flush()
+        # Not when this stream ended during the flush (another may have started its own timer).
+        if self._gen_message is not None and self._flush_timer is ticking:
+            self._flush_timer = self.set_timer(self._pacer.next_interval(), self._flush_tick)
+
+    def _stop_flushing(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.stop()
+            self._flush_timer = None
 
     async def _flush(self) -> None:
         # The timer and the job-ended handler both flush; one at a time keeps the order.
@@ -248,8 +273,9 @@ class ChatScreen(Screen):
         message = self._gen_message
         if message is None:
             return
-        self._flush_timer.pause()
+        self._stop_flushing()
         engine_priority(False)
+        self.query_one("#prompt", Input).cursor_blink = True
         self._gen_message = None
         self._gen_job = None
         await message.finish(reason, error, reasoning_tokens)
@@ -311,8 +337,9 @@ class ChatScreen(Screen):
         message = self._gen_message
         self._gen_message = None
         self._gen_job = None
-        self._flush_timer.pause()
+        self._stop_flushing()
         engine_priority(False)
+        self.query_one("#prompt", Input).cursor_blink = True
         last_user = self.transcript.last("user")
         text = last_user.answer_text if last_user is not None else ""
         if message is not None:

@@ -52,6 +52,8 @@ ACTIONS: list[tuple[str, str, str]] = [
     ("help", "Keys and skipped folders", "?"),
 ]
 
+LOADING_DELAY_S = 0.3
+
 _NEEDS_MODEL = {"chat", "quantize", "compare", "mark", "eval", "delete", "cycle_sort", "focus_filter"}
 
 WELCOME = """\
@@ -144,9 +146,13 @@ class LibraryScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = "library"
         self.query_one("#welcome").display = False
-        table = self.query_one(ModelTable)
-        table.loading = True
-        self.refresh_catalog()
+        # Scan after the first frame: the scan thread would otherwise compete with
+        # it for the GIL. A scan usually ends in a few ms, so the spinner shows only
+        # if it does not, which keeps the LoadingIndicator off the first frame too.
+        self.call_after_refresh(self.refresh_catalog)
+        self._loading_timer = self.set_timer(
+            LOADING_DELAY_S, lambda: setattr(self.query_one(ModelTable), "loading", True)
+        )
 
     # -- catalog -------------------------------------------------------------
 
@@ -171,6 +177,7 @@ class LibraryScreen(Screen):
 
     def on_catalog_scanned(self, message: CatalogScanned) -> None:
         self.catalog = message.catalog
+        self._loading_timer.stop()
         table = self.query_one(ModelTable)
         table.loading = False
         table.set_models(self.catalog.models, highlight=message.highlight)
@@ -186,6 +193,7 @@ class LibraryScreen(Screen):
         self.refresh_bindings()
 
     def on_catalog_scan_failed(self, message: CatalogScanFailed) -> None:
+        self._loading_timer.stop()
         self.query_one(ModelTable).loading = False
         self.app.show_error("Could not list the models", message.error, message.details)
 

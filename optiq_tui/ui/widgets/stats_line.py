@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from textual.widgets import Static
 
 from optiq_tui.engine.events import GenStats
@@ -20,10 +22,17 @@ def format_stats(stats: GenStats) -> str:
     )
 
 
+# Live figures change every batch; the eye reads about this many a second.
+LIVE_INTERVAL_S = 0.2
+
+
 class StatsLine(Static):
     """Shows the latest ``GenStats``; keeps the final figures once generation ends.
 
-    ``updates`` counts repaints so tests can check that stats coalesce.
+    ``updates`` counts repaints so tests can check that stats coalesce. Live
+    figures repaint at most every ``LIVE_INTERVAL_S``, and without a layout
+    pass while the text stays on one line (a layout re-arranges the whole
+    screen, transcript included).
     """
 
     DEFAULT_CSS = """
@@ -35,14 +44,25 @@ class StatsLine(Static):
         super().__init__(text, **kwargs)
         self.stats: GenStats | None = None
         self.updates = 0
+        self._shown_at = 0.0
+        self._one_line = False
 
     def show_stats(self, stats: GenStats, *, live: bool) -> None:
         self.stats = stats
+        now = time.monotonic()
+        if live and self.has_class("live") and now - self._shown_at < LIVE_INTERVAL_S:
+            return
+        self._shown_at = now
         self.updates += 1
         self.set_class(live, "live")
-        self.update(format_stats(stats))
+        self._show(format_stats(stats))
 
     def show_text(self, text: str) -> None:
         """A status that is not stats (loading, queued, errors)."""
         self.set_class(False, "live")
-        self.update(text)
+        self._show(text)
+
+    def _show(self, text: str) -> None:
+        one_line = "\n" not in text and len(text) <= self.content_region.width
+        self.update(text, layout=not (one_line and self._one_line))
+        self._one_line = one_line

@@ -3,14 +3,16 @@
 A fast model emits 1000+ events a second; posting one Textual message per
 token would flood the message queue and re-render Markdown per token. The
 engine thread pushes events here instead (thread-safe, cheap), and the screen
-drains the buffer on a ~30 ms timer, applying each batch as one Markdown
-append. Stats coalesce to the latest figures.
+drains the buffer on a timer, applying each batch as one Markdown append.
+Stats coalesce to the latest figures. :class:`FlushPacer` stretches the timer
+when the frames get expensive, so the UI never takes much CPU from the engine.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,12 @@ from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, ReasoningDe
 # Textual's own MarkdownStream coalesces too, but only once fragments reach the
 # event loop; the win here is never queueing per-token messages at all.
 FLUSH_INTERVAL_S = 0.04
+# The slowest the stream may update: a few words at a time still reads as live text.
+MAX_FLUSH_INTERVAL_S = 0.5
+# Share of wall time the UI thread may spend while a stream runs. A frame
+# (Markdown append, transcript layout, repaint) measured 10-25 ms of CPU on the
+# 2-core dev machine: at a fixed 40 ms that took half a core from generation.
+UI_CPU_BUDGET = 0.05
 
 # While tokens stream, the UI thread's rendering and the engine thread's token
 # loop share the GIL. Python hands it over every 5 ms by default, so each
@@ -42,6 +50,24 @@ def engine_priority(on: bool) -> None:
         _streams -= 1
         if _streams == 0 and _saved_interval is not None:
             sys.setswitchinterval(_saved_interval)
+
+
+class FlushPacer:
+    """Picks the delay to the next flush from the UI thread's CPU time since the last one.
+
+    That CPU time covers everything the stream costs the UI thread (the append,
+    then the layout and repaint Textual does after it), so the next delay is the
+    time in which the same cost stays within ``UI_CPU_BUDGET``, between
+    ``FLUSH_INTERVAL_S`` and ``MAX_FLUSH_INTERVAL_S``. Call from the UI thread.
+    """
+
+    def __init__(self) -> None:
+        self._cpu = time.thread_time()
+
+    def next_interval(self) -> float:
+        now = time.thread_time()
+        used, self._cpu = now - self._cpu, now
+        return min(MAX_FLUSH_INTERVAL_S, max(FLUSH_INTERVAL_S, used / UI_CPU_BUDGET))
 
 
 @dataclass
