@@ -1,9 +1,13 @@
 """Chat speed: raw mlx-lm vs our ChatSession vs the TUI, and start-to-first-paint.
 
 One run, one model, one prompt, greedy, exactly N generated tokens (stop
-tokens are switched off so every contender generates the same count). The
-three contenders alternate for ``--repeats`` rounds and the best round of each
-is compared, which keeps other load on the machine from deciding the ratios.
+tokens are switched off so every contender generates the same count). Raw
+and session alternate for ``--repeats`` rounds; then the TUI rounds run, each
+after a raw round on the TUI's own engine thread and loaded model (the
+"paired" raw figure). The best round of each is compared, which keeps other
+load on the machine from deciding the ratios; the TUI's UI-thread CPU time
+per token is printed too, as it is steadier than wall-clock ratios on a busy
+machine (with the GIL, generation loses about that share to the UI).
 
     python benchmarks/bench_chat.py --model demo --tokens 64
     python benchmarks/bench_chat.py --model /path/to/mlx-model --no-tui

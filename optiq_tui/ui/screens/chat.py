@@ -4,7 +4,7 @@ All MLX work (load, generate) runs on the app's engine thread through the
 bridge. Token events do not come back as one message each: the engine thread
 pushes them into a :class:`StreamBatch`, and a timer here drains it and
 appends each batch to the Markdown stream, so a 1000 tokens/s model never
-floods the UI; a :class:`FlushPacer` spaces the flushes (40-250 ms) so that
+floods the UI; a :class:`FlushPacer` spaces the flushes (40-500 ms) so that
 rendering takes little CPU from generation.
 """
 
