@@ -79,3 +79,26 @@ def test_per_layer_widths_round_trip_through_stock_load(fixture, request):
     a = run_probe(bb, ref, loaded_weight_fn(model), -1).kl
     b = run_probe(bb, ref, choice_weight_fn(layers, 64), -1).kl
     assert mx.allclose(a, b, atol=1e-6).item()
+
+
+@pytest.mark.parametrize("layers", [1, 3, 5, 8])
+def test_fisher_scores_every_layer_whatever_the_block_count(tmp_path, layers):
+    # Block counts that the checkpoint stride (ceil(sqrt(L))) does not divide once skipped blocks.
+    from mlx_lm import load
+
+    from optiq_tui.quant.backbone import Backbone
+    from optiq_tui.quant.calibration import build_calibration
+    from optiq_tui.quant.fisher import fisher_scores
+    from optiq_tui.quant.layers import quant_items
+    from tests.tiny import build_tiny_llama
+
+    src = build_tiny_llama(tmp_path / "m", layers=layers)
+    model, tok, cfg = load(str(src), return_config=True)
+    bb = Backbone(model, cfg)
+    items = [i for i in quant_items(model, 64, bb.tied) if i.quantizable]
+    cal = build_calibration(tok, n_sequences=2, seq_len=64, held_back=0)
+    scores = fisher_scores(bb, items, cal.sequences, (4, 8), 64)
+    assert set(scores) == {i.path for i in items}
+    assert {i.block for i in items} == set(range(-1, layers))
+    for item in items:
+        assert scores[item.path][4] > scores[item.path][8] > 0, item.path

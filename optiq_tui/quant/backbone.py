@@ -89,9 +89,10 @@ class Backbone:
         return w if weight_fn is None else weight_fn(self.head_path, w)
 
     def logits_chunks(self, h_last: mx.array, head: mx.array,
-                      chunk: int = 128) -> Iterator[mx.array]:
+                      chunk: int = 64) -> Iterator[mx.array]:
         """float32 logits [t, vocab] of the final hidden state with ``head`` (see
-        head_matrix), ``chunk`` tokens at a time (all of [512, 49152] would be 100 MB);
+        head_matrix), ``chunk`` tokens at a time (all of [512, 49152] would be 100 MB, and a
+        probe holds several such arrays at once);
         the head is cast to float32 a vocabulary slice at a time, never whole."""
         hn = self.norm(h_last.reshape(-1, h_last.shape[-1]))
         for i in range(0, hn.shape[0], chunk):

@@ -32,7 +32,7 @@ from optiq_tui.progress import ProgressFn, Progress, check_cancel, no_progress
 from optiq_tui.quant.backbone import VOCAB_CHUNK, Backbone
 from optiq_tui.quant.config import KEEP
 from optiq_tui.quant.events import LayerScore
-from optiq_tui.quant.layers import QuantItem, qdq
+from optiq_tui.quant.layers import QuantItem
 
 
 @dataclass
@@ -49,7 +49,13 @@ class _Seq:
 
 
 def _err2(w: mx.array, bits: int, group: int) -> mx.array:
-    e = w.astype(mx.float32) - qdq(w, bits, group).astype(mx.float32)
+    """Squared rounding error of each weight with the writer's quantizer (same q, scales,
+    biases). Dequantized in float32: mlx's float16 dequantize is ~5x slower on a CPU and
+    its result differs by at most one float16 ulp, ~1e-4 of the error measured here."""
+    q, scales, biases = mx.quantize(w, group_size=group, bits=bits)
+    deq = mx.dequantize(q, scales.astype(mx.float32), biases.astype(mx.float32),
+                        group_size=group, bits=bits)
+    e = w.astype(mx.float32) - deq
     return e * e
 
 
@@ -168,8 +174,10 @@ def fisher_scores(
     tick("lm_head")
 
     # 3. Blocks from the top down, one block's float32 weights at a time.
-    for top in range(n_blocks - 1, -1, -stride):
-        start = (top // stride) * stride
+    # Segments are the checkpoint intervals [start, start + stride), last one first; stepping
+    # ``top`` down by ``stride`` instead skips blocks whenever stride does not divide n_blocks.
+    for start in reversed(range(0, n_blocks, stride)):
+        top = min(n_blocks, start + stride) - 1
         inputs: list[list[mx.array]] = []
         for s in seqs:  # recompute the segment's block inputs from its checkpoint
             h = s.checkpoints[start]

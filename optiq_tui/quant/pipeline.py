@@ -195,16 +195,11 @@ def _full(items, choice: dict[str, int]) -> dict[str, int]:
 
 
 def _verify(source, config, out: Path, achieved: float, items, budget, progress, cancel):
-    from mlx_lm import load
-
-    from optiq_tui.quant.backbone import Backbone
     from optiq_tui.quant.verify import held_out_quality
 
-    quant_model, tokenizer = load(str(out))  # stock loader: proves the folder loads unaided
-    src_model, _, src_cfg = load_source(Path(source.path), config.dequantize)
-    bb = Backbone(src_model, src_cfg)
-    return held_out_quality(bb, tokenizer, quant_model, achieved, items, budget,
-                            n_tokens=config.verify_tokens, progress=progress, cancel=cancel)
+    return held_out_quality(Path(source.path), out, lambda p: load_source(p, config.dequantize),
+                            achieved, items, budget, n_tokens=config.verify_tokens,
+                            progress=progress, cancel=cancel)
 
 
 def _metadata(name, source, config, choice, scores, items, achieved, cal_meta, timings,
