@@ -30,6 +30,7 @@ SIZE = (100, 30)
 OUT = ROOT / "screenshots"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from demo_model import demo_dir  # noqa: E402
+from tests.replay import replay_job  # noqa: E402
 
 DEMO_DIR = demo_dir()
 
@@ -191,38 +192,6 @@ RECORDED_THINK = (
     "so 1001 = 7 × 11 × 13."
 )
 REPLAY_NOTE = "replay of a recorded think-tag stream through tiny-qwen3's tokenizer and parser (no model stats)"
-
-
-def replay_job(loaded, text: str, answer_gate):
-    """An engine job feeding ``text`` token by token through the model's own stream parser.
-
-    The answer waits for ``answer_gate`` so a shot can catch the reasoning while it streams.
-    """
-    from optiq_tui.engine.events import AnswerDelta, Finished, GenStats
-
-    ids = loaded.tokenizer.encode(text)
-
-    def job(emit, cancel):
-        parser = loaded.format.new_parser([])
-        # mlx-lm's streaming detokenizer, as in generation: multi-byte characters span tokens.
-        detokenizer = loaded.tokenizer.detokenizer
-        detokenizer.reset()
-        for token in [*ids, None]:
-            if token is None:
-                detokenizer.finalize()
-            else:
-                detokenizer.add_token(token)
-            for delta in parser.feed(-1 if token is None else token, detokenizer.last_segment):
-                if isinstance(delta, AnswerDelta):
-                    while not answer_gate.wait(0.05):
-                        if cancel.is_set():
-                            return
-                emit(delta)
-        for delta in parser.finish():
-            emit(delta)
-        emit(Finished("stop", GenStats(gen_tokens=len(ids))))
-
-    return job
 
 
 async def open_chat(app, pilot, name: str):

@@ -212,3 +212,23 @@ def test_scan_does_not_import_mlx(tiny_llama_dir):
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=os.environ.copy())
+
+
+def test_scan_clears_leftovers_of_killed_operations_but_not_live_ones():
+    import os
+    import subprocess
+    import sys
+
+    from optiq_tui.library.catalog import scan
+    from optiq_tui.settings import paths
+
+    staging = paths().staging
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (staging / f"half-made.abc.pid{dead}").mkdir()
+    (staging / f"half-made.abc.pid{dead}" / "model.safetensors").write_bytes(b"x" * 10)
+    (staging / "legacy-without-owner").mkdir()
+    live = staging / f"in-progress.def.pid{os.getpid()}"
+    live.mkdir()
+    scan(include_hf_cache=False)
+    assert sorted(p.name for p in staging.iterdir()) == [live.name]

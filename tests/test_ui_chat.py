@@ -12,6 +12,7 @@ from optiq_tui.ui.widgets.chat_message import ChatMessage
 from optiq_tui.ui.widgets.effort_switch import EffortSwitch
 from optiq_tui.ui.widgets.stats_line import StatsLine, format_stats
 from optiq_tui.ui.widgets.stream_batch import StreamBatch
+from tests.replay import replay_job
 
 # A think-tag answer as a model streams it, one event per token (recorded shape).
 RECORDED = (
@@ -223,31 +224,6 @@ async def test_chat_effort_switch_drives_think_template(tiny_qwen3_dir):
         assert "<think>" in screen.loaded.tokenizer.decode(prompt)
 
 
-def recorded_think_stream(loaded, text: str):
-    """A job replaying ``text`` token by token through the model's real think-tag parser."""
-    from optiq_tui.engine.events import Finished, GenStats
-
-    ids = loaded.tokenizer.encode(text)
-
-    def job(emit, cancel):
-        parser = loaded.format.new_parser([])
-        # mlx-lm's streaming detokenizer, as in generation: multi-byte characters span tokens.
-        detokenizer = loaded.tokenizer.detokenizer
-        detokenizer.reset()
-        for token in [*ids, None]:
-            if token is None:
-                detokenizer.finalize()
-            else:
-                detokenizer.add_token(token)
-            for delta in parser.feed(-1 if token is None else token, detokenizer.last_segment):
-                emit(delta)
-        for delta in parser.finish():
-            emit(delta)
-        emit(Finished("stop", GenStats(gen_tokens=len(ids))))
-
-    return job
-
-
 async def test_chat_reasoning_panels_toggle(tiny_qwen3_dir):
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
@@ -256,7 +232,7 @@ async def test_chat_reasoning_panels_toggle(tiny_qwen3_dir):
         for _ in range(2):
             message = ChatMessage("assistant", streaming=True)
             await screen.transcript.mount(message)
-            screen.stream(recorded_think_stream(screen.loaded, text), message, name="replay")
+            screen.stream(replay_job(screen.loaded, text), message, name="replay")
             await until(pilot, lambda: not screen.generating, "the replay")
             assert message.reasoning_text == "Let me reason step by step: 7 × 143 = 1001."
             assert message.answer_text == "The answer is yes."

@@ -92,3 +92,18 @@ def run_with_progress(work, *, json_out: bool) -> tuple[Any, int]:
         return None, 130
     finally:
         progress.done()
+
+
+def sampler_and_system(args: Any) -> tuple[Any, Any, str]:
+    """Settings, sampler and system prompt for ``run``/``compare``: flags where given, else settings."""
+    from optiq_tui.engine.session import SamplerSettings
+    from optiq_tui.settings import Settings
+
+    settings = Settings.load()
+    sampler = SamplerSettings(
+        temperature=settings.temperature if args.temp is None else args.temp,
+        top_p=settings.top_p if args.top_p is None else args.top_p,
+        max_tokens=settings.max_tokens if args.max_tokens is None else args.max_tokens,
+        seed=settings.seed if args.seed is None else args.seed,
+    )
+    return settings, sampler, settings.system_prompt if args.system is None else args.system

@@ -7,6 +7,8 @@ import json
 import sys
 from dataclasses import asdict
 
+from optiq_tui.commands._terminal import sampler_and_system
+
 HELP = "answer one prompt with two models (same sampler and seed) and show where the answers differ"
 
 
@@ -57,19 +59,10 @@ def _printer(quiet: bool):
 
 def run(args: argparse.Namespace) -> int:
     from optiq_tui.engine.loader import as_info
-    from optiq_tui.engine.session import SamplerSettings
     from optiq_tui.eval.compare import run_compare
     from optiq_tui.progress import OptiqError
-    from optiq_tui.settings import Settings
 
-    settings = Settings.load()
-    sampler = SamplerSettings(
-        temperature=settings.temperature if args.temp is None else args.temp,
-        top_p=settings.top_p if args.top_p is None else args.top_p,
-        max_tokens=settings.max_tokens if args.max_tokens is None else args.max_tokens,
-        seed=args.seed,
-    )
-    system = settings.system_prompt if args.system is None else args.system
+    settings, sampler, system = sampler_and_system(args)
     try:
         info_a, info_b = as_info(args.model_a), as_info(args.model_b)
         plan, result = run_compare(

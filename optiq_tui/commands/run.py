@@ -7,6 +7,8 @@ import json
 import sys
 from dataclasses import asdict
 
+from optiq_tui.commands._terminal import sampler_and_system
+
 HELP = "answer one prompt with a model (reasoning separated), with speed and memory stats"
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
@@ -65,18 +67,10 @@ class _LoadProgress:
 def run(args: argparse.Namespace) -> int:
     from optiq_tui.engine import loader
     from optiq_tui.engine.events import AnswerDelta, Finished, ReasoningDelta
-    from optiq_tui.engine.session import ChatSession, SamplerSettings
+    from optiq_tui.engine.session import ChatSession
     from optiq_tui.progress import OptiqError
-    from optiq_tui.settings import Settings
 
-    settings = Settings.load()
-    sampler = SamplerSettings(
-        temperature=settings.temperature if args.temp is None else args.temp,
-        top_p=settings.top_p if args.top_p is None else args.top_p,
-        max_tokens=settings.max_tokens if args.max_tokens is None else args.max_tokens,
-        seed=settings.seed if args.seed is None else args.seed,
-    )
-    system = settings.system_prompt if args.system is None else args.system
+    settings, sampler, system = sampler_and_system(args)
     try:
         info = loader.as_info(args.model)
         progress = _LoadProgress(info.name)

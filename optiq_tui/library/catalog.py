@@ -252,7 +252,14 @@ def _scan_hf_cache(models: list[ModelInfo], skipped: list[Skipped]) -> None:
 
 
 def scan(include_hf_cache: bool = True) -> Catalog:
-    """Every loadable model in the library (and the HF cache), plus what was skipped and why."""
+    """Every loadable model in the library (and the HF cache), plus what was skipped and why.
+
+    Also clears what killed imports, downloads and quantizes left in the
+    staging area, so their space comes back at the next look at the library.
+    """
+    from optiq_tui.library.staging import clean_staging
+
+    clean_staging()
     models: list[ModelInfo] = []
     skipped: list[Skipped] = []
     _scan_library(models, skipped)

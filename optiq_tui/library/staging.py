@@ -21,6 +21,7 @@ from optiq_tui.progress import OptiqError
 from optiq_tui.settings import paths
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_OWNER = re.compile(r"\.pid(\d+)$")
 
 
 def safe_name(name: str) -> str:
@@ -42,7 +43,8 @@ def staged_model(name: str, *, overwrite: bool = False) -> Iterator[Path]:
     final = p.models / safe_name(name)
     if final.exists() and not overwrite:
         raise OptiqError(f"a model named {final.name!r} already exists in the library")
-    tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.", dir=p.staging))
+    # The owner's pid in the name lets clean_staging tell a live operation from a killed one.
+    tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.", suffix=f".pid{os.getpid()}", dir=p.staging))
     # mkdtemp makes a private (0700) folder; a library model gets the usual umask permissions.
     umask = os.umask(0)
     os.umask(umask)
@@ -69,11 +71,27 @@ def staged_model(name: str, *, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def clean_staging() -> int:
-    """Remove leftovers of operations that were killed; returns how many."""
-    staging = paths().staging
+    """Remove what killed operations left in the staging area; returns how many.
+
+    A folder whose owner process still runs (another optiq-chat quantizing,
+    say) is left alone.
+    """
     count = 0
-    for child in staging.iterdir():
+    for child in paths().staging.iterdir():
+        owner = _OWNER.search(child.name)
+        if owner and _alive(int(owner.group(1))):
+            continue
         shutil.rmtree(child, ignore_errors=True)
         count += 1
     return count
