@@ -74,6 +74,21 @@ def prepare_empty(home: Path) -> None:
     """A first run: nothing in the library."""
 
 
+def add_demo_and_uniform4(models: Path) -> None:
+    """Link the demo model in and make a real uniform 4-bit quant of it with our pipeline.
+
+    The quant records its source, so compare shows cross-KL and eval finds
+    the reference; on a Linux CPU the engine runs it with float32 scales.
+    """
+    from optiq_tui.library.catalog import inspect_model
+    from optiq_tui.quant.config import QuantConfig
+    from optiq_tui.quant.pipeline import quantize
+
+    # Linked, not copied: read-only use of a model folder someone else owns.
+    (models / DEMO_DIR.name).symlink_to(DEMO_DIR, target_is_directory=True)
+    quantize(inspect_model(models / DEMO_DIR.name), QuantConfig(uniform_bits=4, verify=False))
+
+
 def prepare_library(home: Path) -> None:
     """Tiny llama (6 layers) and qwen3 models, plus the demo model and a uniform 4-bit quant of it."""
     from tests.tiny import build_tiny_llama, build_tiny_qwen3
@@ -82,28 +97,11 @@ def prepare_library(home: Path) -> None:
     build_tiny_llama(models / "tiny-llama-6L", layers=6)
     build_tiny_qwen3(models / "tiny-qwen3")
     if DEMO_DIR.is_dir():
-        # Linked, not copied: read-only use of a model folder someone else owns.
-        (models / DEMO_DIR.name).symlink_to(DEMO_DIR, target_is_directory=True)
-        from optiq_tui.library.catalog import inspect_model
-        from optiq_tui.quant.config import QuantConfig
-        from optiq_tui.quant.pipeline import quantize
-
-        quantize(inspect_model(models / DEMO_DIR.name), QuantConfig(uniform_bits=4, verify=False))
-
-
-DEQUANT_NAME = "SmolLM2-135M-Instruct-4bit-as-f16"
+        add_demo_and_uniform4(models)
 
 
 def prepare_pair(home: Path) -> None:
-    """The demo model and its uniform 4-bit quant stored back as float16 (same weights).
-
-    mlx's CPU kernels for quantized matmuls decode a 4-bit SmolLM2 at about
-    0.1 tokens/s on the dev machine, so the compare shots run the quant's
-    exact weights dequantized (mlx-lm convert --dequantize), which the CPU
-    runs at float16 speed. Without the demo model: two tiny llamas.
-    """
-    from mlx_lm import convert
-
+    """The demo model and its uniform 4-bit quant (two tiny llamas without the demo)."""
     from tests.tiny import build_tiny_llama
 
     models = home / "models"
@@ -111,11 +109,7 @@ def prepare_pair(home: Path) -> None:
         build_tiny_llama(models / "tiny-llama-6L", layers=6)
         build_tiny_llama(models / "tiny-llama-6L-b", layers=6, seed=1)
         return
-    (models / DEMO_DIR.name).symlink_to(DEMO_DIR, target_is_directory=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        quant = Path(tmp) / "q4"
-        convert(str(DEMO_DIR), str(quant), quantize=True, q_bits=4, q_group_size=64)
-        convert(str(quant), str(models / DEQUANT_NAME), dequantize=True)
+    add_demo_and_uniform4(models)
 
 
 HOMES: dict[str, Callable[[Path], None]] = {
@@ -335,9 +329,9 @@ async def take(shot: Shot, home: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    from optiq_tui.engine.blas import maybe_reexec_with_openblas
+    from optiq_tui.engine.blas import use_openblas
 
-    maybe_reexec_with_openblas()  # the quantize shot runs float32 MLX work
+    use_openblas()  # the quantize shot runs float32 MLX work
     wanted = [s for s in SHOTS if not argv or any(a in s.name for a in argv)]
     OUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="optiq-shots-") as tmp:

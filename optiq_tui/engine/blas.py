@@ -79,7 +79,3 @@ def use_openblas() -> bool:
         except OSError:
             return False  # keep running with the slow BLAS rather than fail
         return True
-
-
-# scripts/screenshots.py still calls the old name (it re-executed the process).
-maybe_reexec_with_openblas = use_openblas
