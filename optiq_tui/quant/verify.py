@@ -72,10 +72,14 @@ def _compare(norm: nn.Module, vocab: int, ref: tuple[list[mx.array], mx.array],
     ref_nll = []
 
     def logits(h: mx.array, head: mx.array) -> mx.array:
-        # A float32 copy of one vocabulary slice of the head at a time, never all of it.
+        # Evaluated slice by slice: one float32 copy of a vocabulary slice of the head alive
+        # at a time (left lazy, MLX may cast every slice before the first matmul).
         x = norm(h)
-        return mx.concatenate([x @ head[r:r + VOCAB_CHUNK].astype(mx.float32).T
-                               for r in range(0, vocab, VOCAB_CHUNK)], -1)
+        pieces = []
+        for r in range(0, vocab, VOCAB_CHUNK):
+            pieces.append(x @ head[r:r + VOCAB_CHUNK].astype(mx.float32).T)
+            mx.eval(pieces[-1])
+        return mx.concatenate(pieces, -1)
 
     for i, seq in enumerate(seqs):
         check_cancel(cancel)
@@ -85,6 +89,7 @@ def _compare(norm: nn.Module, vocab: int, ref: tuple[list[mx.array], mx.array],
             tgt = targets[t:t + n_pred]
             ref_lp = log_softmax(logits(ref[0][i][t:t + TOKEN_CHUNK], ref[1]))
             ref_p = mx.exp(ref_lp)
+            mx.eval(ref_lp, ref_p)
             ref_top = mx.argmax(ref_lp, axis=-1)
             ref_nll.append(-mx.take_along_axis(ref_lp[:n_pred], tgt[:, None], axis=-1)[:, 0])
             outs = [ref_nll[-1]]
@@ -95,7 +100,7 @@ def _compare(norm: nn.Module, vocab: int, ref: tuple[list[mx.array], mx.array],
                 s["top1"].append(mx.argmax(lp, axis=-1) == ref_top)
                 s["nll"].append(-mx.take_along_axis(lp[:n_pred], tgt[:, None], axis=-1)[:, 0])
                 outs += [s["kl"][-1], s["top1"][-1], s["nll"][-1]]
-            mx.eval(outs)
+                mx.eval(outs)  # one model's log-probs alive at a time
     return ref_nll, stats
 
 
