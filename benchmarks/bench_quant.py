@@ -31,7 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-DEMO = Path("/work/demo-home/models/SmolLM2-135M-Instruct")
 
 
 def _spearman(a, b) -> float:
@@ -43,7 +42,7 @@ def _spearman(a, b) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", type=Path, default=DEMO)
+    ap.add_argument("--model", type=Path, default=None, help="source model folder (default: the demo model)")
     ap.add_argument("--heldout-tokens", type=int, default=2048)
     ap.add_argument("--exact-layers", type=int, default=8, help="layers timed with exact probes")
     ap.add_argument("--exact-seqs", type=int, default=4, help="calibration sequences per exact probe")
@@ -67,6 +66,10 @@ def main() -> int:
     from optiq_tui.quant.pipeline import _Stages, load_source, quantize
     from optiq_tui.quant.probes import choice_weight_fn, probe_item, reference_nll, reference_pass, run_probe
 
+    if args.model is None:
+        from demo_model import demo_dir
+
+        args.model = demo_dir()
     info = inspect_model(args.model)
     report: dict = {"model": info.name, "source_bytes": info.size_bytes, "blas": loaded_blas(),
                     "cpus": os.cpu_count(), "load_average": os.getloadavg()}
