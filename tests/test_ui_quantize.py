@@ -39,6 +39,14 @@ async def open_form(app, pilot) -> QuantizeScreen:
     return app.screen
 
 
+async def start_quantize(app, pilot) -> QuantizeProgressScreen:
+    """Open the form on the highlighted model, start it with the defaults, return the progress view."""
+    await open_form(app, pilot)
+    await pilot.press("ctrl+s")
+    await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
+    return app.screen
+
+
 async def test_form_predicts_size_and_validates(llama_home):
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
@@ -82,10 +90,7 @@ async def test_form_predicts_size_and_validates(llama_home):
 async def test_quantize_runs_to_completion_and_lands_in_the_library(llama_home):
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
-        await open_form(app, pilot)
-        await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
-        progress = app.screen
+        progress = await start_quantize(app, pilot)
         await wait_until(pilot, lambda: progress.state != "running", timeout=240, what="the quantize to finish")
         assert progress.state == "done", progress.query_one("#stage-label").render()
 
@@ -111,10 +116,7 @@ async def test_quantize_runs_to_completion_and_lands_in_the_library(llama_home):
 async def test_cancel_mid_run_keeps_nothing(llama_home):
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
-        await open_form(app, pilot)
-        await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
-        progress = app.screen
+        progress = await start_quantize(app, pilot)
         stage_list = progress.query_one(StageList)
         # Cancel once measuring has produced its first layer scores.
         await wait_until(pilot, lambda: progress.query_one(SensitivityChart).bars, timeout=120)
@@ -158,10 +160,7 @@ async def test_quitting_mid_run_stops_the_quantize_and_keeps_nothing(llama_home)
 
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
-        await open_form(app, pilot)
-        await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
-        progress = app.screen
+        progress = await start_quantize(app, pilot)
         await wait_until(pilot, lambda: progress.query_one(SensitivityChart).bars, timeout=120)
         await pilot.press("ctrl+q")
         deadline = time.monotonic() + 60
