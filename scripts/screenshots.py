@@ -29,6 +29,10 @@ sys.path.insert(0, str(ROOT))  # for tests.tiny (the tiny model builders)
 SIZE = (100, 30)
 OUT = ROOT / "screenshots"
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from optiq_tui.engine.blas import use_openblas  # noqa: E402
+
+# Before anything imports MLX: the shots run float32 MLX work (quantize, eval, chat).
+use_openblas()
 from demo_model import demo_dir  # noqa: E402
 from tests.replay import replay_job  # noqa: E402
 
@@ -329,9 +333,6 @@ async def take(shot: Shot, home: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    from optiq_tui.engine.blas import use_openblas
-
-    use_openblas()  # the quantize shot runs float32 MLX work
     wanted = [s for s in SHOTS if not argv or any(a in s.name for a in argv)]
     OUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="optiq-shots-") as tmp:
