@@ -261,6 +261,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    from optiq_tui.engine.blas import use_openblas
+
+    use_openblas()  # as optiq-chat does, before anything imports MLX
     from optiq_tui.engine import loader
     from optiq_tui.engine.blas import loaded_blas
 

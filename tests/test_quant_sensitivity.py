@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 import numpy as np
 import pytest
 
@@ -102,3 +103,52 @@ def test_fisher_scores_every_layer_whatever_the_block_count(tmp_path, layers):
     assert {i.block for i in items} == set(range(-1, layers))
     for item in items:
         assert scores[item.path][4] > scores[item.path][8] > 0, item.path
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_qwen3_dir", "tiny_gpt_oss_dir"])
+def test_streamed_blocks_give_the_same_scores_and_free_the_weights(fixture, request):
+    # Streaming reads each block from disk when a pass reaches it: the measurement must not
+    # change, and between passes only the embedding / head stay in memory.
+    from optiq_tui.quant.backbone import Backbone
+    from optiq_tui.quant.calibration import build_calibration
+    from optiq_tui.quant.fisher import fisher_scores
+    from optiq_tui.quant.layers import quant_items
+    from optiq_tui.quant.pipeline import load_source
+
+    src = request.getfixturevalue(fixture)
+    runs = []
+    for stream in (False, True):
+        model, tok, cfg = load_source(src, False)
+        bb = Backbone(model, cfg)
+        items = [i for i in quant_items(model, 64, bb.tied) if i.quantizable]
+        cal = build_calibration(tok, n_sequences=2, seq_len=32, held_back=0)
+        before = mx.get_active_memory()
+        if stream:
+            assert bb.stream_blocks(src)
+            block_bytes = sum(v.nbytes for b in bb.blocks for _, v in tree_flatten(b.parameters()))
+            assert before - mx.get_active_memory() >= 0.9 * block_bytes
+        runs.append(fisher_scores(bb, items, cal.sequences, (4, 8), 64))
+        if stream:  # the pass read every block and let it go again
+            assert before - mx.get_active_memory() >= 0.9 * block_bytes
+        del model, bb
+    assert runs[0] == runs[1]
+
+
+def test_a_dequantized_source_is_not_streamed(tiny_llama_dir, tmp_path):
+    # Its weights on disk are the quantized ones, not what the measurement must use.
+    from mlx_lm import load
+    from mlx_lm.utils import quantize_model, save_model
+
+    from optiq_tui.quant.backbone import Backbone
+    from optiq_tui.quant.pipeline import load_source
+
+    model, cfg = load(str(tiny_llama_dir), return_config=True)[0::2]
+    _, qcfg = quantize_model(model, cfg, 64, 4)
+    out = tmp_path / "q4"
+    save_model(out, model)
+    (out / "config.json").write_text(json.dumps(qcfg))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        if (tiny_llama_dir / f).exists():
+            (out / f).write_bytes((tiny_llama_dir / f).read_bytes())
+    deq, _, dcfg = load_source(out, True)
+    assert not Backbone(deq, dcfg).stream_blocks(out)

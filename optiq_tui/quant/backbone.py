@@ -7,11 +7,17 @@ of the model) while activations are float32, so every matmul promotes to
 float32 one layer at a time. It also lets the sensitivity pass cache the
 hidden state entering each block and swap one block's weights for
 quantized-dequantized ones without touching the rest.
+
+With :meth:`Backbone.stream_blocks` the blocks' weights stay on disk: each
+block is read when a pass reaches it and dropped when the pass moves on, so a
+measurement holds the embedding / head and one block, not the whole model
+(the layer-by-layer design that extends to models larger than memory).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator
 
 import mlx.core as mx
@@ -53,6 +59,45 @@ class Backbone:
         types = getattr(inner, "layer_types", None) or ["full_attention"] * len(self.blocks)
         window = getattr(inner, "window_size", None) or getattr(inner, "sliding_window", None)
         self.windows = [window if t == "sliding_attention" else None for t in types]
+        self._weights_dir: Path | None = None
+
+    def stream_blocks(self, weights_dir: Path) -> bool:
+        """Keep the blocks' weights on disk from now on, reading a block when it is used.
+
+        Only when the files hold exactly the loaded blocks' weights (a source that was
+        dequantized or cast after loading does not, and stays in memory). Returns whether
+        streaming is on.
+        """
+        self._weights_dir = weights_dir
+        fresh = self._lazy_weights()
+        for k, block in enumerate(self.blocks):
+            prefix = f"{self.block_path(k)}."
+            for name, value in tree_flatten(block.parameters()):
+                disk = fresh.get(prefix + name)
+                if disk is None or disk.shape != value.shape or disk.dtype != value.dtype:
+                    self._weights_dir = None
+                    return False
+        for k in range(len(self.blocks)):
+            self.release(k)
+        return True
+
+    def _lazy_weights(self) -> dict[str, mx.array]:
+        # A fresh mx.load each time: its arrays are unread until evaluated, and a reused
+        # dict would keep every block it had ever read alive.
+        weights: dict[str, mx.array] = {}
+        for f in sorted(self._weights_dir.glob("model*.safetensors")):
+            weights.update(mx.load(str(f)))
+        sanitize = getattr(self.model, "sanitize", None)
+        return sanitize(weights) if sanitize is not None else weights
+
+    def release(self, k: int) -> None:
+        """Free block ``k``'s weights (re-read from disk on next use) when streaming."""
+        if self._weights_dir is None:
+            return
+        prefix = f"{self.block_path(k)}."
+        fresh = self._lazy_weights()
+        self.blocks[k].update(tree_unflatten(
+            [(n[len(prefix):], w) for n, w in fresh.items() if n.startswith(prefix)]))
 
     def block_path(self, k: int) -> str:
         return f"model.layers.{k}"
@@ -66,21 +111,20 @@ class Backbone:
     def embed_tokens(self, tokens: mx.array) -> mx.array:
         return self.embed.weight[tokens].astype(mx.float32)
 
-    def run_block(self, k: int, h: mx.array) -> mx.array:
-        return self.blocks[k](h, self.mask(k, h))
-
     def forward_hidden(self, hs: list[mx.array], weight_fn: WeightFn | None = None,
                        start: int = 0, stop: int | None = None) -> list[mx.array]:
         """Run hidden states ``hs`` (one [1, T, d] per sequence) through blocks [start, stop).
 
         Block-major: each block's weights are transformed once for all sequences
-        (a quantize-dequantize costs far more than running one sequence on CPU).
+        (a quantize-dequantize costs far more than running one sequence on CPU), and
+        a streamed block is read once per pass.
         """
         hs = list(hs)
         for k in range(start, len(self.blocks) if stop is None else stop):
             with swapped(self.blocks[k], self.block_path(k), weight_fn):
                 hs = [self.blocks[k](h, self.mask(k, h)) for h in hs]
                 mx.eval(hs)
+            self.release(k)
         return hs
 
     def head_matrix(self, weight_fn: WeightFn | None = None) -> mx.array:

@@ -91,9 +91,9 @@ def model_card(meta: dict[str, Any], items: list[dict[str, Any]]) -> str:
         "",
         "## Larger models",
         "",
-        "The measurement runs block by block from the top of the model, holding one block's float32 "
-        "weights and Fisher sums at a time; the same order lets a model larger than memory be "
-        "measured by loading one block's weights at a time.",
+        "Every pass of the measurement runs block by block, reading a block's weights from disk "
+        "when it is reached and freeing them after, with one block's float32 weights and Fisher "
+        "sums at a time; that is how a model larger than memory is measured.",
         "",
     ]
     return "\n".join(lines)

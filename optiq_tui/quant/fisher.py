@@ -13,14 +13,14 @@ Memory: the weights stay in their stored dtype; the pass runs block by block
 from the top, holding for each calibration sequence only the gradient at the
 current block boundary, hidden-state checkpoints every ``stride`` blocks, and
 one block's float32 weights and Fisher at a time. The lm_head / tied
-embedding is handled in vocabulary chunks. The same loop order extends to
-models larger than memory: load one block's weights, run it for every
-sequence, free it.
+embedding is handled in vocabulary chunks. Every pass is block-major (a block
+runs for all sequences, then the next), so with ``Backbone.stream_blocks`` a
+block's weights are read from disk when reached and freed after: the pass
+holds the head and one block, which is how it runs on models larger than memory.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 
@@ -33,6 +33,7 @@ from optiq_tui.quant.backbone import VOCAB_CHUNK, Backbone
 from optiq_tui.quant.config import KEEP
 from optiq_tui.quant.events import LayerScore
 from optiq_tui.quant.layers import QuantItem
+from optiq_tui.quant.probes import checkpoint_stride, reference_pass
 
 
 @dataclass
@@ -74,11 +75,10 @@ def fisher_scores(
     qwidths = [b for b in widths if b != KEEP]
     by_path = {i.path: i for i in items if i.quantizable}
     n_blocks = len(bb.blocks)
-    stride = max(1, int(math.ceil(math.sqrt(n_blocks))))
-    total_tokens = sum(len(s) for s in sequences)
-    norm = 0.5 / total_tokens
+    stride = checkpoint_stride(n_blocks)
+    norm = 0.5 / sum(len(s) for s in sequences)
     scores: dict[str, dict[int, float]] = {}
-    steps = len(sequences) + 1 + n_blocks + 1
+    steps = len(range(0, n_blocks, stride)) + 1 + n_blocks + 1
     step = 0
 
     def tick(message: str) -> None:
@@ -91,26 +91,51 @@ def fisher_scores(
         scores[path][KEEP] = 0.0
         progress(LayerScore(path, dict(scores[path])))
 
-    # 1. Forward every sequence, keeping hidden-state checkpoints.
-    seqs: list[_Seq] = []
-    for tokens in sequences:
-        check_cancel(cancel)
-        t = mx.array(tokens)[None]
-        h = bb.embed_tokens(t)
-        cps = {}
-        for k in range(n_blocks):
-            if k % stride == 0:
-                mx.eval(h)
-                cps[k] = h
-            h = bb.run_block(k, h)
-        mx.eval(h)
-        cps[n_blocks] = h
-        seqs.append(_Seq(t, cps))
-        tick("forward")
+    # 1. Forward every sequence block by block, keeping hidden-state checkpoints.
+    ref = reference_pass(bb, sequences, cancel, on_segment=lambda k: tick(f"forward from block {k}"))
+    seqs = [_Seq(mx.array(t)[None], {**cps, n_blocks: final})
+            for t, cps, final in zip(sequences, ref.checkpoints, ref.final)]
+    del ref
 
-    # 2. The head, in vocabulary chunks: sample labels, then gradients.
-    key = mx.random.key(seed)
+    # 2. The head: sample labels, gradients at the final hidden state, the head's Fisher.
     head_scored = bb.head_path in by_path
+    head_raw = _head_fisher(bb, seqs, qwidths, group_size, head_scored, seed, cancel)
+    if not bb.tied and head_scored:
+        emit(bb.head_path, head_raw)
+    tick("lm_head")
+
+    # 3. Blocks from the top down, one block's float32 weights at a time.
+    # Segments are the checkpoint intervals [start, start + stride), last one first; stepping
+    # ``top`` down by ``stride`` instead skips blocks whenever stride does not divide n_blocks.
+    for start in reversed(range(0, n_blocks, stride)):
+        top = min(n_blocks, start + stride) - 1
+        # The segment's block inputs, recomputed from its checkpoint, one block at a time.
+        inputs = [[s.checkpoints[start] for s in seqs]]
+        for k in range(start, top):
+            check_cancel(cancel)
+            inputs.append(bb.forward_hidden(inputs[-1], start=k, stop=k + 1))
+        for k in range(top, start - 1, -1):
+            check_cancel(cancel)
+            _block_fisher(bb, k, seqs, inputs.pop(), by_path, qwidths, group_size, emit)
+            bb.release(k)
+            tick(f"block {k}")
+
+    # 4. The embedding's own gradient (rows of the tokens present in each sequence).
+    emb = "model.embed_tokens"
+    if emb in by_path:
+        emit(emb, _embedding_fisher(bb, seqs, qwidths, group_size,
+                                    dict(head_raw) if bb.tied else {b: 0.0 for b in qwidths}, cancel))
+    tick("embedding")
+    return scores
+
+
+def _head_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_size: int,
+                 scored: bool, seed: int, cancel) -> dict[int, float]:
+    """Raw Fisher damage of the head at each width; leaves each sequence's gradient at the
+    last block's output in ``delta`` (and, tied, its head-gradient rows). In vocabulary
+    chunks: [512, 49152] float32 logits would be 100 MB per sequence."""
+    n_blocks = len(bb.blocks)
+    key = mx.random.key(seed)
     w_head = bb.head_weight()
     vocab = w_head.shape[0]
     for s in seqs:
@@ -136,11 +161,10 @@ def fisher_scores(
             mx.eval(lse, best, label)
         s.lse, s.labels = lse, label
         s.delta = mx.zeros_like(s.h_norm)
-        if bb.tied and head_scored:
-            uniq, inverse = np.unique(np.array(s.tokens[0]), return_inverse=True)
-            s.uniq, s.inverse = mx.array(uniq), mx.array(inverse)
-            s.head_rows = mx.zeros((len(uniq), w_head.shape[1]), mx.float32)
-    head_raw = {b: 0.0 for b in qwidths}
+        if bb.tied and scored:
+            s.uniq, s.inverse = _unique(s.tokens)
+            s.head_rows = mx.zeros((s.uniq.shape[0], w_head.shape[1]), mx.float32)
+    raw = {b: 0.0 for b in qwidths}
     for r in range(0, vocab, VOCAB_CHUNK):
         check_cancel(cancel)
         w = w_head[r:r + VOCAB_CHUNK]
@@ -151,7 +175,7 @@ def fisher_scores(
             onehot = (mx.arange(r, r + w.shape[0])[None, :] == s.labels[:, None])
             resid = p - onehot.astype(mx.float32)  # d(-sum log p(y)) / d logits
             s.delta = s.delta + resid @ w32
-            if not head_scored:
+            if not scored:
                 mx.eval(s.delta)
                 continue
             grad = resid.T @ s.h_norm
@@ -161,60 +185,41 @@ def fisher_scores(
                 inside = (local >= 0) & (local < w.shape[0])
                 rows = grad[mx.clip(local, 0, w.shape[0] - 1)]
                 s.head_rows = s.head_rows + mx.where(inside[:, None], rows, 0.0)
-            mx.eval(fisher, s.delta, *( [s.head_rows] if bb.tied else []))
-        for b in qwidths if head_scored else ():
-            head_raw[b] += (fisher * _err2(w, b, group_size)).sum().item()
+            mx.eval(fisher, s.delta, *([s.head_rows] if bb.tied else []))
+        for b in qwidths if scored else ():
+            raw[b] += (fisher * _err2(w, b, group_size)).sum().item()
     for s in seqs:
         # Back through the final norm to the last block's output.
         _, vjp = mx.vjp(lambda x: bb.norm(x), [s.checkpoints[n_blocks][0]], [s.delta])
         s.delta = vjp[0][None]
+        s.h_norm = s.lse = s.labels = None
         mx.eval(s.delta)
-    if not bb.tied and head_scored:
-        emit(bb.head_path, head_raw)
-    tick("lm_head")
+    return raw
 
-    # 3. Blocks from the top down, one block's float32 weights at a time.
-    # Segments are the checkpoint intervals [start, start + stride), last one first; stepping
-    # ``top`` down by ``stride`` instead skips blocks whenever stride does not divide n_blocks.
-    for start in reversed(range(0, n_blocks, stride)):
-        top = min(n_blocks, start + stride) - 1
-        inputs: list[list[mx.array]] = []
-        for s in seqs:  # recompute the segment's block inputs from its checkpoint
-            h = s.checkpoints[start]
-            hs = [h]
-            for k in range(start, top):
-                h = bb.run_block(k, h)
-                mx.eval(h)
-                hs.append(h)
-            inputs.append(hs)
-        for k in range(top, start - 1, -1):
-            check_cancel(cancel)
-            _block_fisher(bb, k, seqs, [hs[k - start] for hs in inputs], by_path,
-                          qwidths, group_size, emit)
-            tick(f"block {k}")
 
-    # 4. The embedding's own gradient (rows of the tokens present in each sequence).
-    emb = "model.embed_tokens"
-    if emb in by_path:
-        w = bb.embed.weight
-        raw = dict(head_raw) if bb.tied else {b: 0.0 for b in qwidths}
-        for s in seqs:
-            check_cancel(cancel)
-            if s.uniq is None:
-                uniq, inverse = np.unique(np.array(s.tokens[0]), return_inverse=True)
-                s.uniq, s.inverse = mx.array(uniq), mx.array(inverse)
-            g_in = mx.zeros((s.uniq.shape[0], w.shape[1]), mx.float32).at[s.inverse].add(s.delta[0])
-            if bb.tied:
-                # Same sequence, same row: the two gradients add before squaring.
-                extra = (s.head_rows + g_in) ** 2 - s.head_rows ** 2
-            else:
-                extra = g_in * g_in
-            rows = w[s.uniq]
-            for b in qwidths:
-                raw[b] += (extra * _err2(rows, b, group_size)).sum().item()
-        emit(emb, raw)
-    tick("embedding")
-    return scores
+def _embedding_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_size: int,
+                      raw: dict[int, float], cancel) -> dict[int, float]:
+    """Add the embedding's input-side damage to ``raw`` (the head's, when tied)."""
+    w = bb.embed.weight
+    for s in seqs:
+        check_cancel(cancel)
+        if s.uniq is None:
+            s.uniq, s.inverse = _unique(s.tokens)
+        g_in = mx.zeros((s.uniq.shape[0], w.shape[1]), mx.float32).at[s.inverse].add(s.delta[0])
+        if bb.tied:
+            # Same sequence, same row: the two gradients add before squaring.
+            extra = (s.head_rows + g_in) ** 2 - s.head_rows ** 2
+        else:
+            extra = g_in * g_in
+        rows = w[s.uniq]
+        for b in qwidths:
+            raw[b] += (extra * _err2(rows, b, group_size)).sum().item()
+    return raw
+
+
+def _unique(tokens: mx.array) -> tuple[mx.array, mx.array]:
+    uniq, inverse = np.unique(np.array(tokens[0]), return_inverse=True)
+    return mx.array(uniq), mx.array(inverse)
 
 
 def _block_fisher(bb, k, seqs, block_inputs, by_path, qwidths, group_size, emit) -> None:

@@ -148,6 +148,8 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
         from optiq_tui.quant.measure import measure_and_allocate
 
         bb = Backbone(model, model_cfg)
+        if bb.stream_blocks(Path(source.path)):
+            progress(Log("measuring block by block: one block's weights in memory at a time"))
         choice, scores, cal_meta, cache_hit = measure_and_allocate(
             source, config, bb, tokenizer, items, budget, stages, progress=progress, cancel=cancel)
         del bb

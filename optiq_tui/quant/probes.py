@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import mlx.core as mx
 
@@ -36,10 +37,19 @@ class Reference:
         return sum(len(s) for s in self.sequences)
 
 
+def checkpoint_stride(n_blocks: int) -> int:
+    """Blocks between cached hidden states: sqrt(n) keeps both the states held and the
+    blocks a pass must rerun from the nearest one at about sqrt(n)."""
+    return max(1, int(math.ceil(math.sqrt(n_blocks))))
+
+
 def reference_pass(bb: Backbone, sequences: list[list[int]],
-                   cancel: threading.Event | None = None) -> Reference:
+                   cancel: threading.Event | None = None,
+                   on_segment: Callable[[int], None] | None = None) -> Reference:
+    """The source's hidden states, checkpointed every ``checkpoint_stride`` blocks;
+    ``on_segment(start)`` after each run of blocks (for progress)."""
     n = len(bb.blocks)
-    stride = max(1, int(math.ceil(math.sqrt(n))))
+    stride = checkpoint_stride(n)
     hs = [bb.embed_tokens(mx.array(seq)[None]) for seq in sequences]
     cps: list[dict[int, mx.array]] = [{} for _ in sequences]
     for start in range(0, n, stride):
@@ -48,6 +58,8 @@ def reference_pass(bb: Backbone, sequences: list[list[int]],
         for cp, h in zip(cps, hs):
             cp[start] = h
         hs = bb.forward_hidden(hs, start=start, stop=min(n, start + stride))
+        if on_segment is not None:
+            on_segment(start)
     return Reference(sequences, stride, cps, hs)
 
 

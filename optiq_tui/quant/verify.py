@@ -13,11 +13,11 @@ the quant compute with it, in the stored dtype (3 x 56 MB here). Phase 2 frees
 the source, loads the quant and computes its final hidden states. The logits
 of all three are then recomputed exactly from those states, 64 tokens and one
 vocabulary slice at a time, so full-vocabulary log-probabilities are never
-stored (2048 x 49152 float32 would be 400 MB). The split extends to models
-larger than memory: both phases already run a block at a time, so they can
-load one block's weights, run every sequence through it and free it; what
-crosses the phases is hidden states and output projections (vocab x hidden,
-a few percent of a large model).
+stored (2048 x 49152 float32 would be 400 MB). Phase 1 streams the source's
+blocks from disk (``Backbone.stream_blocks``), so it holds the head and one
+block; phase 2 would do the same with the quant's files to run on models
+larger than memory; what crosses the phases is hidden states and output
+projections (vocab x hidden, a few percent of a large model).
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ def held_out_quality(
     progress(Progress("verify", 0, 3, "source"))
     src, tokenizer, src_cfg = load_source(source_path)
     bb = Backbone(src, src_cfg)
+    bb.stream_blocks(source_path)
     seqs = heldout_tokens(tokenizer, max_tokens=n_tokens, seq_len=512)
     ref_states = _final_states(bb, seqs, None, lambda t: bb.embed.weight[t], cancel)
     progress(Progress("verify", 1, 3, "uniform 4-bit"))
