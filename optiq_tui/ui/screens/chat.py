@@ -153,7 +153,7 @@ class ChatScreen(Screen):
     async def _loaded(self, loaded: Any, session: Any) -> None:
         self.loaded, self.session = loaded, session
         self._load_job = None
-        self.query_one("#load-progress", ProgressBar).display = False
+        self._hide_load_bar()
         fmt = loaded.format
         effort = self.query_one("#effort", EffortSwitch)
         effort.set_options(fmt.efforts, fmt.normalize_effort(self.settings.effort), fmt.effort_unavailable_reason)
@@ -167,9 +167,16 @@ class ChatScreen(Screen):
             text, self._pending_prompt = self._pending_prompt, None
             await self.send(text)
 
+    def _hide_load_bar(self) -> None:
+        bar = self.query_one("#load-progress", ProgressBar)
+        # An indeterminate bar animates at 15 frames/s even while hidden: that CPU would
+        # come out of every token generated after it.
+        bar.update(total=1, progress=1)
+        bar.display = False
+
     def _load_failed(self, error: BaseException) -> None:
         self._load_job = None
-        self.query_one("#load-progress", ProgressBar).display = False
+        self._hide_load_bar()
         self.stats_line.show_text("no model loaded")
         what = str(error) if isinstance(error, OptiqError) else f"{type(error).__name__}: {error}"
         self._set_notice(f"Could not load {self.info.name}: {what}  (Ctrl+G picks another model)", error=True)
