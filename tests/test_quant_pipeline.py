@@ -80,6 +80,21 @@ def test_cancel_mid_measure_leaves_nothing(tiny_llama_dir):
     assert _library_empty()
 
 
+def test_cancel_after_the_measurement_resumes_from_it(tiny_llama_dir):
+    # Ctrl-C while verifying loses the output but not the measurement: the rerun skips it.
+    cancel = threading.Event()
+
+    def progress(event):
+        if isinstance(event, StageChanged) and event.stage == "verify" and event.state == "running":
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        _run(tiny_llama_dir, progress=progress, cancel=cancel, name="r", target_bpw=5.5)
+    assert _library_empty()
+    resumed = _run(tiny_llama_dir, name="r", target_bpw=5.5, verify=False)
+    assert resumed.cache_hit and resumed.achieved_bpw <= 5.5
+
+
 def test_full_disk_while_writing_leaves_nothing(tiny_llama_dir, monkeypatch):
     import mlx_lm.utils
 
