@@ -152,3 +152,38 @@ def test_a_dequantized_source_is_not_streamed(tiny_llama_dir, tmp_path):
             (out / f).write_bytes((tiny_llama_dir / f).read_bytes())
     deq, _, dcfg = load_source(out, True)
     assert not Backbone(deq, dcfg).stream_blocks(out)
+
+
+def test_streaming_reads_blocks_from_a_sharded_source(tiny_llama_dir, tmp_path):
+    # Large models come in several safetensors files; a block may sit in any of them.
+    import shutil
+
+    from optiq_tui.quant.backbone import Backbone
+    from optiq_tui.quant.calibration import build_calibration
+    from optiq_tui.quant.fisher import fisher_scores
+    from optiq_tui.quant.layers import quant_items
+    from optiq_tui.quant.pipeline import load_source
+
+    sharded = tmp_path / "sharded"
+    shutil.copytree(tiny_llama_dir, sharded)
+    weights = mx.load(str(sharded / "model.safetensors"))
+    (sharded / "model.safetensors").unlink()
+    names = sorted(weights)
+    halves = [names[: len(names) // 2], names[len(names) // 2:]]
+    index = {"metadata": {}, "weight_map": {}}
+    for n, part in enumerate(halves, 1):
+        file = f"model-0000{n}-of-00002.safetensors"
+        mx.save_safetensors(str(sharded / file), {k: weights[k] for k in part}, metadata={"format": "mlx"})
+        index["weight_map"].update({k: file for k in part})
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+
+    runs = []
+    for path, stream in ((tiny_llama_dir, False), (sharded, True)):
+        model, tok, cfg = load_source(path, False)
+        bb = Backbone(model, cfg)
+        if stream:
+            assert bb.stream_blocks(path)
+        items = [i for i in quant_items(model, 64, bb.tied) if i.quantizable]
+        cal = build_calibration(tok, n_sequences=2, seq_len=32, held_back=0)
+        runs.append(fisher_scores(bb, items, cal.sequences, (4, 8), 64))
+    assert runs[0] == runs[1]
