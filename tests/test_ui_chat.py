@@ -13,6 +13,7 @@ from optiq_tui.ui.widgets.effort_switch import EffortSwitch
 from optiq_tui.ui.widgets.stats_line import StatsLine, format_stats
 from optiq_tui.ui.widgets.stream_batch import StreamBatch
 from tests.replay import replay_job
+from tests.ui_util import hold_job
 
 # A think-tag answer as a model streams it, one event per token (recorded shape).
 RECORDED = (
@@ -197,13 +198,19 @@ async def test_chat_sends_streams_and_keeps_final_stats(tiny_llama_dir):
         assert [t.user for t in screen.session.turns] == ["Hello"]
 
 
-async def test_chat_stops_mid_answer(tiny_llama_dir):
+async def test_chat_stops_mid_answer(tiny_llama_dir, monkeypatch):
+    from optiq_tui.engine.events import AnswerDelta
+
+    gate = hold_job(monkeypatch, "generate", lambda event: isinstance(event, AnswerDelta))
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_chat(pilot, app, tiny_llama_dir, max_tokens=4000)
         await pilot.press(*"Tell me a long story", "enter")
+        # The answer is held after its first text until Esc has been pressed.
         await until(pilot, lambda: answers(screen) and answers(screen)[0].answer_text, "the first tokens")
         await pilot.press("escape")
+        await until(pilot, gate.handle.cancel_event.is_set, "the stop request")
+        gate.open()
         await until(pilot, lambda: not screen.generating, "the stop")
         [answer] = answers(screen)
         assert answer.finish_reason == "cancelled"

@@ -10,7 +10,7 @@ from optiq_tui.ui.screens.eval import EvalScreen
 from optiq_tui.ui.screens.modals import InputModal
 from optiq_tui.ui.widgets.eval_table import COLUMNS, EvalTable
 from optiq_tui.ui.widgets.quality_chart import Point, QualityChart, plot
-from tests.ui_util import wait_until
+from tests.ui_util import hold_job, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +52,19 @@ async def test_eval_screen_shows_table_and_chart_and_exports(llama_and_quant, tm
         assert quant.name in target.read_text()
 
 
-async def test_eval_screen_cancel_keeps_nothing(llama_and_quant):
+async def test_eval_screen_cancel_keeps_nothing(llama_and_quant, monkeypatch):
     source, quant = llama_and_quant
+    gate = hold_job(monkeypatch, "eval")  # held at its first progress event
     app = OptiqApp()
     async with app.run_test(size=(120, 40)) as pilot:
         screen = EvalScreen([source, quant], retrieval=False)
         await app.push_screen(screen)
         await pilot.press("enter")
         assert screen.running
+        await wait_until(pilot, gate.reached.is_set, 60, "the eval's first progress")
         await pilot.press("escape")
+        await wait_until(pilot, gate.handle.cancel_event.is_set, 30, "the cancel request")
+        gate.open()
         await wait_until(pilot, lambda: not screen.running, 120, "the cancel")
         assert screen.report is None
         assert isinstance(app.screen, EvalScreen)  # Esc cancelled, it did not leave

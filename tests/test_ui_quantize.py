@@ -18,7 +18,7 @@ from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
 from optiq_tui.ui.widgets.model_table import ModelTable
 from optiq_tui.ui.widgets.sensitivity_chart import SensitivityChart
 from optiq_tui.ui.widgets.stage_list import StageList
-from tests.ui_util import install_model, library_ready, wait_until
+from tests.ui_util import hold_job, install_model, library_ready, wait_until
 
 
 @pytest.fixture
@@ -113,16 +113,19 @@ async def test_quantize_runs_to_completion_and_lands_in_the_library(llama_home):
         assert meta["source_model"] == "tiny-llama"
 
 
-async def test_cancel_mid_run_keeps_nothing(llama_home):
+async def test_cancel_mid_run_keeps_nothing(llama_home, monkeypatch):
+    # Held once measuring has produced its first layer score, until the cancel is confirmed.
+    gate = hold_job(monkeypatch, "quantize", lambda event: isinstance(event, LayerScore))
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         progress = await start_quantize(app, pilot)
         stage_list = progress.query_one(StageList)
-        # Cancel once measuring has produced its first layer scores.
         await wait_until(pilot, lambda: progress.query_one(SensitivityChart).bars, timeout=120)
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
         await pilot.press("y")
+        await wait_until(pilot, gate.handle.cancel_event.is_set, what="the cancel request")
+        gate.open()
         await wait_until(pilot, lambda: app.screen is app.library, timeout=120, what="the cancel")
         assert progress.state == "cancelled"
         assert "cancelled" in {s.state for s in stage_list.states.values()}

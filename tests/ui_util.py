@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,3 +30,52 @@ def install_model(source: Path, home: Path, name: str) -> Path:
 def library_ready(app) -> bool:
     """The library screen has finished its first catalog scan."""
     return getattr(app.library, "catalog", None) is not None
+
+
+class JobGate:
+    """Holds one engine job at its first event matching ``when`` until the test opens it.
+
+    A test of cancel or of "while it runs" must not race the job: on a fast BLAS the
+    tiny fixtures finish before a key press arrives. The job waits inside ``emit``,
+    on the engine thread, so nothing it does next can happen before :meth:`open`.
+    """
+
+    def __init__(self, when: Callable[[object], bool]) -> None:
+        self.when = when
+        self.reached = threading.Event()
+        self.handle = None  # the gated job's handle, once submitted
+        self._open = threading.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def wrap(self, job):
+        def gated_job(emit, cancel):
+            def gated_emit(event):
+                emit(event)
+                if not self.reached.is_set() and self.when(event):
+                    self.reached.set()
+                    # Bounded, so a failed test cannot leave the engine thread stuck.
+                    self._open.wait(120)
+
+            return job(gated_emit, cancel)
+
+        return gated_job
+
+
+def hold_job(monkeypatch, name: str, when: Callable[[object], bool] = lambda _event: True) -> JobGate:
+    """Gate the next engine job submitted as ``name`` (see :class:`JobGate`)."""
+    from optiq_tui.ui.bridge import EngineBridge
+
+    gate = JobGate(when)
+    submit = EngineBridge.submit
+
+    def gated_submit(self, target, job, *, name: str, **kwargs):
+        if gate.handle is None and name == gated_name:
+            gate.handle = submit(self, target, gate.wrap(job), name=name, **kwargs)
+            return gate.handle
+        return submit(self, target, job, name=name, **kwargs)
+
+    gated_name = name
+    monkeypatch.setattr(EngineBridge, "submit", gated_submit)
+    return gate

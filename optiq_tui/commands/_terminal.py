@@ -6,20 +6,7 @@ import sys
 import time
 from typing import Any
 
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-def human_count(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
+from optiq_tui.sizes import human_bytes, human_count
 
 
 class TerminalProgress:
@@ -94,16 +81,35 @@ def run_with_progress(work, *, json_out: bool) -> tuple[Any, int]:
         progress.done()
 
 
-def sampler_and_system(args: Any) -> tuple[Any, Any, str]:
-    """Settings, sampler and system prompt for ``run``/``compare``: flags where given, else settings."""
-    from optiq_tui.engine.session import SamplerSettings
+def add_sampler_arguments(parser: Any, *, seed_default: int | None = None) -> None:
+    """The sampling flags ``run`` and ``compare`` share; unset ones come from the model."""
+    parser.add_argument("--max-tokens", type=int, default=None, help="most tokens to generate")
+    parser.add_argument("--temp", type=float, default=None,
+                        help="sampling temperature, 0 for greedy (default: the model's recommendation)")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold, in (0, 1]")
+    parser.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens (0: off)")
+    parser.add_argument("--min-p", type=float, default=None, help="drop tokens below this share of the likeliest")
+    parser.add_argument("--seed", type=int, default=seed_default, help="random seed, for repeatable answers")
+    parser.add_argument("--system", default=None, help="system prompt (default: the one in settings)")
+
+
+def sampler_and_system(args: Any, model_dir: Any) -> tuple[Any, Any, str, str]:
+    """Settings, sampler, where the sampler came from, and system prompt for ``run``/``compare``.
+
+    Flags win, then the user's saved settings, then the model's own recommendation.
+    Raises OptiqError for a bad value (a negative temperature, max tokens below 1).
+    """
+    from optiq_tui.engine.sampling import resolve_sampler
     from optiq_tui.settings import Settings
 
     settings = Settings.load()
-    sampler = SamplerSettings(
+    sampler, source = resolve_sampler(
+        model_dir,
         temperature=settings.temperature if args.temp is None else args.temp,
         top_p=settings.top_p if args.top_p is None else args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
         max_tokens=settings.max_tokens if args.max_tokens is None else args.max_tokens,
         seed=settings.seed if args.seed is None else args.seed,
     )
-    return settings, sampler, settings.system_prompt if args.system is None else args.system
+    return settings, sampler, source, settings.system_prompt if args.system is None else args.system

@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from optiq_tui.commands._terminal import sampler_and_system
+from optiq_tui.commands._terminal import add_sampler_arguments, sampler_and_system
 
 HELP = "answer one prompt with two models (same sampler and seed) and show where the answers differ"
 
@@ -16,11 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_a", metavar="A", help='library name, folder path, repo id, or "demo"')
     parser.add_argument("model_b", metavar="B", help="the other model")
     parser.add_argument("prompt", help="the user message")
-    parser.add_argument("--seed", type=int, default=0, help="random seed shared by both sides (default 0)")
-    parser.add_argument("--max-tokens", type=int, default=None, help="most tokens each model generates")
-    parser.add_argument("--temp", type=float, default=None, help="sampling temperature (0: greedy)")
-    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
-    parser.add_argument("--system", default=None, help="system prompt (default: the one in settings)")
+    add_sampler_arguments(parser, seed_default=0)  # one seed shared by both sides
     parser.add_argument(
         "--effort", choices=["low", "medium", "high", "on", "off"], help="reasoning effort, where a model has one"
     )
@@ -62,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from optiq_tui.eval.compare import run_compare
     from optiq_tui.progress import OptiqError
 
-    settings, sampler, system = sampler_and_system(args)
     try:
         info_a, info_b = as_info(args.model_a), as_info(args.model_b)
+        # Both sides share one sampler: A's recommendation (they are usually quants of one base).
+        settings, sampler, sampler_source, system = sampler_and_system(args, info_a.path)
         plan, result = run_compare(
             info_a,
             info_b,
@@ -78,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(_to_json(info_a, info_b, plan, result, sampler, system), indent=2))
+        print(json.dumps(_to_json(info_a, info_b, plan, result, sampler, sampler_source, system), indent=2))
         return 0
     print()
     agreement = result.agreement
@@ -104,7 +101,7 @@ def _token(info, token_id: int | None) -> str:
     return repr(load_tokenizer(info.path).decode([token_id]))
 
 
-def _to_json(info_a, info_b, plan, result, sampler, system) -> dict:
+def _to_json(info_a, info_b, plan, result, sampler, sampler_source, system) -> dict:
     def finished(f):
         return None if f is None else {"reason": f.reason, "error": f.error, "stats": asdict(f.stats)}
 
@@ -118,6 +115,7 @@ def _to_json(info_a, info_b, plan, result, sampler, system) -> dict:
         "kl_a_under_b": None if result.kl_a_under_b is None else asdict(result.kl_a_under_b),
         "kl_b_under_a": None if result.kl_b_under_a is None else asdict(result.kl_b_under_a),
         "sampler": asdict(sampler),
+        "sampler_source": sampler_source,
         "system_prompt": system,
         "prompt": result.prompt,
     }

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from optiq_tui.commands._terminal import human_bytes, human_count
+    from optiq_tui.sizes import human_bytes, human_count
     from optiq_tui.library.catalog import scan
 
     catalog = scan(include_hf_cache=not args.no_hf_cache)

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from optiq_tui.commands._terminal import human_bytes
+    from optiq_tui.sizes import human_bytes
     from optiq_tui.library.catalog import delete, resolve
     from optiq_tui.progress import OptiqError
 

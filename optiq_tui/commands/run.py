@@ -7,7 +7,8 @@ import json
 import sys
 from dataclasses import asdict
 
-from optiq_tui.commands._terminal import sampler_and_system
+from optiq_tui.commands._terminal import add_sampler_arguments, sampler_and_system
+from optiq_tui.sizes import human_bytes
 
 HELP = "answer one prompt with a model (reasoning separated), with speed and memory stats"
 
@@ -22,28 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["low", "medium", "high", "on", "off"],
         help="reasoning effort: low/medium/high for gpt-oss, on/off where the template has a thinking switch",
     )
-    parser.add_argument("--max-tokens", type=int, default=None, help="most tokens to generate")
-    parser.add_argument("--temp", type=float, default=None, help="sampling temperature (0: greedy)")
-    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
-    parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable answers")
-    parser.add_argument("--system", default=None, help="system prompt (default: the one in settings)")
+    add_sampler_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 def stats_text(stats) -> str:
     ttft = "-" if stats.ttft_s is None else f"{stats.ttft_s * 1000:.0f} ms"
     return (
         f"TTFT {ttft} | prompt {stats.prompt_tokens} tok {stats.prompt_tps:.1f} tok/s | "
-        f"gen {stats.gen_tokens} tok {stats.gen_tps:.1f} tok/s | MLX {_human_bytes(stats.mlx_active_bytes)} "
-        f"(peak {_human_bytes(stats.mlx_peak_bytes)}) | RSS {_human_bytes(stats.rss_bytes)}"
+        f"gen {stats.gen_tokens} tok {stats.gen_tps:.1f} tok/s | MLX {human_bytes(stats.mlx_active_bytes)} "
+        f"(peak {human_bytes(stats.mlx_peak_bytes)}) | RSS {human_bytes(stats.rss_bytes)}"
     )
 
 
@@ -70,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from optiq_tui.engine.session import ChatSession
     from optiq_tui.progress import OptiqError
 
-    settings, sampler, system = sampler_and_system(args)
     try:
         info = loader.as_info(args.model)
+        settings, sampler, sampler_source, system = sampler_and_system(args, info.path)
         progress = _LoadProgress(info.name)
         loaded = loader.load(info, progress=progress)
         progress.done()
@@ -113,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
                     "model": info.name,
                     "format": loaded.format.kind,
                     "effort": effort,
+                    "sampler": asdict(sampler),
+                    "sampler_source": sampler_source,
                     "dtype_note": loaded.dtype_note,
                     "answer": "".join(answer),
                     "reasoning": "".join(reasoning),
@@ -128,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             print(reset, file=reasoning_out)
         print()
         print(f"[{finished.reason}] {stats_text(finished.stats)}", file=sys.stderr)
+        print(f"sampler: {sampler.describe()} ({sampler_source})", file=sys.stderr)
         if finished.error:
             print(f"error: {finished.error}", file=sys.stderr)
     return 1 if finished.reason == "error" else 0

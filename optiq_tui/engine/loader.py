@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optiq_tui.progress import OptiqError, Progress, ProgressFn, check_cancel, no_progress
+from optiq_tui.sizes import human_bytes
 
 if TYPE_CHECKING:
     from optiq_tui.engine.formats import ChatFormat
@@ -136,22 +137,14 @@ def available_memory() -> tuple[int, str]:
     return int(psutil.virtual_memory().available), "available system memory"
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 def check_fits(info: "ModelInfo") -> int:
     """The estimate, or OptiqError when the model will not fit."""
     need = estimate_memory(info)
     have, source = available_memory()
     if need > have:
         raise OptiqError(
-            f"{info.name} needs about {_human(need)} to chat (weights {_human(_memory_weights_bytes(Path(info.path)))} "
-            f"plus KV cache and working memory) but only {_human(have)} is free ({source}). "
+            f"{info.name} needs about {human_bytes(need)} to chat (weights {human_bytes(_memory_weights_bytes(Path(info.path)))} "
+            f"plus KV cache and working memory) but only {human_bytes(have)} is free ({source}). "
             "Close other apps, or pick a smaller quant of this model."
         )
     return need

@@ -20,6 +20,7 @@ from optiq_tui.engine.events import (
     ReasoningDelta,
     StatsUpdate,
 )
+from optiq_tui.engine.sampling import SamplerSettings
 from optiq_tui.progress import Cancelled, OptiqError
 
 if TYPE_CHECKING:
@@ -43,14 +44,6 @@ STATS_INTERVAL_S = 0.1
 MIN_ANSWER_ROOM = 256
 # Smaller than mlx-lm's 2048 so a cancel during a long prompt is seen sooner.
 PREFILL_STEP = 512
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_tokens: int = 1024
-    seed: int | None = None
 
 
 @dataclass
@@ -270,7 +263,9 @@ class ChatSession:
             self.loaded.tokenizer,
             mx.array(feed),
             max_tokens=max_tokens,
-            sampler=make_sampler(temp=sampler.temperature, top_p=sampler.top_p),
+            sampler=make_sampler(
+                temp=sampler.temperature, top_p=sampler.top_p, top_k=sampler.top_k, min_p=sampler.min_p
+            ),
             logits_processors=logits_processors,
             prompt_cache=cache,
             prefill_step_size=PREFILL_STEP,

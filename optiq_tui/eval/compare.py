@@ -29,6 +29,7 @@ from typing import Any
 from optiq_tui.eval.agreement import Agreement, CrossKL, answer_logprobs, compare_tokens, kl_between
 from optiq_tui.progress import Log, ProgressFn, check_cancel, no_progress
 from optiq_tui.settings import paths
+from optiq_tui.sizes import human_bytes
 
 SIDES = ("a", "b")
 
@@ -52,12 +53,11 @@ class MemoryPlan:
     source: str  # where ``available`` comes from
 
     def describe(self) -> str:
-        gb = 1024**3
         if self.need_b == 0:
-            return f"one model on both sides, loaded once · it needs {self.need_a / gb:.1f} GB"
+            return f"one model on both sides, loaded once · it needs {human_bytes(self.need_a)}"
         figures = (
-            f"A needs {self.need_a / gb:.1f} GB, B {self.need_b / gb:.1f} GB, "
-            f"{self.available / gb:.1f} GB free ({self.source})"
+            f"A needs {human_bytes(self.need_a)}, B {human_bytes(self.need_b)}, "
+            f"{human_bytes(self.available)} free ({self.source})"
         )
         if self.both_loaded:
             return f"both models stay loaded · {figures}"

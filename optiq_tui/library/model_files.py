@@ -24,6 +24,16 @@ _DTYPE_BYTES = {
 }
 
 
+# Where a folder keeps its recommended sampler (Hugging Face's name for it).
+GENERATION_CONFIG = "generation_config.json"
+
+
+def write_generation_config(folder: Path, values: dict[str, float | int]) -> None:
+    """Record a recommended sampler (temperature, top_p, top_k, min_p) in ``folder``."""
+    if values:
+        (folder / GENERATION_CONFIG).write_text(json.dumps(values, indent=2) + "\n")
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``; OptiqError naming the file when it is broken."""
     try:

@@ -19,6 +19,7 @@ from typing import Iterator
 
 from optiq_tui.progress import OptiqError
 from optiq_tui.settings import paths
+from optiq_tui.sizes import human_bytes
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _OWNER = re.compile(r"\.pid(\d+)$")
@@ -32,17 +33,55 @@ def safe_name(name: str) -> str:
     return cleaned
 
 
+def free_bytes(folder: Path) -> int:
+    """Free space on the filesystem holding ``folder`` (or its nearest existing parent)."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def require_space(folder: Path, needed: int, what: str) -> None:
+    """OptiqError before starting when ``what`` needs more than ``folder``'s disk has free."""
+    have = free_bytes(folder)
+    if needed > have:
+        raise OptiqError(
+            f"{what} needs about {human_bytes(needed)} free in {folder}, but only {human_bytes(have)} is free; "
+            "free some space (or set OPTIQ_HOME to a bigger disk) and try again"
+        )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write that failed for lack of space: OSError ENOSPC/EDQUOT, or MLX's failed write
+    (mx.save_* raises RuntimeError "[write] Unable to write N bytes to file.")."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, RuntimeError) and "Unable to write" in str(exc)
+
+
+def disk_full_error(folder: Path, what: str, needed: int | None = None) -> OptiqError:
+    """The one-line message for a write that ran out of space (after cleaning up)."""
+    need = f"it needs about {human_bytes(needed)}; " if needed else ""
+    return OptiqError(
+        f"the disk is full while writing {what}; nothing was kept. {need}{human_bytes(free_bytes(folder))} "
+        f"is free in {folder}. Free some space (see `optiq-chat list` for model sizes) and try again."
+    )
+
+
 @contextmanager
-def staged_model(name: str, *, overwrite: bool = False) -> Iterator[Path]:
+def staged_model(name: str, *, overwrite: bool = False, needed: int | None = None) -> Iterator[Path]:
     """Yield an empty folder; on clean exit it becomes ``models/<name>``.
 
-    On any exception (Cancelled and KeyboardInterrupt included) the folder is
-    removed and the exception propagates; a full disk becomes an OptiqError.
+    ``needed`` (bytes, when known) is checked against the free space before anything
+    is written. On any exception (Cancelled and KeyboardInterrupt included) the folder
+    is removed and the exception propagates; a full disk becomes an OptiqError.
     """
     p = paths()
     final = p.models / safe_name(name)
     if final.exists() and not overwrite:
         raise OptiqError(f"a model named {final.name!r} already exists in the library")
+    if needed:
+        require_space(p.staging, needed, repr(final.name))
     # The owner's pid in the name lets clean_staging tell a live operation from a killed one.
     tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.", suffix=f".pid{os.getpid()}", dir=p.staging))
     # mkdtemp makes a private (0700) folder; a library model gets the usual umask permissions.
@@ -58,13 +97,10 @@ def staged_model(name: str, *, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OptiqError(
-                f"the disk is full while writing {final.name!r}; nothing was kept. "
-                f"Free some space (see `optiq-chat list` for model sizes) and try again."
-            ) from exc
+        if is_disk_full(exc):
+            raise disk_full_error(p.staging, repr(final.name), needed) from exc
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -55,15 +55,25 @@ def _render(doc: dict[str, Any], tokenizer: Any) -> list[int]:
     return tokenizer.encode(doc["text"] + "\n\n", add_special_tokens=False)
 
 
-def _user_stream(path: Path, tokenizer: Any) -> list[int]:
+def read_calibration_text(path: Path) -> str:
+    """A user's calibration file as text; OptiqError saying what is wrong with it."""
     try:
         text = path.expanduser().read_text(encoding="utf-8")
     except FileNotFoundError:
         raise OptiqError(f"calibration file {path} does not exist") from None
+    except IsADirectoryError:
+        raise OptiqError(f"calibration file {path} is a folder; give a text file") from None
     except UnicodeDecodeError:
         raise OptiqError(f"calibration file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise OptiqError(f"cannot read calibration file {path}: {exc.strerror or exc}") from None
     if not text.strip():
         raise OptiqError(f"calibration file {path} is empty; give a text file of a few pages")
+    return text
+
+
+def _user_stream(path: Path, tokenizer: Any) -> list[int]:
+    text = read_calibration_text(path)
     ids: list[int] = []
     for para in text.split("\n\n"):
         if para.strip():

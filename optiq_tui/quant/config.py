@@ -100,6 +100,11 @@ class QuantConfig:
             raise OptiqError(f"target of {self.target_bpw} bits per weight makes no sense")
         if self.n_calibration < 1 or self.seq_len < 32:
             raise OptiqError("calibration needs at least one sequence of at least 32 tokens")
+        if self.calibration is not None:
+            # Checked here, before any model is loaded (loading can take minutes).
+            from optiq_tui.quant.calibration import read_calibration_text
+
+            read_calibration_text(self.calibration)
         return self
 
 

@@ -213,11 +213,13 @@ class ChatScreen(Screen):
         await self._start_generation(text)
 
     async def _start_generation(self, text: str) -> None:
-        from optiq_tui.engine.session import SamplerSettings
+        from optiq_tui.engine.sampling import resolve_sampler
 
         session, effort = self.session, self.effort
         s = self.settings
-        sampler = SamplerSettings(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed)
+        sampler, _source = resolve_sampler(
+            self.info.path, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed
+        )
 
         def job(emit: Callable[[Any], None], cancel: threading.Event) -> None:
             for event in session.generate(text, sampler, effort, cancel):

@@ -312,17 +312,20 @@ class CompareScreen(Screen):
             self._show_titles()
         self.query_one("#tally").display = False
         self.query_one("#agreement", Label).update("")
+        from optiq_tui.engine.sampling import resolve_sampler
+
         s = self.app.settings
-        temperature, top_p, max_tokens, seed, effort = s.temperature, s.top_p, s.max_tokens, s.seed, s.effort
+        effort = s.effort
+        # Both sides share one sampler: A's recommendation (usually quants of one base).
+        sampler, _source = resolve_sampler(
+            self.sides[0].info.path, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed
+        )
         for side in self.sides:
             side.batch = StreamBatch()  # type: ignore[union-attr]
         batches = [side.batch for side in self.sides]  # type: ignore[union-attr]
         session = self.session
 
         def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
-            from optiq_tui.engine.session import SamplerSettings
-
-            sampler = SamplerSettings(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
             return session.ask(text, sampler, effort, progress=emit, cancel=cancel)
 
         def route(_handle: Any, event: Any) -> None:

@@ -147,7 +147,8 @@ class EvalScreen(Screen):
         bar = self.query_one("#eval-progress", ProgressBar)
         bar.update(total=None, progress=0)
         bar.display = True
-        self._status(f"evaluating {len(models)} model(s) against {reference.name}…")
+        against = f"against {reference.name}" if reference is not None else "with no reference (perplexity only; r picks one)"
+        self._status(f"evaluating {len(models)} model(s) {against}…")
         self._job = self.app.bridge.submit(self, job, name="eval")
 
     def _run_if_waiting(self) -> None:
