@@ -12,9 +12,10 @@ uniform 4-bit (tokens x hidden floats, 4.7 MB for 2048 tokens of a 576-wide
 model) plus uniform 4-bit's embedding / head. Phase 2 frees the source, loads
 the quant and computes its final hidden states with a weightless skeleton of
 the source's modules. The logits of all three then come from the skeleton's
-own tail with each one's embedding / head swapped in, 64 tokens at a time, so
+own tail with each one's embedding / head swapped in, 128 tokens at a time, so
 full-vocabulary log-probabilities are never stored (2048 x 49152 float32
-would be 400 MB). Phase 1 streams the source's blocks from disk
+would be 400 MB; the three models' [128, vocab] logits and log-softmax temporaries
+are some 160 MB). Phase 1 streams the source's blocks from disk
 (``Backbone.stream_blocks``), so it holds the head and one block.
 """
 
@@ -32,13 +33,9 @@ import mlx.nn as nn
 from optiq_tui.eval.metrics import kl_stats, log_softmax, perplexity_from_nll, top1_from_matches
 from optiq_tui.eval.texts import heldout_tokens
 from optiq_tui.progress import Progress, ProgressFn, check_cancel, no_progress
-from optiq_tui.quant.backbone import Backbone, WeightFn
+from optiq_tui.quant.backbone import TOKEN_CHUNK, Backbone, WeightFn
 from optiq_tui.quant.layers import BitBudget, QuantItem, dequantize_rows, get_module
 from optiq_tui.quant.probes import choice_weight_fn
-
-# Tokens per logits slice: [64, vocab] float32 keeps the three models' logits and
-# their log-softmax temporaries to some 80 MB for a 49k vocabulary.
-TOKEN_CHUNK = 64
 
 
 def loaded_weight_fn(model: nn.Module) -> WeightFn:
