@@ -351,7 +351,7 @@ def swapped(module: nn.Module, prefix: str, weight_fn: WeightFn | None) -> Itera
     originals = []
     new = []
     for name, value in tree_flatten(module.parameters()):
-        if not name.endswith("weight"):
+        if not name.endswith(".weight"):  # a module's weight; not a bare "input_gate_weight"
             continue
         path = f"{prefix}.{name[: -len('.weight')]}"
         replaced = weight_fn(path, value)
