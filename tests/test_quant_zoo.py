@@ -150,3 +150,23 @@ def test_quantize_every_architecture(arch, tmp_path):
     if arch in QUANT_SKIPS:
         pytest.skip(QUANT_SKIPS[arch])
     _quantize_and_check(arch, tmp_path)
+
+
+def test_a_tied_gemma3_streams_without_sanitizing_its_weights_twice(tmp_path):
+    # gemma3_text's sanitize pops lm_head when the files have none; run again on weights
+    # already loaded, it raised KeyError: 'lm_head' (issue 10). Stream, measure and verify.
+    from optiq_tui.library.catalog import inspect_model
+    from optiq_tui.quant.backbone import Backbone
+    from optiq_tui.quant.config import QuantConfig
+    from optiq_tui.quant.pipeline import load_source, quantize
+
+    src = zoo.write("gemma3_text", tmp_path / "g3")
+    weights = mx.load(str(src / "model.safetensors"))
+    del weights["lm_head.weight"]
+    mx.save_safetensors(str(src / "model.safetensors"), weights, metadata={"format": "mlx"})
+    model, _, cfg = load_source(src, False)
+    bb = Backbone(model, cfg)
+    assert bb.tied and bb.stream_blocks(src)
+    result = quantize(inspect_model(src), QuantConfig.from_preset(
+        "optiq-4/8", target_bpw=5.0, n_calibration=2, seq_len=32, verify_tokens=96))
+    assert result.quality["quant"]["mean_kl"] < result.quality["uniform4"]["mean_kl"]

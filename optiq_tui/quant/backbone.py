@@ -96,14 +96,16 @@ def find_blocks(model: nn.Module) -> tuple[str, list] | None:
 class Backbone:
     """An mlx-lm model's ``__call__`` split at its blocks (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, config: dict) -> None:
+    def __init__(self, model: nn.Module, config: dict, hint: str = "use --uniform B") -> None:
+        """``hint``: what a refusal tells the user to do instead (an optiq quant: a uniform one)."""
         self.model = model
         self.model_type = str(config.get("model_type", "?"))
+        self.hint = hint
         found = find_blocks(model)
         if found is None:
             raise OptiqError(
                 f"model type {self.model_type!r} has no list of blocks the OptiQ measurement can "
-                "run one at a time; use --uniform B for a uniform quant of it")
+                f"run one at a time; {hint}")
         self.blocks_path, self._list = found
         self.blocks: list[nn.Module] = list(self._list)
         inside = self.blocks_path + "."
@@ -129,7 +131,7 @@ class Backbone:
         if self._mode == "capture":
             if k != len(self._seen):
                 raise OptiqError(f"model type {self.model_type!r} does not call its blocks once each "
-                                 "in order; it cannot be measured block by block; use --uniform B")
+                                 f"in order; it cannot be measured block by block; {self.hint}")
             if k == 0:
                 self._h0 = h
             self._seen.append((args, kwargs))
@@ -186,7 +188,7 @@ class Backbone:
                 pass
         if len(self._seen) != len(self.blocks):
             raise OptiqError(f"model type {self.model_type!r} did not call all its blocks; "
-                             "it cannot be measured block by block; use --uniform B")
+                             f"it cannot be measured block by block; {self.hint}")
         mx.eval([a for _, a in tree_flatten(self._seen) if isinstance(a, mx.array)])
         self._args[tokens.shape[1]] = self._seen
         return self._h0.astype(mx.float32)
@@ -263,7 +265,7 @@ class Backbone:
             self.release(k)  # the whole-model call read every streamed block
         if not isinstance(own, mx.array) or own.shape[1:] != (n, ours.shape[-1]):
             raise OptiqError(f"model type {self.model_type!r}: its forward does not return "
-                             "logits per position; it cannot be measured; use --uniform B")
+                             f"logits per position; it cannot be measured; {self.hint}")
         half = any(v.dtype in (mx.float16, mx.bfloat16)
                    for _, v in tree_flatten(self.model.parameters()))
         own = own[0].astype(mx.float32)
@@ -276,7 +278,7 @@ class Backbone:
             raise OptiqError(
                 f"model type {self.model_type!r}: the block-by-block measurement forward does "
                 f"not match the model's own (KL {kl:.3g} on {n} tokens); it cannot be measured "
-                "this way; use --uniform B")
+                f"this way; {self.hint}")
 
     # -- streaming the blocks' weights from disk ------------------------------------------
 

@@ -115,7 +115,7 @@ def held_out_quality(
 
     progress(Progress("verify", 0, 3, "source"))
     src, tokenizer, src_cfg = load_source(source_path)
-    bb = Backbone(src, src_cfg)
+    bb = Backbone(src, src_cfg, hint="pass --no-verify to write it without a quality figure")
     seqs = heldout_tokens(tokenizer, max_tokens=n_tokens, seq_len=512)
     if not checked:
         bb.check(seqs[0], seqs[-1])
