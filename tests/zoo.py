@@ -104,6 +104,11 @@ FIXES: dict[str, dict[str, Any]] = {
     "recurrent_gemma": {"conv1d_width": 4, "attention_window_size": 8,
                         "block_types": ["recurrent", "attention"], "lru_width": 64},
     "glm4_moe": {"rope_scaling": None},
+    "llama4_text": {"intermediate_size_mlp": 128, "no_rope_layers": [1, 0]},
+    "mamba2": {"state_size": 8, "conv_kernel": 4, "n_groups": 1, "time_step_limit": [0.0, 1e9],
+               "time_step_rank": 8, "num_heads": 8, "head_dim": 16},
+    "lfm2_moe": {"num_dense_layers": 1, "conv_L_cache": 3, "layer_types": None,
+                 "full_attn_idxs": [1]},
 }
 
 
