@@ -162,7 +162,7 @@ def _tail_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_size:
         check_cancel(cancel)
         h_last = s.checkpoints[n_blocks]
         labels = []
-        for logits in bb.logits_chunks(h_last):
+        for logits in bb.logits_chunks(h_last, w32):  # the float32 copy: no cast per chunk
             key, sub = mx.random.split(key)
             # Labels sampled from the model's own distribution (Gumbel-max): the true Fisher.
             labels.append(mx.argmax(logits + mx.random.gumbel(logits.shape, key=sub), axis=-1))
