@@ -158,3 +158,29 @@ def test_a_tied_gemma3_streams_without_sanitizing_its_weights_twice(tmp_path):
     result = quantize(inspect_model(src), QuantConfig.from_preset(
         "optiq-4/8", target_bpw=5.0, n_calibration=2, seq_len=32, verify_tokens=96))
     assert result.quality["quant"]["mean_kl"] < result.quality["uniform4"]["mean_kl"]
+
+
+def test_figures_of_another_measurement_version_are_not_reused(monkeypatch):
+    from optiq_tui.quant import cache
+
+    key = cache.cache_key("fp", "cal", 64, (4, 8), False)
+    monkeypatch.setattr(cache, "MEASUREMENT_VERSION", "an-older-pass")
+    assert cache.cache_key("fp", "cal", 64, (4, 8), False) != key
+
+
+def test_a_uniform_quant_gets_no_quality_figure_from_an_unchecked_forward(monkeypatch, tmp_path):
+    from mlx_lm.models import llama
+
+    from optiq_tui.library.catalog import inspect_model
+    from optiq_tui.quant.config import QuantConfig
+    from optiq_tui.quant.pipeline import quantize
+    from optiq_tui.settings import paths
+
+    src = zoo.write("llama", tmp_path / "m")
+    real = llama.Model.__call__
+    monkeypatch.setattr(llama.Model, "__call__",
+                        lambda self, x, *a, **k: real(self, x, *a, **k) * (1 + (x > 0).all()))
+    with pytest.raises(OptiqError, match="'llama'.*--no-verify"):
+        quantize(inspect_model(src), QuantConfig(uniform_bits=4, verify_tokens=96))
+    models = paths().models
+    assert not models.exists() or not any(models.iterdir())  # nothing half-made is left
