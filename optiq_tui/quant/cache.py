@@ -2,7 +2,8 @@
 
 Keyed by what the numbers depend on: the source weights (config and
 safetensors headers, which hold every tensor's dtype, shape and offset, plus
-file sizes), the calibration tokens, the group size and the widths.
+file sizes), the calibration tokens, the group size, the widths, and the
+versions of the method and of the measurement forward it ran on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import struct
 from pathlib import Path
 
+from optiq_tui.quant.backbone import MEASUREMENT_VERSION
 from optiq_tui.settings import paths
 
 METHOD_VERSION = "fisher-seq-v1"
@@ -31,7 +33,7 @@ def source_fingerprint(folder: Path) -> str:
 
 def cache_key(fingerprint: str, calibration_digest: str, group_size: int,
               widths: tuple[int, ...], dequantized: bool) -> str:
-    raw = json.dumps([METHOD_VERSION, fingerprint, calibration_digest, group_size,
+    raw = json.dumps([METHOD_VERSION, MEASUREMENT_VERSION, fingerprint, calibration_digest, group_size,
                       sorted(widths), dequantized])
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 

@@ -12,8 +12,9 @@ against exact single-layer KL (see shared quant notes).
 Memory: the weights stay in their stored dtype; the pass runs block by block
 from the top, holding for each calibration sequence only the gradient at the
 current block boundary, hidden-state checkpoints every ``stride`` blocks, and
-one block's float32 weights and Fisher at a time. The lm_head / tied
-embedding is handled in vocabulary chunks. Every pass is block-major (a block
+one block's float32 weights and Fisher at a time. The head (or tied embedding)
+goes through the model's own tail a chunk of positions at a time, with its
+float32 copy, gradient and Fisher alive (three [vocab, d] float32 arrays). Every pass is block-major (a block
 runs for all sequences, then the next), so with ``Backbone.stream_blocks`` a
 block's weights are read from disk when reached and freed after: the pass
 holds the head and one block, which is how it runs on models larger than memory.
@@ -29,24 +30,23 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 from optiq_tui.progress import ProgressFn, Progress, check_cancel, no_progress
-from optiq_tui.quant.backbone import VOCAB_CHUNK, Backbone
+from optiq_tui.quant.backbone import Backbone
 from optiq_tui.quant.config import KEEP
 from optiq_tui.quant.events import LayerScore
-from optiq_tui.quant.layers import QuantItem
+from optiq_tui.quant.layers import ROW_SLICE, QuantItem, get_module
 from optiq_tui.quant.probes import checkpoint_stride, reference_pass
+
+# Positions per backward through the tail: each holds a float32 [vocab, d] head gradient.
+TAIL_CHUNK = 128
 
 
 @dataclass
 class _Seq:
-    tokens: mx.array  # [1, T]
+    tokens: list[int]
     checkpoints: dict[int, mx.array]  # block index -> hidden state entering it (float32)
     delta: mx.array | None = None  # d loss / d hidden state at the current block boundary
-    labels: mx.array | None = None
-    lse: mx.array | None = None
-    h_norm: mx.array | None = None
-    head_rows: mx.array | None = None  # tied: head gradient rows of this sequence's tokens
+    tail_rows: dict[str, mx.array] | None = None  # embedding path -> its tail gradient's token rows
     uniq: mx.array | None = None
-    inverse: mx.array | None = None
 
 
 def _err2(w: mx.array, bits: int, group: int) -> mx.array:
@@ -58,6 +58,16 @@ def _err2(w: mx.array, bits: int, group: int) -> mx.array:
                         group_size=group, bits=bits)
     e = w.astype(mx.float32) - deq
     return e * e
+
+
+def _damage(fisher: mx.array, w: mx.array, qwidths: list[int], group: int) -> dict[int, float]:
+    """sum F * err^2 at each width, a slice of rows at a time (whole-head temporaries are
+    several float32 copies of a [vocab, d] matrix)."""
+    raw = {b: 0.0 for b in qwidths}
+    for r in range(0, w.shape[0], ROW_SLICE):
+        for b in qwidths:
+            raw[b] += (fisher[r:r + ROW_SLICE] * _err2(w[r:r + ROW_SLICE], b, group)).sum().item()
+    return raw
 
 
 def fisher_scores(
@@ -93,15 +103,15 @@ def fisher_scores(
 
     # 1. Forward every sequence block by block, keeping hidden-state checkpoints.
     ref = reference_pass(bb, sequences, cancel, on_segment=lambda k: tick(f"forward from block {k}"))
-    seqs = [_Seq(mx.array(t)[None], {**cps, n_blocks: final})
+    seqs = [_Seq(t, {**cps, n_blocks: final})
             for t, cps, final in zip(sequences, ref.checkpoints, ref.final)]
     del ref
 
-    # 2. The head: sample labels, gradients at the final hidden state, the head's Fisher.
-    head_scored = bb.head_path in by_path
-    head_raw = _head_fisher(bb, seqs, qwidths, group_size, head_scored, seed, cancel)
-    if not bb.tied and head_scored:
-        emit(bb.head_path, head_raw)
+    # 2. The tail: sample labels, gradients at the final hidden state, the head's Fisher.
+    tail_raw = _tail_fisher(bb, seqs, qwidths, group_size, by_path, seed, cancel)
+    for path, raw in tail_raw.items():
+        if path not in bb.embed_paths:
+            emit(path, raw)
     tick("lm_head")
 
     # 3. Blocks from the top down, one block's float32 weights at a time.
@@ -121,105 +131,96 @@ def fisher_scores(
             tick(f"block {k}")
 
     # 4. The embedding's own gradient (rows of the tokens present in each sequence).
-    emb = "model.embed_tokens"
-    if emb in by_path:
-        emit(emb, _embedding_fisher(bb, seqs, qwidths, group_size,
-                                    dict(head_raw) if bb.tied else {b: 0.0 for b in qwidths}, cancel))
+    for path, raw in _embedding_fisher(bb, seqs, qwidths, group_size, by_path, tail_raw,
+                                       cancel).items():
+        emit(path, raw)
     tick("embedding")
     return scores
 
 
-def _head_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_size: int,
-                 scored: bool, seed: int, cancel) -> dict[int, float]:
-    """Raw Fisher damage of the head at each width; leaves each sequence's gradient at the
-    last block's output in ``delta`` (and, tied, its head-gradient rows). In vocabulary
-    chunks: [512, 49152] float32 logits would be 100 MB per sequence."""
+def _tail_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_size: int,
+                 by_path: dict, seed: int, cancel) -> dict[str, dict[int, float]]:
+    """Raw Fisher damage of the weights the model's tail computes with (the head, or a tied
+    embedding); leaves each sequence's gradient at the last block's output in ``delta`` and,
+    for an embedding, the token rows of its gradient (added to the input side's before
+    squaring). Through the model's own tail, ``TAIL_CHUNK`` positions at a time."""
     n_blocks = len(bb.blocks)
     key = mx.random.key(seed)
-    w_head = bb.head_weight()
-    vocab = w_head.shape[0]
+    paths = [p for p in bb.tail_paths if p in by_path]
+    weights = {p: get_module(bb.model, p).weight for p in paths}
+    w32 = {p: w.astype(mx.float32) for p, w in weights.items()}
+    fisher: dict[str, mx.array | None] = {p: None for p in paths}
+
+    def nll(params, h, labels):
+        with bb.weights_outside(params):
+            logits = bb.tail(h)[0]
+        lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        return -mx.take_along_axis(lp, labels[:, None], axis=-1).sum()
+
+    grad_fn = mx.grad(nll, argnums=(0, 1))
     for s in seqs:
-        h_last = s.checkpoints[n_blocks][0]
-        s.h_norm = bb.norm(h_last)
-        lse = None
-        best = None
-        label = None
-        for r in range(0, vocab, VOCAB_CHUNK):
-            logits = s.h_norm @ w_head[r:r + VOCAB_CHUNK].astype(mx.float32).T
-            key, sub = mx.random.split(key)
-            # Gumbel-max over chunks is an exact sample from the full softmax.
-            g = logits + mx.random.gumbel(logits.shape, key=sub)
-            cmax = g.max(axis=-1)
-            carg = g.argmax(axis=-1) + r
-            c_lse = mx.logsumexp(logits, axis=-1)
-            if lse is None:
-                lse, best, label = c_lse, cmax, carg
-            else:
-                lse = mx.logaddexp(lse, c_lse)
-                label = mx.where(cmax > best, carg, label)
-                best = mx.maximum(cmax, best)
-            mx.eval(lse, best, label)
-        s.lse, s.labels = lse, label
-        s.delta = mx.zeros_like(s.h_norm)
-        if bb.tied and scored:
-            s.uniq, s.inverse = _unique(s.tokens)
-            s.head_rows = mx.zeros((s.uniq.shape[0], w_head.shape[1]), mx.float32)
-    raw = {b: 0.0 for b in qwidths}
-    for r in range(0, vocab, VOCAB_CHUNK):
         check_cancel(cancel)
-        w = w_head[r:r + VOCAB_CHUNK]
-        w32 = w.astype(mx.float32)
-        fisher = mx.zeros(w.shape, mx.float32)
-        for s in seqs:
-            p = mx.exp(s.h_norm @ w32.T - s.lse[:, None])
-            onehot = (mx.arange(r, r + w.shape[0])[None, :] == s.labels[:, None])
-            resid = p - onehot.astype(mx.float32)  # d(-sum log p(y)) / d logits
-            s.delta = s.delta + resid @ w32
-            if not scored:
-                mx.eval(s.delta)
-                continue
-            grad = resid.T @ s.h_norm
-            fisher = fisher + grad * grad
-            if bb.tied:
-                local = s.uniq - r
-                inside = (local >= 0) & (local < w.shape[0])
-                rows = grad[mx.clip(local, 0, w.shape[0] - 1)]
-                s.head_rows = s.head_rows + mx.where(inside[:, None], rows, 0.0)
-            mx.eval(fisher, s.delta, *([s.head_rows] if bb.tied else []))
-        for b in qwidths if scored else ():
-            raw[b] += (fisher * _err2(w, b, group_size)).sum().item()
-    for s in seqs:
-        # Back through the final norm to the last block's output.
-        _, vjp = mx.vjp(lambda x: bb.norm(x), [s.checkpoints[n_blocks][0]], [s.delta])
-        s.delta = vjp[0][None]
-        s.h_norm = s.lse = s.labels = None
-        mx.eval(s.delta)
-    return raw
+        h_last = s.checkpoints[n_blocks]
+        labels = []
+        for logits in bb.logits_chunks(h_last, w32):  # the float32 copy: no cast per chunk
+            key, sub = mx.random.split(key)
+            # Labels sampled from the model's own distribution (Gumbel-max): the true Fisher.
+            labels.append(mx.argmax(logits + mx.random.gumbel(logits.shape, key=sub), axis=-1))
+            mx.eval(labels[-1])
+        labels = mx.concatenate(labels)
+        total: dict[str, mx.array | None] = {p: None for p in paths}
+        deltas = []
+        for i in range(0, h_last.shape[1], TAIL_CHUNK):
+            g_params, g_h = grad_fn(w32, h_last[:, i:i + TAIL_CHUNK], labels[i:i + TAIL_CHUNK])
+            for p in paths:
+                total[p] = g_params[p] if total[p] is None else total[p] + g_params[p]
+            deltas.append(g_h)
+            mx.eval(g_h, *total.values())
+        s.delta = mx.concatenate(deltas, axis=1)
+        s.tail_rows = {}
+        for p in paths:
+            # Per-sequence squared gradients: summed over the sequence's positions first.
+            fisher[p] = total[p] * total[p] if fisher[p] is None else fisher[p] + total[p] * total[p]
+            if p in bb.embed_paths:
+                s.uniq = _unique(s.tokens)
+                s.tail_rows[p] = total[p][s.uniq]
+            mx.eval(fisher[p], *s.tail_rows.values())
+        del total
+    return {p: _damage(fisher[p], weights[p], qwidths, group_size) for p in paths}
 
 
 def _embedding_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_size: int,
-                      raw: dict[int, float], cancel) -> dict[int, float]:
-    """Add the embedding's input-side damage to ``raw`` (the head's, when tied)."""
-    w = bb.embed.weight
+                      by_path: dict, tail_raw: dict[str, dict[int, float]],
+                      cancel) -> dict[str, dict[int, float]]:
+    """Each embedding's damage: its input side (through the model's own embedding code,
+    scales included) plus, when tied, its tail side in ``tail_raw``."""
+    paths = [p for p in bb.embed_paths if p in by_path]
+    if not paths:
+        return {}
+    weights = {p: get_module(bb.model, p).weight for p in paths}
+    w32 = {p: w.astype(mx.float32) for p, w in weights.items()}
+    raw = {p: dict(tail_raw.get(p, {b: 0.0 for b in qwidths})) for p in paths}
     for s in seqs:
         check_cancel(cancel)
-        if s.uniq is None:
-            s.uniq, s.inverse = _unique(s.tokens)
-        g_in = mx.zeros((s.uniq.shape[0], w.shape[1]), mx.float32).at[s.inverse].add(s.delta[0])
-        if bb.tied:
+
+        def embed(*ws, tokens=s.tokens):
+            return bb.embed(tokens, dict(zip(paths, ws)))
+
+        _, grads = mx.vjp(embed, [w32[p] for p in paths], [s.delta])
+        uniq = s.uniq if s.uniq is not None else _unique(s.tokens)
+        for p, grad in zip(paths, grads):
+            g_in = grad[uniq]
+            tail = (s.tail_rows or {}).get(p)
             # Same sequence, same row: the two gradients add before squaring.
-            extra = (s.head_rows + g_in) ** 2 - s.head_rows ** 2
-        else:
-            extra = g_in * g_in
-        rows = w[s.uniq]
-        for b in qwidths:
-            raw[b] += (extra * _err2(rows, b, group_size)).sum().item()
+            extra = g_in * g_in if tail is None else (tail + g_in) ** 2 - tail ** 2
+            rows = weights[p][uniq]
+            for b in qwidths:
+                raw[p][b] += (extra * _err2(rows, b, group_size)).sum().item()
     return raw
 
 
-def _unique(tokens: mx.array) -> tuple[mx.array, mx.array]:
-    uniq, inverse = np.unique(np.array(tokens[0]), return_inverse=True)
-    return mx.array(uniq), mx.array(inverse)
+def _unique(tokens: list[int]) -> mx.array:
+    return mx.array(np.unique(np.array(tokens)))
 
 
 def _block_fisher(bb, k, seqs, block_inputs, by_path, qwidths, group_size, emit) -> None:
@@ -234,7 +235,7 @@ def _block_fisher(bb, k, seqs, block_inputs, by_path, qwidths, group_size, emit)
 
     def surrogate(params, h, delta):
         block.update(params)
-        return (block(h, bb.mask(k, h)) * delta).sum()
+        return (bb.run_block(k, h) * delta).sum()
 
     grad_fn = mx.grad(surrogate, argnums=(0, 1))
     try:

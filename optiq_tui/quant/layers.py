@@ -51,10 +51,14 @@ def _kind(path: str, module: nn.Module) -> str:
     return "linear"
 
 
+# Names of the list that holds a model's transformer blocks (mlx-lm's models use these).
+BLOCK_LISTS = ("layers", "h", "blocks")
+
+
 def _block_of(path: str) -> int:
     parts = path.split(".")
     for i, part in enumerate(parts[:-1]):
-        if part == "layers" and parts[i + 1].isdigit():
+        if part in BLOCK_LISTS and parts[i + 1].isdigit():
             return int(parts[i + 1])
     return -1
 

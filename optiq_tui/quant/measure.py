@@ -52,6 +52,11 @@ def measure_and_allocate(source, config: QuantConfig, bb: Backbone, tokenizer: A
                                 n_sequences=config.n_calibration, seq_len=config.seq_len)
         progress(Log(f"calibration: {len(cal.sequences)} sequences, {cal.n_tokens} tokens "
                      f"({cal.source}), {sum(len(s) for s in cal.held_back)} held back"))
+        # The guard: nothing is measured on a forward pass that differs from the model's own.
+        bb.check(cal.sequences[0], cal.sequences[-1])
+        progress(Log(f"measurement forward matches {bb.model_type}'s own on calibration tokens"))
+        if bb.stream_blocks(Path(source.path)):
+            progress(Log("measuring block by block: one block's weights in memory at a time"))
     blocks = {i.path: i.block for i in items}
     key = cache_key(source_fingerprint(Path(source.path)), cal.digest, config.group_size,
                     measured, config.dequantize)
@@ -81,8 +86,8 @@ def measure_and_allocate(source, config: QuantConfig, bb: Backbone, tokenizer: A
                                    progress=progress, cancel=cancel)
             record = {"scores": scores, "probes": {}, "key": key}
             save_scores(key, record)  # kept even if a later stage fails: a rerun resumes here
-        edge = [p for p in ("model.embed_tokens", bb.head_path) if p in record["scores"]]
-        for path in dict.fromkeys(edge):
+        edge = [p for p in bb.outside_paths if p in record["scores"]]
+        for path in edge:
             for b in widths:
                 if b != KEEP and b <= 4:
                     check_cancel(cancel)

@@ -148,8 +148,6 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
         from optiq_tui.quant.measure import measure_and_allocate
 
         bb = Backbone(model, model_cfg)
-        if bb.stream_blocks(Path(source.path)):
-            progress(Log("measuring block by block: one block's weights in memory at a time"))
         choice, scores, cal_meta, cache_hit = measure_and_allocate(
             source, config, bb, tokenizer, items, budget, stages, progress=progress, cancel=cancel)
         del bb
@@ -201,7 +199,7 @@ def _verify(source, config, out: Path, achieved: float, items, budget, progress,
 
     return held_out_quality(Path(source.path), out, lambda p: load_source(p, config.dequantize),
                             achieved, items, budget, n_tokens=config.verify_tokens,
-                            progress=progress, cancel=cancel)
+                            checked=config.uniform_bits is None, progress=progress, cancel=cancel)
 
 
 def _metadata(name, source, config, choice, scores, items, achieved, cal_meta, timings,

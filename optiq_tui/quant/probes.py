@@ -50,7 +50,7 @@ def reference_pass(bb: Backbone, sequences: list[list[int]],
     ``on_segment(start)`` after each run of blocks (for progress)."""
     n = len(bb.blocks)
     stride = checkpoint_stride(n)
-    hs = [bb.embed_tokens(mx.array(seq)[None]) for seq in sequences]
+    hs = [bb.embed(seq) for seq in sequences]
     cps: list[dict[int, mx.array]] = [{} for _ in sequences]
     for start in range(0, n, stride):
         check_cancel(cancel)
@@ -78,27 +78,21 @@ def run_probe(bb: Backbone, ref: Reference, weight_fn: WeightFn | None, first_bl
     head only) and compare with the reference."""
     n = len(bb.blocks)
     check_cancel(cancel)
-    head = bb.head_matrix(weight_fn)
-    mx.eval(head)  # transformed once, not inside every logits slice's graph
+    outside = bb.outside_weights(weight_fn)  # transformed once, not for every logits chunk
     if first_block >= n:
         hs = list(ref.final)
     elif first_block < 0:
-        emb = head if bb.tied else bb.embed.weight
-        if weight_fn is not None and not bb.tied:
-            emb = weight_fn("model.embed_tokens", emb)
-        hs = bb.forward_hidden([emb[mx.array(s)[None]].astype(mx.float32) for s in ref.sequences],
-                               weight_fn)
+        hs = bb.forward_hidden([bb.embed(s, outside) for s in ref.sequences], weight_fn)
     else:
         start = (first_block // ref.stride) * ref.stride
         hs = bb.forward_hidden([cp[start] for cp in ref.checkpoints], weight_fn, start=start)
     check_cancel(cancel)
-    ref_head = bb.head_matrix()
     kls, tops, nlls = [], [], []
     for i, seq in enumerate(ref.sequences):
         targets = mx.array(seq[1:] + [seq[-1]])
         pos = 0
-        for ref_logits, logits in zip(bb.logits_chunks(ref.final[i], ref_head),
-                                      bb.logits_chunks(hs[i], head)):
+        for ref_logits, logits in zip(bb.logits_chunks(ref.final[i]),
+                                      bb.logits_chunks(hs[i], outside)):
             kls.append(token_kl(ref_logits, logits))
             tops.append(top1_matches(ref_logits, logits))
             if with_nll:
@@ -132,12 +126,12 @@ def first_block_of(paths: list[str], bb: Backbone, blocks: dict[str, int]) -> in
     n = len(bb.blocks)
     starts = []
     for p in paths:
-        if p == "model.embed_tokens":
+        if p in bb.embed_paths:
             starts.append(-1)
-        elif p == bb.head_path:
-            starts.append(n)
-        else:
+        elif blocks.get(p, -1) >= 0:
             starts.append(blocks[p])
+        else:
+            starts.append(n)  # the head: only the tail reruns
     return min(starts) if starts else n
 
 
@@ -152,11 +146,10 @@ def probe_item(bb: Backbone, ref: Reference, path: str, bits: int, group_size: i
 def reference_nll(bb: Backbone, ref: Reference) -> mx.array:
     """The reference's own NLL of the true next tokens (its perplexity)."""
     nlls = []
-    head = bb.head_matrix()
     for i, seq in enumerate(ref.sequences):
         targets = mx.array(seq[1:] + [seq[-1]])
         pos = 0
-        for logits in bb.logits_chunks(ref.final[i], head):
+        for logits in bb.logits_chunks(ref.final[i]):
             lp = log_softmax(logits)
             t = targets[pos:pos + logits.shape[0]]
             nlls.append(-mx.take_along_axis(lp, t[:, None], axis=-1)[:, 0])

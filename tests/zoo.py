@@ -1,0 +1,140 @@
+"""Tiny random configs for every architecture in the installed mlx-lm (tests/test_quant_zoo.py).
+
+One table of small values for the hyper-parameter names mlx-lm's ModelArgs use,
+applied to whichever of them an architecture has (required or not: a default
+sized for a real model would make a large one), plus per-architecture fixes.
+Hidden 64, 2 layers, 4 heads of 16, vocabulary 512: a model builds in
+milliseconds and every Linear is a multiple of the group size 64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import importlib
+import json
+import pkgutil
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+
+VOCAB = 512
+SMALL: dict[str, Any] = {
+    "hidden_size": 64, "d_model": 64, "n_embd": 64, "dim": 64, "model_dim": 64,
+    "num_hidden_layers": 2, "n_layer": 2, "n_layers": 2, "num_layers": 2,
+    "intermediate_size": 128, "ffn_dim": 128, "n_inner": 128, "moe_intermediate_size": 64,
+    "shared_expert_intermediate_size": 128, "expert_intermediate_size": 64,
+    "num_attention_heads": 4, "n_head": 4, "n_heads": 4, "num_heads": 4,
+    "num_key_value_heads": 2, "n_kv_heads": 2, "num_kv_heads": 2, "multi_query_group_num": 2,
+    "head_dim": 16, "vocab_size": VOCAB, "max_position_embeddings": 256, "n_positions": 256,
+    "n_ctx": 256, "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-5, "layer_norm_eps": 1e-5, "norm_eps": 1e-5, "layer_norm_epsilon": 1e-5,
+    "num_experts": 4, "n_routed_experts": 4, "num_local_experts": 4, "moe_num_experts": 4,
+    "num_experts_per_tok": 2, "moe_topk": 2, "n_shared_experts": 1, "num_shared_experts": 1,
+    "n_group": 1, "topk_group": 1, "first_k_dense_replace": 1,
+    "kv_lora_rank": 32, "q_lora_rank": 32, "qk_rope_head_dim": 16, "qk_nope_head_dim": 16,
+    "v_head_dim": 16, "sliding_window": 8, "window_size": 8, "attention_window_size": 8,
+    "tie_word_embeddings": False, "sliding_window_pattern": 2,
+    "layer_types": ["sliding_attention", "full_attention"], "norm_topk_prob": True,
+    "routed_scaling_factor": 1.0, "partial_rotary_factor": 1.0, "rotary_pct": 1.0,
+    "rotary_emb_base": 10000.0, "hidden_act": "silu", "decoder_sparse_step": 1,
+    "mlp_only_layers": [], "shared_intermediate_size": 128, "rotary_dim": 16,
+}
+
+
+# Required fields the table does not name, by their annotation: switches off, factors 1.
+BY_TYPE: dict[str, Any] = {"bool": False, "float": 1.0, "Optional[bool]": False,
+                           "Optional[float]": None, "Optional[int]": None}
+
+
+def architectures() -> list[str]:
+    """Every model module of the installed mlx-lm that defines a Model."""
+    import mlx_lm.models as models
+
+    names = []
+    for info in pkgutil.iter_modules(models.__path__):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # olmo prints, then exits
+                mod = importlib.import_module(f"mlx_lm.models.{info.name}")
+        except BaseException:  # noqa: BLE001 - a module needing an optional package exits
+            names.append(info.name)
+            continue
+        if hasattr(mod, "Model") and hasattr(mod, "ModelArgs"):
+            names.append(info.name)
+    return sorted(names)
+
+
+def tiny_config(arch: str) -> dict[str, Any]:
+    mod = importlib.import_module(f"mlx_lm.models.{arch}")
+    fields = {f.name: f for f in dataclasses.fields(mod.ModelArgs)}
+    cfg = {k: v for k, v in SMALL.items() if k in fields}
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        kind = kind.replace("typing.", "")
+        if required and name not in cfg and kind in BY_TYPE:
+            cfg[name] = BY_TYPE[kind]
+    cfg["model_type"] = arch
+    cfg.update(FIXES.get(arch, {}))
+    return cfg
+
+
+# Per-architecture values the table cannot guess (lists sized by the layer count, ...).
+# Multipliers are given real-looking values: they are what a re-implemented forward misses.
+FIXES: dict[str, dict[str, Any]] = {
+    "granite": {"embedding_multiplier": 12.0, "logits_scaling": 8.0, "attention_multiplier": 0.0625,
+                "residual_multiplier": 0.22},
+    "granitemoe": {"embedding_multiplier": 12.0, "logits_scaling": 8.0,
+                   "attention_multiplier": 0.0625, "residual_multiplier": 0.22},
+    "minicpm": {"scale_emb": 12.0, "dim_model_base": 32, "scale_depth": 1.4},
+    "minicpm3": {"scale_emb": 12.0, "dim_model_base": 32, "scale_depth": 1.4},
+    "gemma3_text": {"query_pre_attn_scalar": 16, "final_logit_softcapping": 30.0},
+    "gptj": {"rotary_dim": 8},
+    "phixtral": {"rotary_dim": 8},
+    "plamo": {"num_key_value_heads": 2, "n_shared_head": 2},
+    "exaone4": {"sliding_window_pattern": "LG", "rope_scaling": None},
+    "mamba": {"state_size": 8, "conv_kernel": 4, "time_step_rank": 8},
+    "lfm2": {"conv_L_cache": 3, "block_dim": 64, "block_multiple_of": 64, "block_ff_dim": 128,
+             "block_auto_adjust_ff_dim": False, "full_attn_idxs": [1], "layer_types": None},
+    "qwen3_next": {"linear_num_value_heads": 4, "linear_num_key_heads": 2, "linear_key_head_dim": 16,
+                   "linear_value_head_dim": 16, "linear_conv_kernel_dim": 4,
+                   "full_attention_interval": 2},
+    "recurrent_gemma": {"conv1d_width": 4, "attention_window_size": 8,
+                        "block_types": ["recurrent", "attention"], "lru_width": 64},
+    "glm4_moe": {"rope_scaling": None},
+    "llama4_text": {"intermediate_size_mlp": 128, "no_rope_layers": [1, 0]},
+    "mamba2": {"state_size": 8, "conv_kernel": 4, "n_groups": 1, "time_step_limit": [0.0, 1e9],
+               "time_step_rank": 8, "num_heads": 8, "head_dim": 16},
+    "lfm2_moe": {"num_dense_layers": 1, "conv_L_cache": 3, "layer_types": None,
+                 "full_attn_idxs": [1]},
+}
+
+
+def build(arch: str, seed: int = 0):
+    """(model, config) of ``arch`` with random float32 weights."""
+    from mlx_lm.utils import _get_classes
+
+    cfg = tiny_config(arch)
+    model_class, args_class = _get_classes(cfg)
+    mx.random.seed(seed)
+    model = model_class(args_class.from_dict(cfg))
+    mx.eval(model.parameters())
+    return model, cfg
+
+
+def write(arch: str, path: Path, seed: int = 0) -> Path:
+    """A model folder of ``arch`` that stock mlx_lm.load loads (tiny tokenizer included)."""
+    from mlx.utils import tree_flatten
+
+    from tests.tiny import CHATML_TEMPLATE, build_tokenizer
+
+    model, cfg = build(arch, seed)
+    model.set_dtype(mx.float16)  # as checkpoints are: 16-bit scales and norms fit a 5.0 budget
+    path.mkdir(parents=True, exist_ok=True)
+    build_tokenizer(path, VOCAB - 64, CHATML_TEMPLATE)
+    weights = dict(tree_flatten(model.parameters()))
+    mx.save_safetensors(str(path / "model.safetensors"), weights, metadata={"format": "mlx"})
+    (path / "config.json").write_text(json.dumps(cfg, indent=2))
+    return path
