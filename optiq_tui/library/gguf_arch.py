@@ -155,11 +155,11 @@ def _mixtral(h: Hparams, c: dict[str, Any]) -> None:
     c["num_experts_per_tok"] = int(h.need("expert_used_count"))
 
 
-def _attention_scalar(h: Hparams, c: dict[str, Any], big_layers: int) -> float:
+def _attention_scalar(h: Hparams, c: dict[str, Any], big_layers: int) -> int:
     # llama.cpp scales Gemma's queries by head_dim, except the 27B sizes, which use hidden/heads.
     if c["num_hidden_layers"] == big_layers:
-        return float(c["hidden_size"] // c["num_attention_heads"])
-    return float(c["head_dim"])
+        return c["hidden_size"] // c["num_attention_heads"]
+    return c["head_dim"]
 
 
 def _gemma(h: Hparams, c: dict[str, Any]) -> None:

@@ -204,8 +204,6 @@ def import_gguf(
         raise OptiqError(f"{source.name} has no token embedding tensor; it is not a complete model")
     config = model_config(family, Hparams(meta["general.architecture"], meta, tensors), meta)
     plan = _plan(reader, config, family)
-    shapes = _expected_shapes(config, plan, source.name)
-
     types = Counter(t.type_name for t in plan)
     unreadable = sorted(t for t in types if not _can_dequantize(t))
     if unreadable:
@@ -213,6 +211,7 @@ def import_gguf(
             f"{source.name} uses GGUF tensor type(s) {', '.join(unreadable)} that cannot be "
             "dequantized here; convert it with llama.cpp to Q8_0 or F16 first"
         )
+    shapes = _expected_shapes(config, plan, source.name)
     if keep_quantized:
         odd = sorted({t.type_name for t in plan} - _FLOAT_TYPES - set(_KEEPABLE))
         if odd:

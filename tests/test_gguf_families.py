@@ -1,0 +1,103 @@
+"""GGUF round trips for every supported family: write as llama.cpp would, import, compare logits."""
+
+from __future__ import annotations
+
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from optiq_tui.library.gguf_import import PROVENANCE_FILE, import_gguf
+from optiq_tui.progress import Log, OptiqError
+from tests.gguf_families import FAMILIES, Q, build_source, write_family_gguf
+from tests.gguf_files import spm_vocab
+
+PROMPT_IDS = [5, 17, 42, 99, 7, 250, 3, 64, 12, 200]
+
+
+def _logits(model) -> np.ndarray:
+    model.set_dtype(mx.float32)  # MLX's CPU expert kernels (gather_mm) want float32
+    return np.array(model(mx.array([PROMPT_IDS]))[0])
+
+
+@pytest.mark.parametrize("arch", sorted(FAMILIES))
+def test_round_trip(arch, tmp_path):
+    """The imported folder loads in stock mlx_lm.load and gives the source's logits.
+
+    The source is the same weights after the file's quantize/dequantize, stored in
+    the import's dtype; both run in float32, so only float rounding may differ.
+    """
+    from mlx_lm import load
+
+    config, source = build_source(arch, tmp_path / "src")
+    spm = spm_vocab(config["vocab_size"])[0] if arch == "gemma" else None
+    base = arch == "gemma"  # stands for a base model: no chat template in the file
+    kwargs = {"chat_template": None} if base else {}
+    reference = write_family_gguf(arch, config, source, tmp_path / "src", tmp_path / "m.gguf", spm=spm, **kwargs)
+    logs: list[str] = []
+    info = import_gguf(tmp_path / "m.gguf", arch,
+                       progress=lambda e: logs.append(e.message) if isinstance(e, Log) else None)
+
+    imported, tokenizer = load(str(info.path))
+    assert info.model_type == config["model_type"]
+    dtype = json.loads((info.path / "config.json").read_text())["torch_dtype"]
+    want_dtype = {"float16": mx.float16, "bfloat16": mx.bfloat16}[dtype]
+    source.load_weights([(k, mx.array(v).astype(want_dtype)) for k, v in reference.items()])
+    got, want = _logits(imported), _logits(source)
+    diff = float(np.abs(got - want).max())
+    print(f"\n{arch}: max |logit diff| {diff:.2e} (logit scale {np.abs(want).max():.2f}, {dtype})")
+    assert diff <= 1e-4 * max(1.0, float(np.abs(want).max())), diff
+
+    provenance = json.loads((info.path / PROVENANCE_FILE).read_text())
+    assert provenance["architecture"] == ("llama" if arch == "mixtral" else arch)
+    assert len(provenance["gguf_types"]) >= 2
+    if base:
+        assert info.chat_format == "none"
+        assert any("no chat template" in line for line in logs)
+    else:
+        assert info.chat_format == ("harmony" if arch == "gpt-oss" else "template")
+        from tokenizers import Tokenizer
+
+        text = "Paris is the capital of France. def add(a, b): return 84"
+        want_ids = Tokenizer.from_file(str(tmp_path / "src" / "tokenizer.json")).encode(text).ids
+        assert Tokenizer.from_file(str(info.path / "tokenizer.json")).encode(text).ids == want_ids
+
+
+def test_gemma_norms_come_back_without_the_plus_one(tmp_path):
+    """llama.cpp stores Gemma's norm weights as 1 + w; the import gives mlx-lm w again."""
+    config, source = build_source("gemma2", tmp_path / "src")
+    reference = write_family_gguf("gemma2", config, source, tmp_path / "src", tmp_path / "g.gguf")
+    info = import_gguf(tmp_path / "g.gguf")
+    weights = mx.load(str(info.path / "model.safetensors"))
+    for name in ("model.norm.weight", "model.layers.1.post_feedforward_layernorm.weight"):
+        got = np.array(weights[name].astype(mx.float32))
+        np.testing.assert_allclose(got, reference[name], atol=1e-2)
+
+
+def test_unsupported_architecture_names_the_supported_ones(tmp_path):
+    import gguf
+
+    w = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "mamba")
+    w.add_tensor("token_embd.weight", np.zeros((8, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(OptiqError) as err:
+        import_gguf(tmp_path / "m.gguf")
+    message = str(err.value)
+    assert "'mamba'" in message and "gemma3" in message and "gpt-oss" in message and "\n" not in message
+
+
+def test_file_that_does_not_fit_the_model_is_refused_before_writing(tmp_path):
+    """A tensor the family's mlx-lm model has no place for stops the import with one line."""
+    from optiq_tui.settings import paths
+
+    config, source = build_source("qwen3", tmp_path / "src")
+    source.model.layers.pop()  # a file that says 2 layers but holds 1
+    write_family_gguf("qwen3", config, source, tmp_path / "src", tmp_path / "q.gguf")
+    with pytest.raises(OptiqError, match="does not fit mlx-lm's qwen3 model"):
+        import_gguf(tmp_path / "q.gguf")
+    assert list(paths().models.iterdir()) == [] and list(paths().staging.iterdir()) == []
+
