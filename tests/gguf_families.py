@@ -67,6 +67,11 @@ FAMILIES: dict[str, tuple[dict[str, Any], list[Any]]] = {
 }
 
 
+# The `tokenizer.ggml.pre` names real files of these families carry.
+PRE_TOKENIZERS = {"llama": "llama-bpe", "mixtral": "tekken", "qwen2": "qwen2", "qwen3": "qwen2",
+                  "qwen2moe": "qwen2", "qwen3moe": "qwen2", "gpt-oss": "gpt-4o"}
+
+
 def build_source(arch: str, path: Path, seed: int = 0) -> tuple[dict[str, Any], Any]:
     """A random mlx-lm model of GGUF family ``arch`` with a byte-level tokenizer at ``path``."""
     from mlx_lm.utils import _get_classes
@@ -131,7 +136,7 @@ def write_family_gguf(
     tmap = gguf.get_tensor_name_map(arch_enum, config["num_hidden_layers"])
     w = gguf.GGUFWriter(str(out), gguf_arch)
     _write_hparams(w, arch, config)
-    _write_vocab(w, tok_dir, spm, chat_template)
+    _write_vocab(w, tok_dir, spm, chat_template, PRE_TOKENIZERS.get(arch, "default"))
 
     qtypes = FAMILIES[arch][1]
     heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
@@ -200,7 +205,7 @@ def _write_hparams(w, arch: str, c: dict[str, Any]) -> None:
         w.add_rope_scaling_orig_ctx_len(c["original_max_position_embeddings"])
 
 
-def _write_vocab(w, tok_dir: Path, spm: dict | None, chat_template: str | None) -> None:
+def _write_vocab(w, tok_dir: Path, spm: dict | None, chat_template: str | None, pre: str) -> None:
     if spm is not None:  # a SentencePiece vocabulary, as Gemma/llama2/Mistral files carry
         w.add_tokenizer_model("llama")
         w.add_token_list(spm["tokens"])
@@ -216,7 +221,7 @@ def _write_vocab(w, tok_dir: Path, spm: dict | None, chat_template: str | None) 
         added = {t["content"] for t in tok["added_tokens"]}
         tokens = [t for t, _ in vocab]
         w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre("default")
+        w.add_tokenizer_pre(pre)
         w.add_token_list(tokens)
         w.add_token_types([3 if t in added else 1 for t in tokens])
         w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tok["model"]["merges"]])

@@ -10,7 +10,7 @@ import pytest
 
 from optiq_tui.library.gguf_import import PROVENANCE_FILE, import_gguf
 from optiq_tui.progress import Log, OptiqError
-from tests.gguf_families import FAMILIES, Q, build_source, write_family_gguf
+from tests.gguf_families import FAMILIES, PRE_TOKENIZERS, build_source, write_family_gguf
 from tests.gguf_files import spm_vocab
 
 PROMPT_IDS = [5, 17, 42, 99, 7, 250, 3, 64, 12, 200]
@@ -55,13 +55,29 @@ def test_round_trip(arch, tmp_path):
     if base:
         assert info.chat_format == "none"
         assert any("no chat template" in line for line in logs)
+        _assert_details_show_base_model_note(info)
     else:
         assert info.chat_format == ("harmony" if arch == "gpt-oss" else "template")
         from tokenizers import Tokenizer
 
-        text = "Paris is the capital of France. def add(a, b): return 84"
-        want_ids = Tokenizer.from_file(str(tmp_path / "src" / "tokenizer.json")).encode(text).ids
-        assert Tokenizer.from_file(str(info.path / "tokenizer.json")).encode(text).ids == want_ids
+        text = "Paris is the capital of France. def add(a, b): return"
+        got_tok = Tokenizer.from_file(str(info.path / "tokenizer.json"))
+        want_tok = Tokenizer.from_file(str(tmp_path / "src" / "tokenizer.json"))
+        assert got_tok.encode(text).ids == want_tok.encode(text).ids
+        # The file's pre-tokenizer name picks the split: Qwen2 and Tekken cut numbers into single digits.
+        digits = len(got_tok.pre_tokenizer.pre_tokenize_str("1234"))
+        assert digits == {"qwen2": 4, "tekken": 4, "llama-bpe": 2, "gpt-4o": 2}.get(PRE_TOKENIZERS.get(arch), 1)
+
+
+def _assert_details_show_base_model_note(info) -> None:
+    from rich.console import Console
+
+    from optiq_tui.ui.widgets.model_details import describe
+
+    console = Console(width=120)
+    with console.capture() as captured:
+        console.print(describe(info))
+    assert "none (base model: no chat template, plain completion)" in captured.get()
 
 
 def test_gemma_norms_come_back_without_the_plus_one(tmp_path):

@@ -27,7 +27,17 @@ _QWEN2_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# o200k_base's split (gpt-oss; llama.cpp's "gpt-4o") and Mistral's Tekken, as their tokenizer.json files have them.
+_CASED_WORDS = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+{c}"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*{c}"
+)
+_TAIL = r"| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_O200K_PATTERN = _CASED_WORDS.replace("{c}", r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?") + r"|\p{N}{1,3}" + _TAIL
+_TEKKEN_PATTERN = _CASED_WORDS.replace("{c}", "") + r"|\p{N}" + _TAIL
 _SPLIT_PATTERNS = {
+    "gpt-4o": _O200K_PATTERN,
+    "tekken": _TEKKEN_PATTERN,
     "llama-bpe": _LLAMA3_PATTERN,
     "llama3": _LLAMA3_PATTERN,
     "smaug-bpe": _LLAMA3_PATTERN,
