@@ -145,7 +145,7 @@ def write_family_gguf(
         values = np.array(value.astype(mx.float32))
         target = _gguf_name(tmap, name)
         stored_values = values + 1 if arch.startswith("gemma") and name.endswith("norm.weight") else values
-        if values.ndim == 1:
+        if values.ndim == 1 or not name.endswith(".weight"):  # llama.cpp keeps biases in F32
             payload, qtype, decoded = stored_values.astype(np.float32), Q.F32, values
         else:
             qtype = Q.MXFP4 if arch == "gpt-oss" and values.ndim == 3 else qtypes[matrices % len(qtypes)]

@@ -117,3 +117,32 @@ def test_file_that_does_not_fit_the_model_is_refused_before_writing(tmp_path):
         import_gguf(tmp_path / "q.gguf")
     assert list(paths().models.iterdir()) == [] and list(paths().staging.iterdir()) == []
 
+
+
+def test_gpt_oss_keeps_its_mxfp4_experts_bit_for_bit(tmp_path):
+    """--keep-quantized turns GGUF MXFP4 experts into MLX mxfp4 weights that dequantize identically."""
+    from mlx_lm import load
+
+    config, source = build_source("gpt-oss", tmp_path / "src")
+    reference = write_family_gguf("gpt-oss", config, source, tmp_path / "src", tmp_path / "m.gguf")
+    info = import_gguf(tmp_path / "m.gguf", keep_quantized=True)
+
+    quant = json.loads((info.path / "config.json").read_text())["quantization"]
+    expert = "model.layers.1.mlp.experts.down_proj"
+    def setting(module: str) -> tuple:
+        q = quant.get(module, quant)  # per-layer entries name the modules unlike the default
+        return q["group_size"], q["bits"], q["mode"]
+
+    assert setting(expert) == (32, 4, "mxfp4")
+    assert setting("model.embed_tokens") == (32, 8, "affine")  # Q8_0
+    kept = mx.load(str(info.path / "model.safetensors"))
+    values = mx.dequantize(kept[f"{expert}.weight"], kept[f"{expert}.scales"], group_size=32, bits=4, mode="mxfp4")
+    np.testing.assert_array_equal(np.array(values.astype(mx.float32)), reference[f"{expert}.weight"])
+
+    imported, _ = load(str(info.path))
+    got = _logits(imported)  # float32 scales and activations: only the stored scales' rounding remains
+    source.load_weights([(k, mx.array(v).astype(mx.bfloat16)) for k, v in reference.items()])
+    want = _logits(source)
+    # The GGUF's float16 block scales are stored in the model's bfloat16: the only loss.
+    print(f"\ngpt-oss kept MXFP4/Q8_0: max |logit diff| {np.abs(got - want).max():.2e} of {np.abs(want).max():.2f}")
+    assert np.abs(got - want).max() < 0.01 * np.abs(want).max()

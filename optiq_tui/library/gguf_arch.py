@@ -262,10 +262,15 @@ def model_config(family: Family, h: Hparams, meta: dict[str, Any]) -> dict[str, 
     family.extra_config(h, config)
     if "rope_freqs.weight" in tensors:
         config["rope_scaling"] = _llama3_rope_scaling(h.array("rope_freqs.weight"), config)
-    for key, name in (("bos_token_id", "tokenizer.ggml.bos_token_id"),
-                      ("eos_token_id", "tokenizer.ggml.eos_token_id")):
-        if meta.get(name) is not None:
-            config[key] = int(meta[name])
+    if meta.get("tokenizer.ggml.bos_token_id") is not None:
+        config["bos_token_id"] = int(meta["tokenizer.ggml.bos_token_id"])
+    # Chat models end a turn with their end-of-turn token (Gemma's <end_of_turn>, Phi-3's <|end|>),
+    # which llama.cpp keeps apart from eos; generation must stop at either.
+    stops = [int(meta[f"tokenizer.ggml.{k}_token_id"]) for k in ("eos", "eot", "eom")
+             if meta.get(f"tokenizer.ggml.{k}_token_id") is not None]
+    stops = list(dict.fromkeys(stops))
+    if stops:
+        config["eos_token_id"] = stops[0] if len(stops) == 1 else stops
     return config
 
 

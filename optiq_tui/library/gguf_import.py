@@ -13,9 +13,9 @@ GGUF's low-bit weights are usually the best copy of the model a user has, and
 the OptiQ quantizer needs real-valued weights to measure and re-quantize;
 re-quantizing already-quantized weights compounds the error. With
 ``keep_quantized=True`` the Q4_0/Q4_1/Q8_0 weights are kept bit for bit as MLX
-affine quantized weights (these three are affine with group size 32, so MLX
-represents them exactly; MLX's own GGUF loader does the repacking), which
-gives a small model to chat with right away.
+affine quantized weights and MXFP4 (gpt-oss experts) as MLX mxfp4 (groups of
+32 that MLX represents exactly; only the bits are repacked), which gives a
+small model to chat with right away.
 """
 
 from __future__ import annotations
@@ -57,8 +57,13 @@ from optiq_tui.settings import paths
 PROVENANCE_FILE = "optiq_import.json"
 
 _FLOAT_TYPES = {"F32", "F16", "BF16"}
-# Types that are MLX affine quantization with group size 32, exactly.
-_KEEPABLE = {"Q4_0": 4, "Q4_1": 4, "Q8_0": 8}
+# Types that MLX holds exactly (groups of 32), as the quantization config names them.
+_KEEPABLE = {
+    "Q4_0": {"group_size": 32, "bits": 4, "mode": "affine"},
+    "Q4_1": {"group_size": 32, "bits": 4, "mode": "affine"},
+    "Q8_0": {"group_size": 32, "bits": 8, "mode": "affine"},
+    "MXFP4": {"group_size": 32, "bits": 4, "mode": "mxfp4"},
+}
 
 
 @dataclass(frozen=True)
@@ -216,7 +221,7 @@ def import_gguf(
         odd = sorted({t.type_name for t in plan} - _FLOAT_TYPES - set(_KEEPABLE))
         if odd:
             raise OptiqError(
-                f"--keep-quantized keeps only Q4_0, Q4_1 and Q8_0 weights, and {source.name} "
+                f"--keep-quantized keeps only Q4_0, Q4_1, Q8_0 and MXFP4 weights, and {source.name} "
                 f"has {', '.join(odd)}; import it without --keep-quantized to dequantize"
             )
     # bfloat16 sources and families whose activations overflow float16 (Gemma) get bfloat16.
@@ -239,22 +244,22 @@ def import_gguf(
     }
     provenance["sha256"] = _sha256(source, progress, cancel)
 
-    packed = mx.load(str(source)) if keep_quantized else None
     total = sum(t.n_bytes for t in plan)
     done = 0
-    per_layer_quant: dict[str, dict[str, int]] = {}
+    per_layer_quant: dict[str, dict[str, Any]] = {}
     with staged_model(final.name) as folder:
         writer = ShardWriter(folder)
         for t in plan:
             check_cancel(cancel)
-            if keep_quantized and t.type_name in _KEEPABLE and len(shapes[t.out]) == 2:
-                base = t.gguf_name.rpartition(".")[0]
-                for part in ("weight", "scales", "biases"):
-                    arr = packed[f"{base}.{part}"]
+            if keep_quantized and t.type_name in _KEEPABLE and t.out.endswith(".weight") and not t.shift:
+                parts = _to_mlx_quant(t.type_name, np.asarray(tensors[t.gguf_name].data), shapes[t.out])
+                for part, arr in parts.items():
                     if t.permute_heads:
-                        arr = mx.array(_unpermute(np.array(arr), t.permute_heads))
-                    writer.add(f"{t.module}.{part}", arr if part == "weight" else arr.astype(dtype))
-                per_layer_quant[t.module] = {"group_size": 32, "bits": _KEEPABLE[t.type_name]}
+                        arr = _unpermute(arr, t.permute_heads)
+                    # float16 scales/biases follow the model's dtype; weights and e8m0 scales stay integers.
+                    value = mx.array(arr)
+                    writer.add(f"{t.module}.{part}", value.astype(dtype) if arr.dtype == np.float16 else value)
+                per_layer_quant[t.module] = _KEEPABLE[t.type_name]
             else:
                 values = _dequantize(tensors[t.gguf_name])
                 if t.permute_heads:
@@ -313,8 +318,42 @@ def _weight_type(plan: list[_Tensor]) -> str:
     return counts.most_common(1)[0][0] if counts else "F32"
 
 
-def _quant_config(per_layer: dict[str, dict[str, int]]) -> dict[str, Any]:
-    bits = Counter(q["bits"] for q in per_layer.values()).most_common(1)[0][0]
-    config: dict[str, Any] = {"group_size": 32, "bits": bits, "mode": "affine"}
-    config.update({k: v for k, v in per_layer.items() if v["bits"] != bits})
+def _quant_config(per_layer: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """mlx-lm's quantization config: the commonest setting on top, the layers that differ by name."""
+    key = lambda q: json.dumps(q, sort_keys=True)  # noqa: E731
+    main = Counter(key(q) for q in per_layer.values()).most_common(1)[0][0]
+    config: dict[str, Any] = json.loads(main)
+    config.update({k: v for k, v in per_layer.items() if key(v) != main})
     return config
+
+
+def _nibbles(qs: np.ndarray) -> np.ndarray:
+    """A ggml 4-bit block's 32 codes from its 16 bytes: elements 0-15 low nibbles, 16-31 high ones."""
+    return np.concatenate([qs & 0x0F, qs >> 4], axis=-1)
+
+
+def _pack(codes: np.ndarray, bits: int, shape: tuple[int, ...]) -> np.ndarray:
+    """MLX's packing: consecutive codes fill each uint32 from the lowest bits up."""
+    if bits == 4:
+        codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
+    return np.ascontiguousarray(codes.astype(np.uint8)).reshape(*shape[:-1], -1).view(np.uint32)
+
+
+def _to_mlx_quant(type_name: str, data: np.ndarray, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """A Q4_0/Q4_1/Q8_0/MXFP4 tensor's blocks as MLX quantized arrays, bit for bit.
+
+    Q4_0 is d*(q-8), Q4_1 d*q+m and Q8_0 d*q (q signed): MLX affine groups of 32
+    with scale d and bias -8d, m or -128d. MXFP4 and MLX mxfp4 share the e8m0
+    scales and e2m1 codes (ggml's value table is doubled and its scale halved).
+    """
+    size = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34, "MXFP4": 17}[type_name]
+    blocks = data.reshape(*shape[:-1], shape[-1] // 32, size)
+    if type_name == "MXFP4":
+        return {"weight": _pack(_nibbles(blocks[..., 1:]), 4, shape), "scales": blocks[..., 0].copy()}
+    d = np.ascontiguousarray(blocks[..., :2]).view(np.float16)[..., 0]
+    if type_name == "Q8_0":
+        codes = (blocks[..., 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8)
+        return {"weight": _pack(codes, 8, shape), "scales": d, "biases": -128 * d}
+    offset = 2 if type_name == "Q4_0" else 4
+    bias = -8 * d if type_name == "Q4_0" else np.ascontiguousarray(blocks[..., 2:4]).view(np.float16)[..., 0]
+    return {"weight": _pack(_nibbles(blocks[..., offset:]), 4, shape), "scales": d, "biases": bias}
