@@ -215,6 +215,9 @@ def _write_vocab(w, tok_dir: Path, spm: dict | None, chat_template: str | None, 
         w.add_eos_token_id(2)
         w.add_unk_token_id(0)
         w.add_add_bos_token(True)
+        # As the converter writes Gemma's: no "▁" before the text, and an end-of-turn token apart from eos.
+        w.add_add_space_prefix(False)
+        w.add_eot_token_id(len(spm["tokens"]) - 1)
     else:
         tok = json.loads((tok_dir / "tokenizer.json").read_text())
         vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])

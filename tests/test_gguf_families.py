@@ -56,6 +56,10 @@ def test_round_trip(arch, tmp_path):
         assert info.chat_format == "none"
         assert any("no chat template" in line for line in logs)
         _assert_details_show_base_model_note(info)
+        config = json.loads((info.path / "config.json").read_text())
+        assert config["eos_token_id"] == [2, len(spm["tokens"]) - 1]  # eos, then the file's eot
+        pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode("Paris is"))
+        assert pieces[0] == "<s>" and not pieces[1].startswith("▁") and "▁is" in pieces[1:]
     else:
         assert info.chat_format == ("harmony" if arch == "gpt-oss" else "template")
         from tokenizers import Tokenizer
