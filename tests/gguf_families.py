@@ -37,6 +37,8 @@ _MOE = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 256
 # GGUF arch -> (mlx-lm config beyond _COMMON, tensor types the matrices cycle through).
 FAMILIES: dict[str, tuple[dict[str, Any], list[Any]]] = {
     "llama": ({"model_type": "llama", "tie_word_embeddings": False}, [Q.Q4_K, Q.Q6_K, Q.Q8_0, Q.Q5_0]),
+    # Mistral Nemo-style: a llama whose head_dim is not hidden / heads.
+    "mistral": ({"model_type": "llama", "head_dim": 32, "tie_word_embeddings": False}, [Q.Q6_K, Q.Q8_0]),
     "mixtral": ({"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2,
                  "intermediate_size": 256}, [Q.Q4_K, Q.Q5_1, Q.Q8_0]),
     "qwen2": ({"model_type": "qwen2", "tie_word_embeddings": True}, [Q.Q5_K, Q.Q4_0, Q.Q8_0]),
@@ -67,9 +69,15 @@ FAMILIES: dict[str, tuple[dict[str, Any], list[Any]]] = {
 }
 
 
+# Families whose files carry a SentencePiece vocabulary; the others carry byte-level BPE.
+SENTENCEPIECE = {"gemma", "mixtral"}
 # The `tokenizer.ggml.pre` names real files of these families carry.
-PRE_TOKENIZERS = {"llama": "llama-bpe", "mixtral": "tekken", "qwen2": "qwen2", "qwen3": "qwen2",
+PRE_TOKENIZERS = {"llama": "llama-bpe", "mistral": "tekken", "qwen2": "qwen2", "qwen3": "qwen2",
                   "qwen2moe": "qwen2", "qwen3moe": "qwen2", "gpt-oss": "gpt-4o"}
+
+
+# Test families that llama.cpp files call "llama".
+GGUF_ARCH = {"mistral": "llama", "mixtral": "llama"}
 
 
 def build_source(arch: str, path: Path, seed: int = 0) -> tuple[dict[str, Any], Any]:
@@ -131,12 +139,12 @@ def write_family_gguf(
 ) -> dict[str, np.ndarray]:
     """Write ``model`` as llama.cpp would; return the reference weights (mlx-lm names, float32)."""
     rng = np.random.default_rng(seed)
-    gguf_arch = "llama" if arch == "mixtral" else arch
+    gguf_arch = GGUF_ARCH.get(arch, arch)
     arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == gguf_arch)
     tmap = gguf.get_tensor_name_map(arch_enum, config["num_hidden_layers"])
     w = gguf.GGUFWriter(str(out), gguf_arch)
     _write_hparams(w, arch, config)
-    _write_vocab(w, tok_dir, spm, chat_template, PRE_TOKENIZERS.get(arch, "default"))
+    _write_vocab(w, tok_dir, spm, chat_template, PRE_TOKENIZERS.get(arch, "default"), arch.startswith("gemma"))
 
     qtypes = FAMILIES[arch][1]
     heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
@@ -205,7 +213,7 @@ def _write_hparams(w, arch: str, c: dict[str, Any]) -> None:
         w.add_rope_scaling_orig_ctx_len(c["original_max_position_embeddings"])
 
 
-def _write_vocab(w, tok_dir: Path, spm: dict | None, chat_template: str | None, pre: str) -> None:
+def _write_vocab(w, tok_dir: Path, spm: dict | None, chat_template: str | None, pre: str, gemma: bool) -> None:
     if spm is not None:  # a SentencePiece vocabulary, as Gemma/llama2/Mistral files carry
         w.add_tokenizer_model("llama")
         w.add_token_list(spm["tokens"])
@@ -215,9 +223,9 @@ def _write_vocab(w, tok_dir: Path, spm: dict | None, chat_template: str | None, 
         w.add_eos_token_id(2)
         w.add_unk_token_id(0)
         w.add_add_bos_token(True)
-        # As the converter writes Gemma's: no "▁" before the text, and an end-of-turn token apart from eos.
-        w.add_add_space_prefix(False)
-        w.add_eot_token_id(len(spm["tokens"]) - 1)
+        if gemma:  # as the converter writes Gemma's: no "▁" before the text, an end-of-turn token apart from eos
+            w.add_add_space_prefix(False)
+            w.add_eot_token_id(len(spm["tokens"]) - 1)
     else:
         tok = json.loads((tok_dir / "tokenizer.json").read_text())
         vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])

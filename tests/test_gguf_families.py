@@ -10,7 +10,7 @@ import pytest
 
 from optiq_tui.library.gguf_import import PROVENANCE_FILE, import_gguf
 from optiq_tui.progress import Log, OptiqError
-from tests.gguf_families import FAMILIES, PRE_TOKENIZERS, build_source, write_family_gguf
+from tests.gguf_families import FAMILIES, GGUF_ARCH, PRE_TOKENIZERS, SENTENCEPIECE, build_source, write_family_gguf
 from tests.gguf_files import spm_vocab
 
 PROMPT_IDS = [5, 17, 42, 99, 7, 250, 3, 64, 12, 200]
@@ -31,7 +31,7 @@ def test_round_trip(arch, tmp_path):
     from mlx_lm import load
 
     config, source = build_source(arch, tmp_path / "src")
-    spm = spm_vocab(config["vocab_size"])[0] if arch == "gemma" else None
+    spm, spm_reference = spm_vocab(config["vocab_size"]) if arch in SENTENCEPIECE else (None, None)
     base = arch == "gemma"  # stands for a base model: no chat template in the file
     kwargs = {"chat_template": None} if base else {}
     reference = write_family_gguf(arch, config, source, tmp_path / "src", tmp_path / "m.gguf", spm=spm, **kwargs)
@@ -50,7 +50,7 @@ def test_round_trip(arch, tmp_path):
     assert diff <= 1e-4 * max(1.0, float(np.abs(want).max())), diff
 
     provenance = json.loads((info.path / PROVENANCE_FILE).read_text())
-    assert provenance["architecture"] == ("llama" if arch == "mixtral" else arch)
+    assert provenance["architecture"] == GGUF_ARCH.get(arch, arch)
     assert len(provenance["gguf_types"]) >= 2
     if base:
         assert info.chat_format == "none"
@@ -60,17 +60,20 @@ def test_round_trip(arch, tmp_path):
         assert config["eos_token_id"] == [2, len(spm["tokens"]) - 1]  # eos, then the file's eot
         pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode("Paris is"))
         assert pieces[0] == "<s>" and not pieces[1].startswith("▁") and "▁is" in pieces[1:]
-    else:
-        assert info.chat_format == ("harmony" if arch == "gpt-oss" else "template")
-        from tokenizers import Tokenizer
+        return
+    assert info.chat_format == ("harmony" if arch == "gpt-oss" else "template")
+    from tokenizers import Tokenizer
 
-        text = "Paris is the capital of France. def add(a, b): return"
-        got_tok = Tokenizer.from_file(str(info.path / "tokenizer.json"))
-        want_tok = Tokenizer.from_file(str(tmp_path / "src" / "tokenizer.json"))
-        assert got_tok.encode(text).ids == want_tok.encode(text).ids
-        # The file's pre-tokenizer name picks the split: Qwen2 and Tekken cut numbers into single digits.
-        digits = len(got_tok.pre_tokenizer.pre_tokenize_str("1234"))
-        assert digits == {"qwen2": 4, "tekken": 4, "llama-bpe": 2, "gpt-4o": 2}.get(PRE_TOKENIZERS.get(arch), 1)
+    text = "Paris is the capital of France. def add(a, b): return"
+    got_tok = Tokenizer.from_file(str(info.path / "tokenizer.json"))
+    if spm is not None:  # llama2/Mistral-style SentencePiece: "▁" prefix, <0xNN> byte fallback
+        assert got_tok.encode(text + " déjà").ids == spm_reference.encode(text + " déjà").ids
+        return
+    want_tok = Tokenizer.from_file(str(tmp_path / "src" / "tokenizer.json"))
+    assert got_tok.encode(text).ids == want_tok.encode(text).ids
+    # The file's pre-tokenizer name picks the split: Qwen2 and Tekken cut numbers into single digits.
+    digits = len(got_tok.pre_tokenizer.pre_tokenize_str("1234"))
+    assert digits == {"qwen2": 4, "tekken": 4, "llama-bpe": 2, "gpt-4o": 2}.get(PRE_TOKENIZERS.get(arch), 1)
 
 
 def _assert_details_show_base_model_note(info) -> None:
@@ -150,3 +153,34 @@ def test_gpt_oss_keeps_its_mxfp4_experts_bit_for_bit(tmp_path):
     # The GGUF's float16 block scales are stored in the model's bfloat16: the only loss.
     print(f"\ngpt-oss kept MXFP4/Q8_0: max |logit diff| {np.abs(got - want).max():.2e} of {np.abs(want).max():.2f}")
     assert np.abs(got - want).max() < 0.01 * np.abs(want).max()
+
+
+def test_per_layer_hyper_parameters_get_one_line(tmp_path, monkeypatch):
+    """Some files store a list per layer (OpenELM, Nemotron); that is refused in one line, not a traceback."""
+    import gguf
+
+    per_head = gguf.GGUFWriter.add_head_count_kv
+    monkeypatch.setattr(gguf.GGUFWriter, "add_head_count_kv", lambda self, n: per_head(self, [n, n]))
+    config, source = build_source("llama", tmp_path / "src")
+    write_family_gguf("llama", config, source, tmp_path / "src", tmp_path / "m.gguf")
+    with pytest.raises(OptiqError, match="cannot read its llama hyper-parameters") as err:
+        import_gguf(tmp_path / "m.gguf")
+    assert "\n" not in str(err.value)
+
+
+def test_gpt_oss_stops_at_return_and_call_not_at_end():
+    """Harmony's <|end|> closes the analysis channel; only <|return|>, <|endoftext|>, <|call|> end a reply."""
+    from types import SimpleNamespace
+
+    from optiq_tui.library.gguf_arch import FAMILIES as GGUF_FAMILIES
+    from optiq_tui.library.gguf_arch import Hparams, model_config
+
+    tokens = ["a", "<|endoftext|>", "<|return|>", "<|end|>", "<|call|>"]
+    meta = {"gpt-oss.block_count": 2, "gpt-oss.embedding_length": 64, "gpt-oss.attention.head_count": 4,
+            "gpt-oss.expert_count": 4, "gpt-oss.expert_used_count": 2, "gpt-oss.attention.sliding_window": 128,
+            "gpt-oss.expert_feed_forward_length": 64, "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.eos_token_id": 2, "tokenizer.ggml.eot_token_id": 3}
+    tensors = {"token_embd.weight": SimpleNamespace(shape=[64, len(tokens)])}
+    config = model_config(GGUF_FAMILIES["gpt-oss"], Hparams("gpt-oss", meta, tensors), meta)
+    assert config["eos_token_id"] == [2, 1, 4]
+    assert config["layer_types"] == ["sliding_attention", "full_attention"]

@@ -206,6 +206,11 @@ def _gpt_oss(h: Hparams, c: dict[str, Any]) -> None:
     # llama.cpp's gpt-oss alternates sliding (even layers) and full attention, as HF's layer_types do.
     c["layer_types"] = ["sliding_attention" if i % 2 == 0 else "full_attention"
                         for i in range(c["num_hidden_layers"])]
+    # Harmony ends a reply with <|return|> or <|call|>; <|end|> only closes a channel, so it must not stop.
+    tokens = h.meta.get("tokenizer.ggml.tokens") or []
+    stops = [tokens.index(t) for t in ("<|return|>", "<|endoftext|>", "<|call|>") if t in tokens]
+    if stops:
+        c["eos_token_id"] = stops
 
 
 FAMILIES: dict[str, Family] = {
@@ -257,11 +262,10 @@ def model_config(family: Family, h: Hparams, meta: dict[str, Any]) -> dict[str, 
         config["tie_word_embeddings"] = "output.weight" not in tensors
     if (ctx := h.get("context_length")) is not None:
         config["max_position_embeddings"] = int(ctx)
+    if (head_dim := h.get("attention.key_length")) is not None:
+        config["head_dim"] = int(head_dim)  # Mistral Nemo/Small: not hidden / heads
     if (scaling := _rope_scaling(h)) is not None:
         config["rope_scaling"] = scaling
-    family.extra_config(h, config)
-    if "rope_freqs.weight" in tensors:
-        config["rope_scaling"] = _llama3_rope_scaling(h.array("rope_freqs.weight"), config)
     if meta.get("tokenizer.ggml.bos_token_id") is not None:
         config["bos_token_id"] = int(meta["tokenizer.ggml.bos_token_id"])
     # Chat models end a turn with their end-of-turn token (Gemma's <end_of_turn>, Phi-3's <|end|>),
@@ -271,6 +275,9 @@ def model_config(family: Family, h: Hparams, meta: dict[str, Any]) -> dict[str, 
     stops = list(dict.fromkeys(stops))
     if stops:
         config["eos_token_id"] = stops[0] if len(stops) == 1 else stops
+    family.extra_config(h, config)
+    if "rope_freqs.weight" in tensors:
+        config["rope_scaling"] = _llama3_rope_scaling(h.array("rope_freqs.weight"), config)
     return config
 
 

@@ -152,7 +152,7 @@ def _expected_shapes(config: dict[str, Any], plan: list[_Tensor], file_name: str
     model_class, args_class = _get_classes(config)
     try:
         model = model_class(args_class.from_dict(config))
-    except (TypeError, KeyError, ValueError) as exc:
+    except Exception as exc:  # model constructors assert, index and divide: any failure means a bad config
         raise OptiqError(f"{file_name}: its hyper-parameters do not make an mlx-lm "
                          f"{config['model_type']} model ({exc})") from exc
     shapes = {name: tuple(p.shape) for name, p in tree_flatten(model.parameters())}
@@ -207,7 +207,10 @@ def import_gguf(
     family = family_of(meta.get("general.architecture"), tensors, source.name)
     if "token_embd.weight" not in tensors:
         raise OptiqError(f"{source.name} has no token embedding tensor; it is not a complete model")
-    config = model_config(family, Hparams(meta["general.architecture"], meta, tensors), meta)
+    try:
+        config = model_config(family, Hparams(meta["general.architecture"], meta, tensors), meta)
+    except (TypeError, ValueError) as exc:  # e.g. a per-layer list where one number was expected
+        raise OptiqError(f"{source.name}: cannot read its {family.model_type} hyper-parameters ({exc})") from exc
     plan = _plan(reader, config, family)
     types = Counter(t.type_name for t in plan)
     unreadable = sorted(t for t in types if not _can_dequantize(t))
