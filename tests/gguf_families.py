@@ -23,8 +23,13 @@ from tests.tiny import CHATML_TEMPLATE, build_tokenizer
 
 Q = gguf.GGMLQuantizationType
 
-# Block types the gguf package can only read: random blocks with a small float16 scale at these offsets.
-_RANDOM_BLOCKS = {**_K_SCALE_OFFSETS, Q.IQ4_NL: (0,), Q.IQ4_XS: (0,), Q.IQ2_XXS: (0,), Q.IQ3_S: (0,)}
+# Byte offsets of the float16 scale(s) in blocks of the types the gguf package can only read
+# (llama.cpp's block_* structs); other bytes are random and blocks that decode badly are zeroed.
+_SCALE_OFFSETS = {**_K_SCALE_OFFSETS, Q.IQ4_NL: (0,), Q.IQ4_XS: (0,), Q.IQ2_XXS: (0,), Q.IQ2_XS: (0,),
+                  Q.IQ2_S: (0,), Q.IQ3_XXS: (0,), Q.IQ3_S: (0,), Q.IQ1_S: (0,)}
+# NVFP4 keeps one unsigned E4M3 scale byte per 16 values in its first 4 bytes; small exponents keep them sane.
+_BYTE_SCALES = {Q.NVFP4: 4}
+_QUANTIZABLE = {Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.MXFP4, Q.TQ1_0, Q.TQ2_0}
 
 _HIDDEN, _HEADS, _KV_HEADS, _HEAD_DIM, _FF = 256, 4, 2, 64, 512
 _COMMON = {
@@ -119,13 +124,17 @@ def _encode(values: np.ndarray, qtype, rng: np.random.Generator) -> tuple[np.nda
     if qtype in (Q.F32, Q.F16):
         payload = values.astype(np.float32 if qtype == Q.F32 else np.float16)
         return payload, qtype, payload.astype(np.float32)
-    if qtype in _RANDOM_BLOCKS:
+    if qtype not in _QUANTIZABLE:
         block, size = gguf.GGML_QUANT_SIZES[qtype]
-        rows = values.size // values.shape[-1]
-        data = rng.integers(0, 256, size=(rows, values.shape[-1] // block, size), dtype=np.uint8)
-        for offset in _RANDOM_BLOCKS[qtype]:
-            scales = rng.uniform(1e-4, 4e-4, size=data.shape[:2]).astype(np.float16)
-            data[..., offset:offset + 2] = scales.view(np.uint8).reshape(*data.shape[:2], 2)
+        data = rng.integers(0, 256, size=(values.size // block, size), dtype=np.uint8)
+        for offset in _SCALE_OFFSETS.get(qtype, ()):
+            scales = rng.uniform(1e-4, 4e-4, size=(len(data), 1)).astype(np.float16)
+            data[:, offset:offset + 2] = scales.view(np.uint8)
+        if qtype in _BYTE_SCALES:
+            data[:, :_BYTE_SCALES[qtype]] = rng.integers(8, 40, size=(len(data), _BYTE_SCALES[qtype]))
+        with np.errstate(invalid="ignore", over="ignore"):  # random scale bits may read as NaN/inf
+            blocks = gguf.quants.dequantize(data, qtype)
+        data[~np.isfinite(blocks).all(axis=1) | (np.abs(blocks) > 1).any(axis=1)] = 0  # a zero block reads 0
         payload = data.reshape(*values.shape[:-1], -1)
     else:
         payload = gguf.quants.quantize(values.astype(np.float32), qtype)
@@ -135,7 +144,7 @@ def _encode(values: np.ndarray, qtype, rng: np.random.Generator) -> tuple[np.nda
 
 def write_family_gguf(
     arch: str, config: dict[str, Any], model, tok_dir: Path, out: Path, *,
-    spm: dict | None = None, chat_template: str | None = CHATML_TEMPLATE, seed: int = 0,
+    spm: dict | None = None, chat_template: str | None = CHATML_TEMPLATE, qtypes: list | None = None, seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Write ``model`` as llama.cpp would; return the reference weights (mlx-lm names, float32)."""
     rng = np.random.default_rng(seed)
@@ -146,7 +155,7 @@ def write_family_gguf(
     _write_hparams(w, arch, config)
     _write_vocab(w, tok_dir, spm, chat_template, PRE_TOKENIZERS.get(arch, "default"), arch.startswith("gemma"))
 
-    qtypes = FAMILIES[arch][1]
+    qtypes = qtypes or FAMILIES[arch][1]
     heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
     reference, matrices = {}, 0
     for name, value in tree_flatten(model.parameters()):

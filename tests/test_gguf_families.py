@@ -10,7 +10,7 @@ import pytest
 
 from optiq_tui.library.gguf_import import PROVENANCE_FILE, import_gguf
 from optiq_tui.progress import Log, OptiqError
-from tests.gguf_families import FAMILIES, GGUF_ARCH, PRE_TOKENIZERS, SENTENCEPIECE, build_source, write_family_gguf
+from tests.gguf_families import FAMILIES, GGUF_ARCH, PRE_TOKENIZERS, SENTENCEPIECE, Q, build_source, write_family_gguf
 from tests.gguf_files import spm_vocab
 
 PROMPT_IDS = [5, 17, 42, 99, 7, 250, 3, 64, 12, 200]
@@ -184,3 +184,25 @@ def test_gpt_oss_stops_at_return_and_call_not_at_end():
     config = model_config(GGUF_FAMILIES["gpt-oss"], Hparams("gpt-oss", meta, tensors), meta)
     assert config["eos_token_id"] == [2, 1, 4]
     assert config["layer_types"] == ["sliding_attention", "full_attention"]
+
+
+def _dequantizable_types() -> list:
+    from optiq_tui.library.gguf_import import _can_dequantize
+
+    return [q for q in Q if q.name not in ("F32", "F16") and _can_dequantize(q.name)]
+
+
+@pytest.mark.parametrize("qtype", _dequantizable_types(), ids=lambda q: q.name)
+def test_every_dequantizable_tensor_type(qtype, tmp_path):
+    """Each tensor type the gguf package reads imports to the values it holds (a llama, all matrices one type)."""
+    from mlx_lm import load
+
+    config, source = build_source("llama", tmp_path / "src")
+    reference = write_family_gguf("llama", config, source, tmp_path / "src", tmp_path / "m.gguf", qtypes=[qtype])
+    info = import_gguf(tmp_path / "m.gguf")
+    assert qtype.name in json.loads((info.path / PROVENANCE_FILE).read_text())["gguf_types"]
+    imported, _ = load(str(info.path))
+    dtype = mx.bfloat16 if qtype == Q.BF16 else mx.float16
+    source.load_weights([(k, mx.array(v).astype(dtype)) for k, v in reference.items()])
+    got, want = _logits(imported), _logits(source)
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
