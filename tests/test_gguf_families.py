@@ -206,3 +206,34 @@ def test_every_dequantizable_tensor_type(qtype, tmp_path):
     source.load_weights([(k, mx.array(v).astype(dtype)) for k, v in reference.items()])
     got, want = _logits(imported), _logits(source)
     assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+
+
+def test_unsupported_tokenizer_is_one_line_before_any_work(tmp_path, monkeypatch):
+    """A vocabulary `tokenizers` cannot be built from here (T5's unigram) stops the import up front."""
+    import gguf
+
+    from optiq_tui.library.shards import ShardWriter
+    from optiq_tui.settings import paths
+
+    monkeypatch.setattr(gguf.GGUFWriter, "add_tokenizer_pre", lambda self, pre: None)
+    monkeypatch.setattr(gguf.GGUFWriter, "add_tokenizer_model",
+                        lambda self, m: self.add_string("tokenizer.ggml.model", "t5"))
+    monkeypatch.setattr(ShardWriter, "add", lambda *a: pytest.fail("converted before checking the tokenizer"))
+    config, source = build_source("qwen3", tmp_path / "src")
+    write_family_gguf("qwen3", config, source, tmp_path / "src", tmp_path / "m.gguf")
+    with pytest.raises(OptiqError, match="tokenizer type 't5' is not supported") as err:
+        import_gguf(tmp_path / "m.gguf")
+    assert "\n" not in str(err.value)
+    assert list(paths().models.iterdir()) == [] and list(paths().staging.iterdir()) == []
+
+
+def test_unknown_pre_tokenizer_is_said(tmp_path, monkeypatch):
+    import gguf
+
+    monkeypatch.setattr(gguf.GGUFWriter, "add_tokenizer_pre",
+                        lambda self, pre: self.add_string("tokenizer.ggml.pre", "exotic"))
+    config, source = build_source("qwen3", tmp_path / "src")
+    write_family_gguf("qwen3", config, source, tmp_path / "src", tmp_path / "m.gguf")
+    logs: list[str] = []
+    import_gguf(tmp_path / "m.gguf", progress=lambda e: logs.append(e.message) if isinstance(e, Log) else None)
+    assert any("pre-tokenizer 'exotic' is not known" in line for line in logs)

@@ -41,7 +41,7 @@ from optiq_tui.library.gguf_arch import (
     family_of,
     model_config,
 )
-from optiq_tui.library.gguf_tokenizer import write_tokenizer
+from optiq_tui.library.gguf_tokenizer import build_tokenizer, unknown_pre_tokenizer, write_tokenizer
 from optiq_tui.library.shards import ShardWriter
 from optiq_tui.library.staging import safe_name, staged_model
 from optiq_tui.progress import (
@@ -220,6 +220,10 @@ def import_gguf(
             "dequantized here; convert it with llama.cpp to Q8_0 or F16 first"
         )
     shapes = _expected_shapes(config, plan, source.name)
+    tokenizer = build_tokenizer(meta)  # before converting: an unsupported vocabulary stops here
+    if (pre := unknown_pre_tokenizer(meta)) is not None:
+        progress(Log(f"{source.name}: pre-tokenizer {pre!r} is not known here; GPT-2's split is used, "
+                     "so some texts may tokenize differently than in llama.cpp"))
     if keep_quantized:
         odd = sorted({t.type_name for t in plan} - _FLOAT_TYPES - set(_KEEPABLE))
         if odd:
@@ -277,7 +281,7 @@ def import_gguf(
             config["quantization"] = _quant_config(per_layer_quant)
             config["quantization_config"] = config["quantization"]
         (folder / "config.json").write_text(json.dumps(config, indent=2))
-        write_tokenizer(meta, folder, config.get("max_position_embeddings"))
+        write_tokenizer(tokenizer, meta, folder, config.get("max_position_embeddings"))
         (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
     if not meta.get("tokenizer.chat_template"):
         progress(Log(f"{source.name} has no chat template: a base model, chat is plain completion"))

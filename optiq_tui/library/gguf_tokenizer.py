@@ -46,6 +46,18 @@ _SPLIT_PATTERNS = {
 }
 
 
+# Names whose HF tokenizers split exactly as GPT-2's regex does (with digits apart for the latter three).
+_GPT2_LIKE = {None, "default", "gpt2", "gpt-2", "smollm", "starcoder", "refact"}
+
+
+def unknown_pre_tokenizer(meta: dict[str, Any]) -> str | None:
+    """The file's BPE pre-tokenizer name when this module has no split for it (GPT-2's is used)."""
+    pre = meta.get("tokenizer.ggml.pre")
+    if meta.get("tokenizer.ggml.model") != "gpt2" or pre in _SPLIT_PATTERNS or pre in _GPT2_LIKE:
+        return None
+    return pre
+
+
 def _pre_tokenizer(pre: str | None):
     from tokenizers import Regex, pre_tokenizers
 
@@ -161,9 +173,8 @@ def _token(meta: dict[str, Any], key: str) -> str | None:
     return tokens[index] if index is not None and 0 <= index < len(tokens) else None
 
 
-def write_tokenizer(meta: dict[str, Any], folder: Path, context_length: int | None) -> None:
-    """Write tokenizer.json and tokenizer_config.json (with the chat template) to ``folder``."""
-    tok = build_tokenizer(meta)
+def write_tokenizer(tok, meta: dict[str, Any], folder: Path, context_length: int | None) -> None:
+    """Write ``tok`` (from :func:`build_tokenizer`) and tokenizer_config.json (with the chat template)."""
     tok.save(str(folder / "tokenizer.json"))
     config: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
