@@ -233,6 +233,9 @@ SUPPORTED = "llama (and Mistral, Mixtral), qwen2, qwen2moe, qwen3, qwen3moe, gem
 
 def family_of(arch: str | None, tensors: dict[str, Any], file_name: str) -> Family:
     """The family for GGUF architecture ``arch``; a one-line OptiqError naming it if unsupported."""
+    if arch is None:
+        raise OptiqError(f"{file_name} does not say its architecture (general.architecture); "
+                         f"GGUF import supports {SUPPORTED}")
     if arch not in FAMILIES:
         raise OptiqError(f"{file_name} is a {arch!r} model; GGUF import supports {SUPPORTED}")
     if arch == "llama" and "blk.0.ffn_gate_inp.weight" in tensors:
