@@ -60,7 +60,8 @@ FAMILIES: dict[str, tuple[dict[str, Any], list[Any]]] = {
                [Q.Q5_K, Q.Q5_0, Q.Q6_K]),
     "gemma3": ({"model_type": "gemma3_text", "head_dim": _HEAD_DIM, "query_pre_attn_scalar": _HEAD_DIM,
                 "sliding_window": 4, "sliding_window_pattern": 2, "rope_theta": 1000000.0,
-                "rope_local_base_freq": 10000.0}, [Q.Q4_K, Q.Q5_0, Q.Q6_K, Q.Q8_0]),
+                "rope_local_base_freq": 10000.0, "rope_scaling": {"rope_type": "linear", "factor": 8.0}},
+               [Q.Q4_K, Q.Q5_0, Q.Q6_K, Q.Q8_0]),
     "phi3": ({"model_type": "phi3", "partial_rotary_factor": 0.75, "max_position_embeddings": 8192,
               "original_max_position_embeddings": 4096, "tie_word_embeddings": False,
               "rope_scaling": {"type": "longrope", "long_factor": [1.0 + i / 8 for i in range(24)],
@@ -210,8 +211,10 @@ def _write_hparams(w, arch: str, c: dict[str, Any]) -> None:
         w.add_final_logit_softcapping(c["final_logit_softcapping"])
     if arch in ("gemma3", "gpt-oss"):
         w.add_sliding_window(c["sliding_window"])
-    if arch == "gemma3":
+    if arch == "gemma3":  # Gemma 3 4B+ scale the global layers' rope linearly
         w.add_sliding_window_pattern(c["sliding_window_pattern"])
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(c["rope_scaling"]["factor"])
     if arch == "gpt-oss":
         w.add_expert_feed_forward_length(c["intermediate_size"])
         w.add_rope_scaling_type(gguf.RopeScalingType.YARN)

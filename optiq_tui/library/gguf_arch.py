@@ -288,8 +288,8 @@ def _rope_scaling(h: Hparams) -> dict[str, Any] | None:
     kind, factor = h.get("rope.scaling.type"), h.get("rope.scaling.factor")
     if not factor or kind not in ("linear", "yarn"):
         return None
-    if kind == "linear":
-        return {"type": "linear", "factor": _f32(factor)}
+    if kind == "linear":  # mlx-lm's qwen2_moe reads "type", HF's configs say "rope_type"
+        return {"type": "linear", "rope_type": "linear", "factor": _f32(factor)}
     scaling: dict[str, Any] = {"rope_type": "yarn", "factor": _f32(factor)}
     for key, name in (("original_max_position_embeddings", "rope.scaling.original_context_length"),
                       ("beta_fast", "rope.scaling.yarn_beta_fast"), ("beta_slow", "rope.scaling.yarn_beta_slow")):
