@@ -149,10 +149,10 @@ def _expected_shapes(config: dict[str, Any], plan: list[_Tensor], file_name: str
     from mlx.utils import tree_flatten
     from mlx_lm.utils import _get_classes  # mlx-lm's own config -> class lookup
 
-    model_class, args_class = _get_classes(config)
-    try:
+    try:  # an older mlx-lm may lack the model; constructors assert, index and divide on bad configs
+        model_class, args_class = _get_classes(config)
         model = model_class(args_class.from_dict(config))
-    except Exception as exc:  # model constructors assert, index and divide: any failure means a bad config
+    except Exception as exc:
         raise OptiqError(f"{file_name}: its hyper-parameters do not make an mlx-lm "
                          f"{config['model_type']} model ({exc})") from exc
     shapes = {name: tuple(p.shape) for name, p in tree_flatten(model.parameters())}
