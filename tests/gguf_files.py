@@ -152,3 +152,35 @@ def write_llama_gguf(
     w.write_tensors_to_file()
     w.close()
     return reference
+
+
+def spm_vocab(n_tokens: int):
+    """A llama-style SentencePiece BPE vocabulary (with <0xNN> byte tokens), and the
+    Hugging Face tokenizer that llama checkpoints ship for it, as the reference."""
+    from tokenizers import SentencePieceBPETokenizer, Tokenizer, decoders, models, normalizers, processors
+
+    from tests.tiny import CORPUS
+
+    trained = SentencePieceBPETokenizer()
+    trained.train_from_iterator(CORPUS, vocab_size=120, show_progress=False)
+    merges = [tuple(m) for m in json.loads(trained.to_str())["model"]["merges"]]
+    chars = sorted({c for m in merges for part in m for c in part} | set("".join(CORPUS).replace(" ", "▁")))
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)] + chars
+    scores = [0.0] * 259 + [-1000.0 - i for i in range(len(chars))]
+    for rank, (a, b) in enumerate(merges):
+        if a + b not in tokens:
+            tokens.append(a + b)
+            scores.append(-float(rank))
+    types = [2, 3, 3] + [6] * 256 + [1] * (len(tokens) - 259)
+    assert len(tokens) <= n_tokens
+    for i in range(n_tokens - len(tokens)):  # unused rows of the embedding
+        tokens.append(f"<unused{i}>")
+        scores.append(0.0)
+        types.append(5)
+    reference = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges, unk_token="<unk>",
+                                     byte_fallback=True, fuse_unk=True))
+    reference.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    reference.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    reference.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return {"tokens": tokens, "scores": scores, "types": types}, reference

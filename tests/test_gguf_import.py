@@ -14,7 +14,7 @@ import pytest
 from optiq_tui.library.gguf_import import PROVENANCE_FILE, import_gguf
 from optiq_tui.progress import Cancelled, OptiqError, Progress
 from optiq_tui.settings import paths
-from tests.gguf_files import Q, write_llama_gguf
+from tests.gguf_files import Q, spm_vocab, write_llama_gguf
 from tests.tiny import build_tiny_llama
 
 PROMPT_IDS = [5, 17, 42, 99, 7, 250, 3, 64]
@@ -212,43 +212,11 @@ def test_name_clash_is_refused(tiny_llama_dir, tmp_path):
         import_gguf(tmp_path / "t.gguf", "same")
 
 
-def _spm_vocab(n_tokens: int):
-    """A llama-style SentencePiece BPE vocabulary (with <0xNN> byte tokens), and the
-    Hugging Face tokenizer that llama checkpoints ship for it, as the reference."""
-    from tokenizers import SentencePieceBPETokenizer, Tokenizer, decoders, models, normalizers, processors
-
-    from tests.tiny import CORPUS
-
-    trained = SentencePieceBPETokenizer()
-    trained.train_from_iterator(CORPUS, vocab_size=120, show_progress=False)
-    merges = [tuple(m) for m in json.loads(trained.to_str())["model"]["merges"]]
-    chars = sorted({c for m in merges for part in m for c in part} | set("".join(CORPUS).replace(" ", "▁")))
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)] + chars
-    scores = [0.0] * 259 + [-1000.0 - i for i in range(len(chars))]
-    for rank, (a, b) in enumerate(merges):
-        if a + b not in tokens:
-            tokens.append(a + b)
-            scores.append(-float(rank))
-    types = [2, 3, 3] + [6] * 256 + [1] * (len(tokens) - 259)
-    assert len(tokens) <= n_tokens
-    for i in range(n_tokens - len(tokens)):  # unused rows of the embedding
-        tokens.append(f"<unused{i}>")
-        scores.append(0.0)
-        types.append(5)
-    reference = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges, unk_token="<unk>",
-                                     byte_fallback=True, fuse_unk=True))
-    reference.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    reference.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
-    reference.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return {"tokens": tokens, "scores": scores, "types": types}, reference
-
-
 def test_sentencepiece_vocabulary(tiny_llama_dir, tmp_path):
     from transformers import AutoTokenizer
 
     vocab_size = json.loads((tiny_llama_dir / "config.json").read_text())["vocab_size"]
-    spm, reference = _spm_vocab(vocab_size)
+    spm, reference = spm_vocab(vocab_size)
     write_llama_gguf(tiny_llama_dir, tmp_path / "spm.gguf", Q.F16, spm=spm)
     info = import_gguf(tmp_path / "spm.gguf", "spm")
     imported = AutoTokenizer.from_pretrained(str(info.path))

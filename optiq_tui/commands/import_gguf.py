@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "import a llama-family GGUF file as an MLX model in the library"
+HELP = "import a GGUF file (llama, Mistral, Qwen, Gemma, Phi-3, gpt-oss) as an MLX model in the library"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="name in the library (default: the file name)")
     parser.add_argument(
         "--keep-quantized", action="store_true",
-        help="keep Q4_0/Q4_1/Q8_0 weights exactly as they are (smaller) instead of dequantizing "
+        help="keep Q4_0/Q4_1/Q8_0/MXFP4 weights exactly as they are (smaller) instead of dequantizing "
         "to float16 (the better source for `optiq-chat quantize`)",
     )
     parser.add_argument("--json", action="store_true", help="print the new model as JSON")

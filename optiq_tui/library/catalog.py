@@ -133,6 +133,16 @@ def _chat_format(model_type: str, template: str | None) -> str:
     return "think" if "<think>" in template else "template"
 
 
+# What the library says beside a chat format that needs explaining (a GGUF of a base model has no template).
+CHAT_FORMAT_NOTES = {"none": "base model: no chat template, plain completion"}
+
+
+def chat_format_text(chat_format: str) -> str:
+    """The chat format as the library shows it, with its note when it has one."""
+    note = CHAT_FORMAT_NOTES.get(chat_format)
+    return f"{chat_format} ({note})" if note else chat_format
+
+
 def _context_length(config: dict[str, Any]) -> int | None:
     for cfg in (config, config.get("text_config") or {}):
         for key in ("max_position_embeddings", "max_seq_len", "seq_length", "n_ctx", "max_sequence_length"):

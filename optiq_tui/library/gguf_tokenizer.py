@@ -27,13 +27,35 @@ _QWEN2_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# o200k_base's split (gpt-oss; llama.cpp's "gpt-4o") and Mistral's Tekken, as their tokenizer.json files have them.
+_CASED_WORDS = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+{c}"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*{c}"
+)
+_TAIL = r"| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_O200K_PATTERN = _CASED_WORDS.replace("{c}", r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?") + r"|\p{N}{1,3}" + _TAIL
+_TEKKEN_PATTERN = _CASED_WORDS.replace("{c}", "") + r"|\p{N}" + _TAIL
 _SPLIT_PATTERNS = {
+    "gpt-4o": _O200K_PATTERN,
+    "tekken": _TEKKEN_PATTERN,
     "llama-bpe": _LLAMA3_PATTERN,
     "llama3": _LLAMA3_PATTERN,
     "smaug-bpe": _LLAMA3_PATTERN,
     "qwen2": _QWEN2_PATTERN,
     "deepseek-r1-qwen": _QWEN2_PATTERN,
 }
+
+
+# Names whose HF tokenizers split exactly as GPT-2's regex does (with digits apart for the latter three).
+_GPT2_LIKE = {None, "default", "gpt2", "gpt-2", "smollm", "starcoder", "refact"}
+
+
+def unknown_pre_tokenizer(meta: dict[str, Any]) -> str | None:
+    """The file's BPE pre-tokenizer name when this module has no split for it (GPT-2's is used)."""
+    pre = meta.get("tokenizer.ggml.pre")
+    if meta.get("tokenizer.ggml.model") != "gpt2" or pre in _SPLIT_PATTERNS or pre in _GPT2_LIKE:
+        return None
+    return pre
 
 
 def _pre_tokenizer(pre: str | None):
@@ -151,9 +173,8 @@ def _token(meta: dict[str, Any], key: str) -> str | None:
     return tokens[index] if index is not None and 0 <= index < len(tokens) else None
 
 
-def write_tokenizer(meta: dict[str, Any], folder: Path, context_length: int | None) -> None:
-    """Write tokenizer.json and tokenizer_config.json (with the chat template) to ``folder``."""
-    tok = build_tokenizer(meta)
+def write_tokenizer(tok, meta: dict[str, Any], folder: Path, context_length: int | None) -> None:
+    """Write ``tok`` (from :func:`build_tokenizer`) and tokenizer_config.json (with the chat template)."""
     tok.save(str(folder / "tokenizer.json"))
     config: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",

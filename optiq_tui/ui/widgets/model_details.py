@@ -36,6 +36,8 @@ def bit_histogram(histogram: dict[int, int], width: int = BAR_WIDTH) -> Text:
 
 def describe(info: ModelInfo, mark: str | None = None) -> RenderableType:
     """The panel's content for ``info``."""
+    from optiq_tui.library.catalog import chat_format_text  # plain Python, no MLX
+
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -47,7 +49,7 @@ def describe(info: ModelInfo, mark: str | None = None) -> RenderableType:
         ("On disk", human_bytes(info.size_bytes)),
         ("BPW", "?" if info.bpw is None else f"{info.bpw:.3f}"),
         ("Quant", info.quant or "?"),
-        ("Chat", info.chat_format or "?"),
+        ("Chat", chat_format_text(info.chat_format) if info.chat_format else "?"),
         ("Context", human_count(info.context_length)),
     ]
     if info.source_model:
