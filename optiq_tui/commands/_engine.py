@@ -1,0 +1,50 @@
+"""How headless commands reach the engine: the running engine process, a new one, or in-process.
+
+``--in-process`` (or ``OPTIQ_ENGINE=in-process``, which the test suite sets)
+keeps everything in this process as before the engine process existed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from typing import Any
+
+ENGINE_ENV = "OPTIQ_ENGINE"
+
+
+def add_engine_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the job in this process instead of the engine process (debugging, tests)")
+
+
+def client(args: argparse.Namespace) -> Any:
+    """The engine client this command should use."""
+    if getattr(args, "in_process", False) or os.environ.get(ENGINE_ENV) == "in-process":
+        from optiq_tui.engine.client import InProcessClient
+
+        return InProcessClient()
+    from optiq_tui.server.process import connect_or_start
+
+    # A hang-up (SSH drop) ends this client at once, without cancelling: the job is the engine's.
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    return connect_or_start()
+
+
+def finish(job: Any) -> tuple[dict | None, int]:
+    """(result, 0) of an ended job, or (None, exit code) after printing why it did not finish."""
+    import sys
+
+    if job.state == "done":
+        return job.result, 0
+    if job.state == "cancelled":
+        print("cancelled; nothing half-made was kept", file=sys.stderr)
+        return None, 130
+    print(f"error: {job.error}", file=sys.stderr)
+    return None, 1
+
+
+def model_arg(model: str) -> str:
+    """A model argument as the engine process sees it: a folder path made absolute (its cwd differs)."""
+    return os.path.abspath(model) if os.path.exists(model) else model

@@ -1,0 +1,165 @@
+"""The engine's control API on Starlette: jobs in, typed events out as JSON lines.
+
+Every error is a JSON object ``{"error": {"message", "type"}}``, never a
+traceback. With an API key set (any bind other than loopback), a request
+without the right Bearer token gets 401 before anything runs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any, AsyncIterator, Callable
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from optiq_tui.engine.service import BadRequest, EngineService, UnknownJob
+from optiq_tui.engine.wire import encode
+from optiq_tui.progress import OptiqError
+
+MAX_BODY_BYTES = 1 << 20
+
+
+def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+
+
+class Activity:
+    """Open requests and the time the last one ended, for the engine's idle exit."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.last = time.monotonic()
+
+
+class Guard:
+    """Pure ASGI middleware: API key check and activity count (streams included, to their end)."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None, activity: Activity) -> None:
+        self.app, self.api_key, self.activity = app, api_key, activity
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.api_key is not None and scope["path"] != "/health":
+            headers = dict(scope["headers"])
+            given = headers.get(b"authorization", b"").decode("latin-1")
+            expected = f"Bearer {self.api_key}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                await error(401, "missing or wrong API key (send it as 'Authorization: Bearer KEY')",
+                            "authentication_error")(scope, receive, send)
+                return
+        self.activity.open += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.activity.open -= 1
+            self.activity.last = time.monotonic()
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"request body over {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise HTTPException(400, f"the body is not valid JSON ({exc.args[0] if exc.args else exc})") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "the body must be a JSON object of job arguments")
+    return body
+
+
+def build_app(service: EngineService, *, api_key: str | None = None, address: str = "",
+              on_shutdown: Callable[[], None] = lambda: None, activity: Activity | None = None) -> ASGIApp:
+    """The ASGI app of one engine; ``on_shutdown`` asks the server to stop."""
+
+    async def health(_r: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    async def engine(_r: Request) -> JSONResponse:
+        return JSONResponse({**service.status(), "address": address})
+
+    async def jobs(_r: Request) -> JSONResponse:
+        return JSONResponse({"jobs": [j.to_dict() for j in service.jobs()]})
+
+    async def submit(request: Request) -> JSONResponse:
+        args = await _body(request)
+        # Submitting may touch the disk (a new conversation file): off the event loop.
+        info = await anyio.to_thread.run_sync(lambda: service.submit(request.path_params["kind"], **args))
+        return JSONResponse(info.to_dict(), status_code=202)
+
+    async def job(request: Request) -> JSONResponse:
+        return JSONResponse(service.job(request.path_params["job_id"]).to_dict())
+
+    async def cancel(request: Request) -> JSONResponse:
+        return JSONResponse(service.cancel(request.path_params["job_id"]).to_dict())
+
+    async def events(request: Request) -> StreamingResponse:
+        job_id = request.path_params["job_id"]
+        service.job(job_id)  # 404 before the stream starts
+        try:
+            after = int(request.query_params.get("after", "0"))
+        except ValueError:
+            raise HTTPException(400, "after must be an integer") from None
+
+        async def lines() -> AsyncIterator[bytes]:
+            nonlocal after
+            while True:
+                batch, ended = await anyio.to_thread.run_sync(service.events, job_id, after, 1.0)
+                if batch:
+                    after = batch[-1][0]
+                    yield "".join(json.dumps({"seq": s, "event": encode(e)}) + "\n" for s, e in batch).encode()
+                elif ended:
+                    yield (json.dumps({"end": service.job(job_id).to_dict()}) + "\n").encode()
+                    return
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    async def shutdown(_r: Request) -> JSONResponse:
+        on_shutdown()
+        return JSONResponse({"stopping": True})
+
+    async def on_http(_r: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return error(exc.status_code, str(exc.detail))
+
+    async def on_bad(_r: Request, exc: Exception) -> JSONResponse:
+        return error(400, str(exc))
+
+    async def on_unknown(_r: Request, exc: Exception) -> JSONResponse:
+        return error(404, str(exc), "not_found_error")
+
+    async def on_crash(_r: Request, exc: Exception) -> JSONResponse:
+        import traceback
+
+        traceback.print_exception(exc)  # to the engine's log only
+        return error(500, f"internal error: {type(exc).__name__}", "server_error")
+
+    app = Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/v1/engine", engine),
+            Route("/v1/jobs", jobs),
+            Route("/v1/jobs/{job_id:int}", job),
+            Route("/v1/jobs/{job_id:int}/events", events),
+            Route("/v1/jobs/{job_id:int}/cancel", cancel, methods=["POST"]),
+            Route("/v1/jobs/{kind:str}", submit, methods=["POST"]),
+            Route("/v1/shutdown", shutdown, methods=["POST"]),
+        ],
+        exception_handlers={HTTPException: on_http, BadRequest: on_bad, UnknownJob: on_unknown,
+                            OptiqError: on_bad, Exception: on_crash},
+    )
+    return Guard(app, api_key, activity or Activity())
