@@ -58,6 +58,12 @@ class EngineCalls:
     def delete(self, model: str) -> JobInfo:
         return self.submit("delete", model=model)
 
+    def wait_for(self, job_id: int) -> JobInfo:
+        """Block until the job ends; returns its final state."""
+        for _ in self.events(job_id):  # type: ignore[attr-defined]
+            pass
+        return self.job(job_id)  # type: ignore[attr-defined]
+
     def follow(self, job: JobInfo, on_event: Callable[[Any], None] | None = None) -> JobInfo:
         """Pass every event of ``job`` to ``on_event`` until it ends; returns its final state.
 
@@ -70,9 +76,7 @@ class EngineCalls:
                     on_event(event)
         except KeyboardInterrupt:
             self.cancel(job.id)  # type: ignore[attr-defined]
-            for _ in self.events(job.id):  # type: ignore[attr-defined]
-                pass
-        return self.job(job.id)  # type: ignore[attr-defined]
+        return self.wait_for(job.id)
 
 
 class InProcessClient(EngineCalls):

@@ -134,7 +134,8 @@ def build_app(service: EngineService, *, api_key: str | None = None, address: st
 
     async def on_http(_r: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        return error(exc.status_code, str(exc.detail))
+        return error(exc.status_code, str(exc.detail), "not_found_error" if exc.status_code == 404 else
+                     "invalid_request_error")
 
     async def on_bad(_r: Request, exc: Exception) -> JSONResponse:
         return error(400, str(exc))
