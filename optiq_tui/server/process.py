@@ -36,7 +36,7 @@ def serve(host: str = "127.0.0.1", port: int = 0, idle_s: float | None = None, q
 
     idle_s = idle_timeout() if idle_s is None else idle_s
     lock = state.take_lock()
-    key = None if host in state.LOOPBACK else state.api_key(create=True)
+    key = state.api_key(create=True) if state.requires_key(host) else None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

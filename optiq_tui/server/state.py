@@ -103,6 +103,11 @@ def take_lock() -> IO[str]:
     return f
 
 
+def requires_key(host: str) -> bool:
+    """Any address but loopback's exact names needs the API key."""
+    return host not in LOOPBACK
+
+
 def api_key(create: bool = False) -> str | None:
     """The API key for non-loopback binds; generated (0600) on first use when ``create``."""
     path = paths().config / "api_key"
