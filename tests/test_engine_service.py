@@ -155,3 +155,39 @@ def test_journal_reports_jobs_a_killed_engine_left_running():
         assert service.submit("release").id == 5  # ids go on after the journal's
     finally:
         service.close()
+
+
+def test_import_a_gguf_then_delete_it_as_jobs(client, tiny_llama_dir, tmp_path, optiq_home):
+    from gguf import GGMLQuantizationType as Q
+
+    from tests.gguf_files import write_llama_gguf
+
+    write_llama_gguf(tiny_llama_dir, tmp_path / "t.gguf", Q.Q8_0)
+    imported = client.wait_for(client.import_gguf(str(tmp_path / "t.gguf"), name="imp").id)
+    assert imported.state == "done", imported.error
+    assert (optiq_home / "models" / "imp" / "config.json").exists()
+    deleted = client.wait_for(client.delete("imp").id)
+    assert deleted.state == "done" and deleted.result["freed_bytes"] > 0
+    assert not (optiq_home / "models" / "imp").exists()
+
+
+def test_pull_runs_on_the_io_thread(client, monkeypatch):
+    from optiq_tui.library import hub
+
+    threads = []
+    monkeypatch.setattr(hub, "pull", lambda repo, **_kw: threads.append(threading.current_thread().name)
+                        or type("Info", (), {"to_dict": lambda self: {"repo": repo}})())
+    done = client.wait_for(client.pull("org/model").id)
+    assert done.result == {"repo": "org/model"} and threads == ["optiq-io"]
+
+
+def test_compare_turn_as_a_job(client, tiny_llama_dir):
+    from optiq_tui.eval.compare import SideEvent
+
+    job = client.compare(str(tiny_llama_dir), str(tiny_llama_dir), "Hi",
+                         sampler={"temperature": 0.0, "max_tokens": 3})
+    sides = {e.side for e in client.events(job.id) if isinstance(e, SideEvent)}
+    done = client.job(job.id)
+    assert done.state == "done", done.error
+    assert sides == {"a", "b"}
+    assert done.result["turn"]["answer_a"] == done.result["turn"]["answer_b"]
