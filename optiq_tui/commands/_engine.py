@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 from typing import Any
 
 ENGINE_ENV = "OPTIQ_ENGINE"
@@ -27,8 +26,8 @@ def client(args: argparse.Namespace) -> Any:
         return InProcessClient()
     from optiq_tui.server.process import connect_or_start
 
-    # A hang-up (SSH drop) ends this client at once, without cancelling: the job is the engine's.
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    # A hang-up (SSH drop) ends this client without cancelling anything: only Ctrl-C
+    # (KeyboardInterrupt, see EngineCalls.follow) cancels; the job is the engine's.
     return connect_or_start()
 
 

@@ -62,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
     from optiq_tui.progress import OptiqError
     from optiq_tui.server.process import serve
 
-    if args.status:
-        return _status(args.json)
-    if args.stop:
-        return _stop()
     try:
+        if args.status:
+            return _status(args.json)
+        if args.stop:
+            return _stop()
         return serve(args.host, args.port, args.idle_timeout)
     except OptiqError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -17,6 +17,10 @@ from optiq_tui.engine.wire import decode
 from optiq_tui.progress import OptiqError
 
 
+# The engine sends a keepalive line every 10 s; six missed ones mean it is gone or hung.
+STREAM_READ_S = 60.0
+
+
 class EngineUnavailable(OptiqError):
     """The engine process did not answer."""
 
@@ -58,7 +62,7 @@ class RemoteClient(EngineCalls):
         while True:
             try:
                 with self._http.stream("GET", f"/v1/jobs/{job_id}/events", params={"after": after},
-                                       timeout=httpx.Timeout(self._http.timeout.connect, read=None)) as response:
+                                       timeout=httpx.Timeout(self._http.timeout.connect, read=STREAM_READ_S)) as response:
                     if response.status_code >= 400:
                         response.read()
                         raise OptiqError(_error_message(response))

@@ -25,6 +25,8 @@ from optiq_tui.engine.journal import Journal
 from optiq_tui.engine.worker import EngineThread
 from optiq_tui.progress import Cancelled, OptiqError
 
+# Ended jobs kept (with their events) for clients that come back to them.
+KEEP_ENDED = 100
 # kind -> (task function, thread); the thread is the engine's choice, never the caller's.
 KINDS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {
     "load": (tasks.load, "mlx"),
@@ -136,13 +138,17 @@ class EngineService:
     def _end(self, job: Job, state: str, *, error: str | None = None, result: dict | None = None) -> None:
         job.set_state(state, error=error, result=result)
         self._record(job)
+        with self._lock:
+            # Ended jobs keep their events for late readers, up to a limit (a long-lived engine).
+            ended = [j for j in self._jobs.values() if j.info().ended]
+            for old in ended[: max(0, len(ended) - KEEP_ENDED)]:
+                del self._jobs[old.id]
 
     def _record(self, job: Job) -> None:
         if self.journal is not None:
             info = job.info()
             self.journal.write({"id": info.id, "kind": info.kind, "title": info.title, "args": info.args,
-                                "state": info.state, "created": info.created, "error": info.error,
-                                "result": info.result})
+                                "state": info.state, "created": info.created, "error": info.error})
 
     # ---- following -------------------------------------------------------
 

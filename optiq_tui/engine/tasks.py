@@ -49,18 +49,13 @@ def title(kind: str, args: dict[str, Any]) -> str:
 def prepare(kind: str, args: dict[str, Any]) -> dict[str, Any]:
     """Settle arguments at submit time, so a job's record says everything about it."""
     if kind == "chat" and args.get("save", True) and not args.get("conversation"):
+        from optiq_tui.engine.conversations import ConversationStore
         from optiq_tui.engine.loader import as_info
 
         # Created now, so the caller knows where the answer will be saved even if it leaves.
         name = as_info(args["model"]).name
-        args = {**args, "conversation": _ctx_store().create(name, title=args["text"][:60])}
+        args = {**args, "conversation": ConversationStore().create(name, title=args["text"][:60])}
     return args
-
-
-def _ctx_store() -> "ConversationStore":
-    from optiq_tui.engine.conversations import ConversationStore
-
-    return ConversationStore()
 
 
 def _free(ctx: EngineContext) -> None:
@@ -122,7 +117,8 @@ def chat(
         if conversation:
             for m in ctx.store.load(conversation).messages:
                 session.add_message(m.role, m.content)
-            ctx.sessions[conversation] = session
+            # Only the latest conversation keeps its session: each holds a KV cache.
+            ctx.sessions = {conversation: session}
     if conversation and save:
         if system and not session.turns:
             ctx.store.append(conversation, "system", system)

@@ -25,6 +25,8 @@ from optiq_tui.engine.wire import encode
 from optiq_tui.progress import OptiqError
 
 MAX_BODY_BYTES = 1 << 20
+# An event stream sends an empty line after this long without events.
+KEEPALIVE_S = 10.0
 
 
 def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -117,14 +119,20 @@ def build_app(service: EngineService, *, api_key: str | None = None, address: st
 
         async def lines() -> AsyncIterator[bytes]:
             nonlocal after
+            sent = time.monotonic()
             while True:
                 batch, ended = await anyio.to_thread.run_sync(service.events, job_id, after, 1.0)
                 if batch:
                     after = batch[-1][0]
                     yield "".join(json.dumps({"seq": s, "event": encode(e)}) + "\n" for s, e in batch).encode()
+                    sent = time.monotonic()
                 elif ended:
                     yield (json.dumps({"end": service.job(job_id).to_dict()}) + "\n").encode()
                     return
+                elif time.monotonic() - sent >= KEEPALIVE_S:
+                    # An empty line through a long silent stage, so a client can tell a hung engine.
+                    yield b"\n"
+                    sent = time.monotonic()
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
