@@ -27,7 +27,11 @@ def client():
 
 
 def test_in_process_client_is_an_engine_client(client):
+    from optiq_tui.engine.client import engine_line
+
     assert isinstance(client, EngineClient)
+    status = {**client.status(), "uptime_s": 7300, "jobs": [{"id": 1}]}
+    assert engine_line(status).endswith("on in-process, up 2 h, 1 job running")
 
 
 def test_quantize_job_streams_typed_stage_events_and_returns_its_result(client, tiny_llama_dir, optiq_home):

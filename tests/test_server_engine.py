@@ -67,7 +67,10 @@ def test_status_and_stop(engines):
     status = _cli("serve", "--status")
     out, _ = status.communicate(timeout=60)
     assert status.returncode == 0
-    assert str(proc.pid) in out and record(_home())["address"] in out
+    assert f"engine pid {proc.pid} on {record(_home())['address']}, up" in out and "0 jobs running" in out
+    jobs = _cli("jobs")
+    out, _ = jobs.communicate(timeout=60)
+    assert jobs.returncode == 0 and out.strip() == "no jobs"
     stop = _cli("serve", "--stop")
     stop.communicate(timeout=60)
     assert stop.returncode == 0

@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _status(as_json: bool) -> int:
+    from optiq_tui.engine.client import engine_line
     from optiq_tui.server.process import connect
 
     client = connect()
@@ -33,9 +34,7 @@ def _status(as_json: bool) -> int:
     if as_json:
         print(json.dumps(status, indent=2))
         return 0
-    up = time.time() - status["started"]
-    print(f"engine pid {status['pid']} on {status['address']}, up {up / 60:.0f} min, "
-          f"{len(status['jobs'])} job(s) running")
+    print(engine_line(status))
     for job in status["jobs"]:
         print(f"  {job['id']:>4}  {job['state']:<8}  {job['title']}")
     return 0

@@ -23,6 +23,15 @@ class EngineClient(Protocol):
     def close(self) -> None: ...
 
 
+def engine_line(status: dict[str, Any]) -> str:
+    """Which engine a client is on, for people: "engine pid 4242 on ADDRESS, up 2 h, 1 job running"."""
+    up = max(0.0, status.get("uptime_s", 0.0))
+    took = f"{up / 3600:.0f} h" if up >= 5400 else f"{up / 60:.0f} min" if up >= 60 else f"{up:.0f} s"
+    n = len(status.get("jobs", []))
+    return (f"engine pid {status['pid']} on {status.get('address', '?')}, up {took}, "
+            f"{n} job{'' if n == 1 else 's'} running")
+
+
 class EngineCalls:
     """Typed calls shared by both clients; each returns the started job."""
 
