@@ -195,3 +195,15 @@ def test_compare_turn_as_a_job(client, tiny_llama_dir):
     assert done.state == "done", done.error
     assert sides == {"a", "b"}
     assert done.result["turn"]["answer_a"] == done.result["turn"]["answer_b"]
+
+
+async def test_async_face_awaits_calls_and_iterates_events(client, tiny_llama_dir):
+    from optiq_tui.engine.aclient import AsyncEngine
+
+    engine = AsyncEngine(client)
+    job = await engine.submit("chat", model=str(tiny_llama_dir), text="Hi", save=False,
+                              sampler={"temperature": 0.0, "max_tokens": 4})
+    events = [e async for e in engine.events(job.id)]
+    assert isinstance(events[-1], Finished)
+    assert (await engine.job(job.id)).state == "done"
+    assert [j.id for j in await engine.jobs()] == [job.id]

@@ -181,3 +181,15 @@ def test_engine_killed_mid_quantize_then_recovery(engines, optiq_home, tiny_llam
     assert done.result["cache_hit"] is True  # the measurement the killed run cached
     assert ("write", "done") in [(s.stage, s.state) for s in stages]
     assert (optiq_home / "models" / "k" / "config.json").exists()
+
+
+async def test_async_face_over_the_remote_client(engines, tiny_llama_dir):
+    from optiq_tui.engine.aclient import AsyncEngine
+
+    engines.start()
+    engine = AsyncEngine(_client())
+    job = await engine.submit("chat", model=str(tiny_llama_dir), text="Hi", save=False,
+                              sampler={"temperature": 0.0, "max_tokens": 4})
+    events = [e async for e in engine.events(job.id)]
+    assert any(isinstance(e, AnswerDelta) for e in events) and isinstance(events[-1], Finished)
+    assert (await engine.status())["pid"] == record(_home())["pid"]
