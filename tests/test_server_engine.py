@@ -193,3 +193,16 @@ async def test_async_face_over_the_remote_client(engines, tiny_llama_dir):
     events = [e async for e in engine.events(job.id)]
     assert any(isinstance(e, AnswerDelta) for e in events) and isinstance(events[-1], Finished)
     assert (await engine.status())["pid"] == record(_home())["pid"]
+
+
+def test_jobs_follow_reattaches_to_a_running_quantize(engines, optiq_home, tiny_llama_dir, tmp_path):
+    gate = tmp_path / "gate"
+    engines.start(gate=gate)
+    job = _client().quantize(str(tiny_llama_dir), target_bpw=5.5, name="f")
+    poll(lambda: gate.with_name("gate.reached").exists(), 120, "quantize to reach the gate")
+    follow = _cli("jobs", "--follow", str(job.id))
+    gate.touch()
+    out, err = follow.communicate(timeout=120)
+    assert follow.returncode == 0, err
+    assert "measure: done" in err and "verify: done" in err
+    assert json.loads(out)["name"] == "f"

@@ -85,7 +85,8 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 def build_app(service: EngineService, *, api_key: str | None = None, address: str = "",
-              on_shutdown: Callable[[], None] = lambda: None, activity: Activity | None = None) -> ASGIApp:
+              on_shutdown: Callable[[], None] = lambda: None, activity: Activity | None = None,
+              lifespan: Any = None) -> ASGIApp:
     """The ASGI app of one engine; ``on_shutdown`` asks the server to stop."""
 
     async def health(_r: Request) -> JSONResponse:
@@ -170,5 +171,6 @@ def build_app(service: EngineService, *, api_key: str | None = None, address: st
         ],
         exception_handlers={HTTPException: on_http, BadRequest: on_bad, UnknownJob: on_unknown,
                             OptiqError: on_bad, Exception: on_crash},
+        lifespan=lifespan,
     )
     return Guard(app, api_key, activity or Activity())

@@ -62,9 +62,9 @@ def serve(host: str = "127.0.0.1", port: int = 0, idle_s: float | None = None, q
         if task is not None:
             task.cancel()
 
-    app = build_app(service, api_key=key, address=address, on_shutdown=stop, activity=activity)
-    config = uvicorn.Config(_with_lifespan(app, lifespan), log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=3)
+    app = build_app(service, api_key=key, address=address, on_shutdown=stop, activity=activity,
+                    lifespan=lifespan)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
     state.write_record(state.EngineRecord(os.getpid(), address, service.started, host, key is not None))
     if not quiet:
@@ -80,14 +80,6 @@ def serve(host: str = "127.0.0.1", port: int = 0, idle_s: float | None = None, q
         service.close()
         lock.close()
     return 0
-
-
-def _with_lifespan(app: Any, lifespan: Any) -> Any:
-    """Wrap the app so uvicorn's lifespan events run ``lifespan`` (Guard is plain ASGI)."""
-    from starlette.applications import Starlette
-    from starlette.routing import Mount
-
-    return Starlette(routes=[Mount("/", app=app)], lifespan=lifespan)
 
 
 async def _idle_watch(service: Any, activity: Any, idle_s: float, stop: Any) -> None:
