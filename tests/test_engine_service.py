@@ -157,8 +157,15 @@ def test_journal_reports_jobs_a_killed_engine_left_running():
         assert [j.id for j in service.interrupted] == [4]
         assert service.job(3).state == "done" and service.job(4).state == "interrupted"
         assert service.submit("release").id == 5  # ids go on after the journal's
+        service.wait(5)
     finally:
         service.close()
+    again = EngineService(journal=True)
+    try:
+        assert again.interrupted == []  # reported once, by the start that found it
+        assert again.job(4).state == "interrupted" and again.job(5).state == "done"
+    finally:
+        again.close()
 
 
 def test_import_a_gguf_then_delete_it_as_jobs(client, tiny_llama_dir, tmp_path, optiq_home):

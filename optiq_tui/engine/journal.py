@@ -42,15 +42,20 @@ class Journal:
                 continue  # a line torn by a kill
         return last
 
-    def recover(self) -> list[dict[str, Any]]:
-        """Mark jobs a killed engine left queued or running as interrupted; returns every kept job."""
+    def recover(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """Mark jobs a killed engine left queued or running as interrupted.
+
+        Returns every kept job, and the ids interrupted now (reported once, by this start).
+        """
         last = self._last_records()
+        fresh = []
         for record in last.values():
             if record.get("state") in ("queued", "running"):
                 record["state"] = "interrupted"
                 record["error"] = "the engine stopped while this job ran (killed or crashed); rerun it"
+                fresh.append(int(record["id"]))
         kept = [last[k] for k in sorted(last)[-KEEP_JOBS:]]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in kept), encoding="utf-8")
         os.replace(tmp, self.path)
-        return kept
+        return kept, fresh

@@ -95,10 +95,11 @@ class EngineService:
             from optiq_tui.settings import paths
 
             self.journal = Journal(paths().state / "jobs.jsonl")
-            for record in self.journal.recover():
+            kept, fresh = self.journal.recover()
+            for record in kept:
                 info = JobInfo.from_dict(record)
                 self._jobs[info.id] = _ended_job(info)
-                if info.state == "interrupted":
+                if info.id in fresh:
                     self.interrupted.append(info)
                 first_id = max(first_id, info.id + 1)
             # Folders of quantizes, imports and downloads a killed engine left half-made.
