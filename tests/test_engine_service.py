@@ -214,3 +214,14 @@ async def test_async_face_awaits_calls_and_iterates_events(client, tiny_llama_di
     assert isinstance(events[-1], Finished)
     assert (await engine.job(job.id)).state == "done"
     assert [j.id for j in await engine.jobs()] == [job.id]
+
+
+def test_a_question_that_does_not_fit_is_taken_back_from_the_conversation(client, tiny_llama_dir):
+    from optiq_tui.engine.conversations import ConversationStore
+
+    job = client.chat(str(tiny_llama_dir), "word " * 5000, sampler={"max_tokens": 8})
+    done = client.wait_for(job.id)
+    assert done.state == "failed" and "context" in done.error
+    assert ConversationStore().load(job.args["conversation"]).messages == []
+    bad = client.wait_for(client.chat(str(tiny_llama_dir), "Hi", sampler={"temp": 0}).id)
+    assert bad.state == "failed" and bad.error.startswith("sampler: unknown setting 'temp'")

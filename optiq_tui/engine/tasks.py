@@ -80,6 +80,19 @@ def _ensure_loaded(ctx: EngineContext, model: str, emit: Emit, cancel: threading
     return ctx.loaded
 
 
+def _sampler(options: dict | None) -> Any:
+    from dataclasses import fields
+
+    from optiq_tui.engine.session import SamplerSettings
+    from optiq_tui.progress import OptiqError
+
+    known = {f.name for f in fields(SamplerSettings)}
+    unknown = sorted(set(options or {}) - known)
+    if unknown:
+        raise OptiqError(f"sampler: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return SamplerSettings(**(options or {}))
+
+
 def load(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str) -> dict[str, Any]:
     loaded = _ensure_loaded(ctx, model, emit, cancel)
     return {"model": loaded.info.name, "format": loaded.format.kind, "memory_bytes": loaded.memory_bytes,
@@ -107,10 +120,10 @@ def chat(
 ) -> dict[str, Any]:
     """One chat turn: deltas and stats as events; the answer is saved whether or not anyone listens."""
     from optiq_tui.engine.events import Finished, ReasoningDelta, TextDelta
-    from optiq_tui.engine.session import ChatSession, SamplerSettings
+    from optiq_tui.engine.session import ChatSession, ContextOverflow
 
     loaded = _ensure_loaded(ctx, model, emit, cancel)
-    settings = SamplerSettings(**(sampler or {}))
+    settings = _sampler(sampler)
     session = ctx.sessions.get(conversation) if conversation else None
     if session is None:
         session = ChatSession(loaded, system)
@@ -125,12 +138,17 @@ def chat(
         ctx.store.append(conversation, "user", text)
     effort = loaded.format.normalize_effort(effort)
     answer, reasoning, finished = [], [], None
-    for event in session.generate(text, settings, effort, cancel):
-        if isinstance(event, TextDelta):
-            (reasoning if isinstance(event, ReasoningDelta) else answer).append(event.text)
-        elif isinstance(event, Finished):
-            finished = event
-        emit(event)
+    try:
+        for event in session.generate(text, settings, effort, cancel):
+            if isinstance(event, TextDelta):
+                (reasoning if isinstance(event, ReasoningDelta) else answer).append(event.text)
+            elif isinstance(event, Finished):
+                finished = event
+            emit(event)
+    except ContextOverflow:
+        if conversation and save:
+            ctx.store.append(conversation, "pop", "")  # the question was not asked after all
+        raise
     assert finished is not None
     stats = asdict(finished.stats)
     if conversation and save and (answer or reasoning):
@@ -194,12 +212,11 @@ def compare(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model_a:
             effort: str | None = None) -> dict[str, Any]:
     """One compare turn: both models answer; events arrive as SideEvent."""
     from optiq_tui.engine.loader import as_info
-    from optiq_tui.engine.session import SamplerSettings
     from optiq_tui.eval.compare import run_compare
 
     _free(ctx)
     plan, turn = run_compare(as_info(model_a), as_info(model_b), prompt, system_prompt=system,
-                             sampler=SamplerSettings(**(sampler or {})), effort=effort,
+                             sampler=_sampler(sampler), effort=effort,
                              progress=emit, cancel=cancel)
     from optiq_tui.engine.wire import encode
 
