@@ -206,3 +206,19 @@ def test_jobs_follow_reattaches_to_a_running_quantize(engines, optiq_home, tiny_
     assert follow.returncode == 0, err
     assert "measure: done" in err and "verify: done" in err
     assert json.loads(out)["name"] == "f"
+
+
+def test_remote_quantize_events_arrive_as_their_classes(engines, tiny_llama_dir):
+    from optiq_tui.progress import Log
+    from optiq_tui.quant.events import LayerScore
+
+    engines.start()
+    client = _client()
+    job = client.quantize(str(tiny_llama_dir), target_bpw=5.5, name="wire", verify=False)
+    events = list(client.events(job.id))
+    scores = [e for e in events if isinstance(e, LayerScore)]
+    assert scores and all(isinstance(b, int) for s in scores for b in s.kl_by_bits)
+    assert any(isinstance(e, StageChanged) for e in events) and any(isinstance(e, Log) for e in events)
+    assert client.job(job.id).result["name"] == "wire"
+    # Replaying from a later point gives the rest, the same objects.
+    assert list(client.events(job.id, after=3)) == events[3:]

@@ -10,14 +10,14 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from optiq_tui.engine.service import BadRequest, EngineService, UnknownJob
@@ -86,8 +86,11 @@ async def _body(request: Request) -> dict[str, Any]:
 
 def build_app(service: EngineService, *, api_key: str | None = None, address: str = "",
               on_shutdown: Callable[[], None] = lambda: None, activity: Activity | None = None,
-              lifespan: Any = None) -> ASGIApp:
-    """The ASGI app of one engine; ``on_shutdown`` asks the server to stop."""
+              lifespan: Any = None, extra_routes: Sequence[BaseRoute] = ()) -> ASGIApp:
+    """The ASGI app of one engine; ``on_shutdown`` asks the server to stop.
+
+    ``extra_routes``: other faces of the same engine (the OpenAI API) behind the same key check.
+    """
 
     async def health(_r: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
@@ -168,6 +171,7 @@ def build_app(service: EngineService, *, api_key: str | None = None, address: st
             Route("/v1/jobs/{job_id:int}/cancel", cancel, methods=["POST"]),
             Route("/v1/jobs/{kind:str}", submit, methods=["POST"]),
             Route("/v1/shutdown", shutdown, methods=["POST"]),
+            *extra_routes,
         ],
         exception_handlers={HTTPException: on_http, BadRequest: on_bad, UnknownJob: on_unknown,
                             OptiqError: on_bad, Exception: on_crash},

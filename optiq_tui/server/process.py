@@ -107,7 +107,7 @@ def connect() -> Any | None:
 def start_background() -> Any:
     """Start a detached engine (its own session, output to the state folder's log) and connect."""
     log = open(state.log_file(), "ab")
-    subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "optiq_tui", "serve"],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True, close_fds=True, env=os.environ.copy(),
@@ -118,6 +118,9 @@ def start_background() -> Any:
         client = connect()
         if client is not None:
             return client
+        if proc.poll() is not None and connect() is None:
+            # It exited without an engine running (a lost race leaves the winner's record).
+            raise OptiqError(f"the engine could not start; see {state.log_file()}")
         time.sleep(0.05)
     raise OptiqError(f"the engine did not start in {START_TIMEOUT_S:g} s; see {state.log_file()}")
 
