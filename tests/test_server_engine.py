@@ -222,3 +222,24 @@ def test_remote_quantize_events_arrive_as_their_classes(engines, tiny_llama_dir)
     assert client.job(job.id).result["name"] == "wire"
     # Replaying from a later point gives the rest, the same objects.
     assert list(client.events(job.id, after=3)) == events[3:]
+
+
+def test_hung_up_client_mid_answer_the_answer_is_saved_complete(engines, tiny_llama_dir, tmp_path):
+    from optiq_tui.engine.conversations import ConversationStore
+
+    gate = tmp_path / "gate"
+    engines.start(gate=gate)
+    script = ("import sys; from optiq_tui.server.process import connect; c = connect(); "
+              f"job = c.chat({str(tiny_llama_dir)!r}, 'Hello', sampler={{'temperature': 0.0, 'max_tokens': 8}}); "
+              "print(job.id, flush=True); [print(type(e).__name__, flush=True) for e in c.events(job.id)]")
+    client = subprocess.Popen([sys.executable, "-c", script], env=engine_env(), stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    job_id = int(client.stdout.readline())
+    poll(lambda: gate.with_name("gate.chat").exists(), 120, "the answer to start")
+    os.killpg(client.pid, signal.SIGHUP)
+    assert client.wait(30) == -signal.SIGHUP
+    gate.touch()
+    done = _client().wait_for(job_id)
+    assert done.state == "done" and done.result["finish_reason"] in ("stop", "length")
+    saved = ConversationStore().load(done.args["conversation"]).messages
+    assert saved[-1].role == "assistant" and saved[-1].content == done.result["answer"]
