@@ -26,7 +26,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+import psutil
 
 SYSTEM = "You are a helpful assistant."
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
@@ -63,6 +67,18 @@ def client_round(client, model: str, tokens: int) -> tuple[float, int, float]:
     n = finished.stats.gen_tokens
     # Text deltas can lag a token behind (detokenizer), so time over the deltas' span, n tokens.
     return n / (last - first), n, finished.stats.gen_tps
+
+
+@contextmanager
+def cpu_seconds(into: list[float], tokens: int, other: "psutil.Process | None" = None) -> Iterator[None]:
+    """CPU seconds per token of this process (all its threads), plus ``other``'s (the engine)."""
+    def now() -> float:
+        extra = sum(other.cpu_times()[:2]) if other is not None else 0.0
+        return time.process_time() + extra
+
+    start = now()
+    yield
+    into.append((now() - start) / tokens)
 
 
 def start_engine(home: Path) -> tuple[subprocess.Popen, object]:
@@ -113,12 +129,17 @@ def main() -> int:
         raw_round(loaded, prompt_ids, n)
         rounds: dict[str, list[float]] = {"raw": [], "in_process": [], "remote": [],
                                           "remote_engine_side": []}
+        cpu: dict[str, list[float]] = {"raw": [], "in_process": [], "remote": []}
+        engine_cpu = psutil.Process(engine.pid)
         for _ in range(args.repeats):
-            rounds["raw"].append(raw_round(loaded, prompt_ids, n)[0])
-            tps, got, _ = client_round(local, model, args.tokens)
+            with cpu_seconds(cpu["raw"], n):
+                rounds["raw"].append(raw_round(loaded, prompt_ids, n)[0])
+            with cpu_seconds(cpu["in_process"], n):
+                tps, got, _ = client_round(local, model, args.tokens)
             assert got == n, (got, n)
             rounds["in_process"].append(tps)
-            tps, got, engine_tps = client_round(remote, model, args.tokens)
+            with cpu_seconds(cpu["remote"], n, engine_cpu):
+                tps, got, engine_tps = client_round(remote, model, args.tokens)
             assert got == n, (got, n)
             rounds["remote"].append(tps)
             rounds["remote_engine_side"].append(engine_tps)
@@ -127,7 +148,8 @@ def main() -> int:
         engine.kill()
         engine.wait()
     best = {k: max(v) for k, v in rounds.items()}
-    result = {"model": model, "tokens": n, "rounds": rounds,
+    cpu_ms = {k: 1000 * min(v) for k, v in cpu.items()}
+    result = {"model": model, "tokens": n, "rounds": rounds, "cpu_ms_per_token": cpu_ms,
               "in_process_vs_raw": best["in_process"] / best["raw"],
               "remote_vs_raw": best["remote"] / best["raw"],
               # Same answers, two clocks: what the client saw against what the engine measured;
@@ -144,6 +166,8 @@ def main() -> int:
     print(f"  in-process / raw = {result['in_process_vs_raw']:.3f}   target >= 0.98")
     print(f"  remote / raw     = {result['remote_vs_raw']:.3f}   target >= 0.95")
     print(f"  remote client / engine's own figure, worst round = {result['remote_client_vs_engine_side']:.3f}")
+    print("  CPU time per token, least of the rounds (less load-dependent than wall time): "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in cpu_ms.items()))
     return 0
 
 
