@@ -68,8 +68,8 @@ def serve(host: str = "127.0.0.1", port: int = 0, idle_s: float | None = None, q
     server = uvicorn.Server(config)
     state.write_record(state.EngineRecord(os.getpid(), address, service.started, host, key is not None))
     if not quiet:
-        print(f"optiq engine pid {os.getpid()} on {address}" + (" (API key required)" if key else ""),
-              flush=True)
+        needs_key = f" (API key required: Authorization: Bearer <the key in {state.api_key_file()}>)"
+        print(f"optiq engine pid {os.getpid()} on {address}" + (needs_key if key else ""), flush=True)
         for job in service.interrupted:
             print(f"interrupted: job {job.id} ({job.title}) did not finish when the last engine stopped",
                   flush=True)

@@ -110,7 +110,7 @@ def requires_key(host: str) -> bool:
 
 def api_key(create: bool = False) -> str | None:
     """The API key for non-loopback binds; generated (0600) on first use when ``create``."""
-    path = paths().config / "api_key"
+    path = api_key_file()
     try:
         return path.read_text().strip() or None
     except FileNotFoundError:
@@ -119,6 +119,10 @@ def api_key(create: bool = False) -> str | None:
     key = secrets.token_urlsafe(32)
     _write_private(path, key + "\n")
     return key
+
+
+def api_key_file() -> Path:
+    return paths().config / "api_key"
 
 
 def log_file() -> Path:
