@@ -225,3 +225,13 @@ def test_a_question_that_does_not_fit_is_taken_back_from_the_conversation(client
     assert ConversationStore().load(job.args["conversation"]).messages == []
     bad = client.wait_for(client.chat(str(tiny_llama_dir), "Hi", sampler={"temp": 0}).id)
     assert bad.state == "failed" and bad.error.startswith("sampler: unknown setting 'temp'")
+
+
+def test_load_and_release_a_model(client, tiny_llama_dir):
+    loaded = client.wait_for(client.load(str(tiny_llama_dir)).id)
+    assert loaded.state == "done" and loaded.result["model"] == client.status()["loaded_model"]
+    again = client.wait_for(client.load(str(tiny_llama_dir)).id)
+    assert again.n_events == 0  # already loaded: not read twice
+    released = client.wait_for(client.release().id)
+    assert released.result == {"released": loaded.result["model"]}
+    assert client.status()["loaded_model"] is None
