@@ -49,7 +49,7 @@ class Job:
 
     def __init__(self, job_id: int, kind: str, title: str, args: dict[str, Any]) -> None:
         self.id, self.kind, self.title, self.args = job_id, kind, title, args
-        self.state: str = "queued"
+        self.state: JobState = "queued"
         self.created = time.time()
         self.started: float | None = None
         self.finished: float | None = None
@@ -69,7 +69,8 @@ class Job:
             self._events.append(event)
             self._cond.notify_all()
 
-    def set_state(self, state: str, *, error: str | None = None, result: dict[str, Any] | None = None) -> None:
+    def set_state(self, state: JobState, *, error: str | None = None,
+                  result: dict[str, Any] | None = None) -> None:
         with self._cond:
             self.state = state
             if state == "running":
