@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import Any, Callable
 
 ENGINE_ENV = "OPTIQ_ENGINE"
 
@@ -47,3 +47,32 @@ def finish(job: Any) -> tuple[dict | None, int]:
 def model_arg(model: str) -> str:
     """A model argument as the engine process sees it: a folder path made absolute (its cwd differs)."""
     return os.path.abspath(model) if os.path.exists(model) else model
+
+
+def run_job(args: argparse.Namespace, start: Callable[[Any], Any], *, json_out: bool = False,
+            progress: Callable[[Any], Callable[[Any], None]] | None = None) -> tuple[dict | None, int]:
+    """Start a job with ``start(client)``, show its events, and return (result, 0) or (None, exit code).
+
+    ``progress(terminal)`` makes the event handler (default: the terminal progress line).
+    Errors are printed (and as JSON on stdout with ``json_out``).
+    """
+    import json
+    import sys
+
+    from optiq_tui.commands._terminal import TerminalProgress
+    from optiq_tui.progress import OptiqError
+
+    terminal = TerminalProgress()
+    try:
+        engine = client(args)
+        job = engine.follow(start(engine), progress(terminal) if progress else terminal)
+        error = job.error
+    except OptiqError as exc:
+        job, error = None, str(exc)
+    terminal.done()
+    if job is not None and job.state != "failed":
+        return finish(job)
+    if json_out:
+        print(json.dumps({"error": error}))
+    print(f"error: {error}", file=sys.stderr)
+    return None, 1

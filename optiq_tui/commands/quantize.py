@@ -87,27 +87,20 @@ def _stage_lines(inner):
 
 
 def run(args: argparse.Namespace) -> int:
-    from optiq_tui.commands._engine import client, finish, model_arg
-    from optiq_tui.commands._terminal import TerminalProgress
+    from optiq_tui.commands._engine import model_arg, run_job
     from optiq_tui.progress import OptiqError
 
-    terminal = TerminalProgress()
+    options = _options(args)
     try:
-        options = _options(args)
         _validate(options)
-        engine = client(args)
-        job = engine.follow(engine.quantize(model_arg(args.model), **options), _stage_lines(terminal))
     except OptiqError as exc:
-        terminal.done()
         if args.json:
             print(json.dumps({"error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    terminal.done()
-    result, code = finish(job)
+    result, code = run_job(args, lambda engine: engine.quantize(model_arg(args.model), **options),
+                           json_out=args.json, progress=_stage_lines)
     if result is None:
-        if args.json and job.error:
-            print(json.dumps({"error": job.error}))
         return code
     if args.json:
         print(json.dumps(result, indent=2))
