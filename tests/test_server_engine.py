@@ -106,9 +106,11 @@ def test_stale_record_of_a_killed_engine_is_cleared(engines):
 
 def test_idle_engine_exits_by_itself(optiq_home, monkeypatch):
     monkeypatch.delenv("OPTIQ_ENGINE")
-    proc = start_engine(optiq_home, "--idle-timeout", "0.4")
+    proc = _cli("serve", "--idle-timeout", "0.5")
     try:
-        assert proc.wait(60) == 0
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        assert "no client and no job for 0.5 s: stopping" in out
         assert record(optiq_home) is None
     finally:
         kill_engines(optiq_home, proc)
@@ -149,6 +151,8 @@ def test_ctrl_c_still_cancels_the_job(engines, optiq_home, tiny_llama_dir, tmp_p
                     start_new_session=True)
     poll(lambda: gate.with_name("gate.reached").exists(), 120, "quantize to reach the gate")
     os.killpg(quantize.pid, signal.SIGINT)
+    [job] = _client().jobs()
+    poll(lambda: _client().job(job.id).cancel_requested, what="the client to cancel its job")
     gate.touch()  # the job sees the cancel as soon as the gate lets it go on
     _out, err = quantize.communicate(timeout=60)
     assert quantize.returncode == 130, err

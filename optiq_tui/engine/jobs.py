@@ -31,6 +31,8 @@ class JobInfo:
     error: str | None = None
     result: dict[str, Any] | None = None
     n_events: int = 0
+    # Set as soon as a cancel is asked; the job stops at its next check (token, layer, shard).
+    cancel_requested: bool = False
 
     @property
     def ended(self) -> bool:
@@ -62,7 +64,8 @@ class Job:
     def info(self) -> JobInfo:
         with self._cond:
             return JobInfo(self.id, self.kind, self.title, self.state, dict(self.args), self.created,
-                           self.started, self.finished, self.error, self.result, len(self._events))
+                           self.started, self.finished, self.error, self.result, len(self._events),
+                           self.cancel_event.is_set())
 
     def emit(self, event: Any) -> None:
         with self._cond:
