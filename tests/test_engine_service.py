@@ -201,7 +201,8 @@ def test_compare_turn_as_a_job(client, tiny_llama_dir):
     done = client.job(job.id)
     assert done.state == "done", done.error
     assert sides == {"a", "b"}
-    assert done.result["turn"]["answer_a"] == done.result["turn"]["answer_b"]
+    assert done.result["a"]["answer"] == done.result["b"]["answer"]
+    assert done.result["agreement"]["identical"] is True
 
 
 async def test_async_face_awaits_calls_and_iterates_events(client, tiny_llama_dir):

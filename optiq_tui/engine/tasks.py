@@ -215,12 +215,27 @@ def compare(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model_a:
     from optiq_tui.eval.compare import run_compare
 
     _free(ctx)
-    plan, turn = run_compare(as_info(model_a), as_info(model_b), prompt, system_prompt=system,
-                             sampler=_sampler(sampler), effort=effort,
-                             progress=emit, cancel=cancel)
-    from optiq_tui.engine.wire import encode
+    info_a, info_b = as_info(model_a), as_info(model_b)
+    plan, turn = run_compare(info_a, info_b, prompt, system_prompt=system, sampler=_sampler(sampler),
+                             effort=effort, progress=emit, cancel=cancel)
 
-    return {"plan": encode(plan), "turn": encode(turn)}
+    def side(info: Any, answer: str, finished: Any) -> dict[str, Any]:
+        done = None if finished is None else {"reason": finished.reason, "error": finished.error,
+                                              "stats": asdict(finished.stats)}
+        return {"model": info.name, "path": str(info.path), "answer": answer, "finished": done}
+
+    agreement = turn.agreement
+    return {
+        "a": side(info_a, turn.answer_a, turn.finished_a),
+        "b": side(info_b, turn.answer_b, turn.finished_b),
+        "both_loaded": plan.both_loaded,
+        "memory": asdict(plan),
+        "agreement": None if agreement is None else {**asdict(agreement), "identical": agreement.identical},
+        "related": turn.related,
+        "kl_a_under_b": None if turn.kl_a_under_b is None else asdict(turn.kl_a_under_b),
+        "kl_b_under_a": None if turn.kl_b_under_a is None else asdict(turn.kl_b_under_a),
+        "prompt": turn.prompt,
+    }
 
 
 def import_gguf(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, path: str,
