@@ -18,17 +18,17 @@ def add_engine_argument(parser: argparse.ArgumentParser) -> None:
                         help="run the job in this process instead of the engine process (debugging, tests)")
 
 
-def client(args: argparse.Namespace) -> Any:
-    """The engine client this command should use."""
-    if getattr(args, "in_process", False) or os.environ.get(ENGINE_ENV) == "in-process":
-        from optiq_tui.engine.client import InProcessClient
+def client(args: argparse.Namespace, *, start: bool = True) -> Any:
+    """The engine client this command should use; ``start=False``: in-process when no engine runs."""
+    from optiq_tui.engine.client import InProcessClient
 
+    if getattr(args, "in_process", False) or os.environ.get(ENGINE_ENV) == "in-process":
         return InProcessClient()
-    from optiq_tui.server.process import connect_or_start
+    from optiq_tui.server.process import connect, connect_or_start
 
     # A hang-up (SSH drop) ends this client without cancelling anything: only Ctrl-C
     # (KeyboardInterrupt, see EngineCalls.follow) cancels; the job is the engine's.
-    return connect_or_start()
+    return connect_or_start() if start else (connect() or InProcessClient())
 
 
 def finish(job: Any) -> tuple[dict | None, int]:
@@ -49,11 +49,13 @@ def model_arg(model: str) -> str:
     return os.path.abspath(model) if os.path.exists(model) else model
 
 
-def run_job(args: argparse.Namespace, start: Callable[[Any], Any], *, json_out: bool = False,
-            progress: Callable[[Any], Callable[[Any], None]] | None = None) -> tuple[dict | None, int]:
-    """Start a job with ``start(client)``, show its events, and return (result, 0) or (None, exit code).
+def run_job(args: argparse.Namespace, submit: Callable[[Any], Any], *, json_out: bool = False,
+            progress: Callable[[Any], Callable[[Any], None]] | None = None,
+            start_engine: bool = True) -> tuple[dict | None, int]:
+    """Start a job with ``submit(client)``, show its events, and return (result, 0) or (None, exit code).
 
-    ``progress(terminal)`` makes the event handler (default: the terminal progress line).
+    ``progress(terminal)`` makes the event handler (default: the terminal progress line);
+    ``start_engine=False`` runs it in-process when no engine runs (quick jobs).
     Errors are printed (and as JSON on stdout with ``json_out``).
     """
     import json
@@ -64,8 +66,8 @@ def run_job(args: argparse.Namespace, start: Callable[[Any], Any], *, json_out: 
 
     terminal = TerminalProgress()
     try:
-        engine = client(args)
-        job = engine.follow(start(engine), progress(terminal) if progress else terminal)
+        engine = client(args, start=start_engine)
+        job = engine.follow(submit(engine), progress(terminal) if progress else terminal)
         error = job.error
     except OptiqError as exc:
         job, error = None, str(exc)

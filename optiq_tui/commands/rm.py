@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    # Through the engine, which first releases the model if it holds it.
-    result, code = run_job(args, lambda engine: engine.delete(model_arg(args.name)), json_out=args.json)
+    # Through a running engine, which first releases the model if it holds it; none is started for this.
+    result, code = run_job(args, lambda engine: engine.delete(model_arg(args.name)), json_out=args.json,
+                           start_engine=False)
     if result is None:
         return code
     freed = result["freed_bytes"]
