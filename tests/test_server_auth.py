@@ -61,8 +61,21 @@ def test_without_the_key_401_and_nothing_changes(service):
     ],
 )
 def test_bad_requests_get_one_line_error_objects(service, path, body, status, words):
-    r = TestClient(build_app(service)).post(path, content=body)
+    r = TestClient(build_app(service), base_url="http://127.0.0.1:8").post(path, content=body)
     assert r.status_code == status
     message = r.json()["error"]["message"]
     assert words in message and "Traceback" not in message and "\n" not in message
     assert service.jobs() == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Host": "evil.example:8"}, {"Origin": "https://evil.example"}, {"Origin": "null"}],
+)
+def test_web_pages_cannot_drive_a_loopback_engine(service, headers):
+    http = TestClient(build_app(service), base_url="http://127.0.0.1:8")
+    r = http.post("/v1/jobs/release", json={}, headers=headers)
+    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+    assert service.jobs() == []
+    assert http.post("/v1/jobs/release", json={}, headers={"Origin": "http://localhost:3000"}).status_code == 202
+    assert TestClient(build_app(service), base_url="http://[::1]:8").get("/v1/jobs").status_code == 200

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from optiq_tui.engine.service import BadRequest, EngineService, UnknownJob
 from optiq_tui.engine.wire import encode
 from optiq_tui.progress import OptiqError
+from optiq_tui.server.state import LOOPBACK
 
 MAX_BODY_BYTES = 1 << 20
 # An event stream sends an empty line after this long without events.
@@ -41,8 +42,20 @@ class Activity:
         self.last = time.monotonic()
 
 
+def _host_of(value: bytes) -> str:
+    """'127.0.0.1:8080' -> '127.0.0.1', '[::1]:80' -> '::1', 'http://localhost:3000' -> 'localhost'."""
+    text = value.decode("latin-1").split("://", 1)[-1].split("/", 1)[0]
+    if text.startswith("["):
+        return text[1:].split("]", 1)[0]
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
 class Guard:
-    """Pure ASGI middleware: API key check and activity count (streams included, to their end)."""
+    """Pure ASGI middleware: API key check and activity count (streams included, to their end).
+
+    Without a key (a loopback bind), only loopback Host and Origin headers pass: a web
+    page the user visits cannot drive the engine (cross-site requests, DNS rebinding).
+    """
 
     def __init__(self, app: ASGIApp, api_key: str | None, activity: Activity) -> None:
         self.app, self.api_key, self.activity = app, api_key, activity
@@ -51,8 +64,15 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.api_key is not None and scope["path"] != "/health":
-            headers = dict(scope["headers"])
+        headers = dict(scope["headers"])
+        if self.api_key is None:
+            origin = headers.get(b"origin")
+            foreign_origin = origin is not None and _host_of(origin) not in LOOPBACK
+            if _host_of(headers.get(b"host", b"")) not in LOOPBACK or foreign_origin:
+                await error(403, "refused: requests from web pages or through other host names are not served",
+                            "permission_error")(scope, receive, send)
+                return
+        elif scope["path"] != "/health":
             given = headers.get(b"authorization", b"").decode("latin-1")
             expected = f"Bearer {self.api_key}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
