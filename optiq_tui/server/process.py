@@ -27,7 +27,7 @@ def idle_timeout() -> float:
         raise OptiqError(f"{IDLE_ENV} must be a number of seconds") from None
 
 
-def serve(host: str = "127.0.0.1", port: int = 0, idle_s: float | None = None, quiet: bool = False) -> int:
+def serve(host: str = "127.0.0.1", port: int = 0, idle_s: float | None = None) -> int:
     """Run the engine until stopped, or idle (no client, no job) for ``idle_s`` (0: never)."""
     import uvicorn
 
@@ -67,12 +67,10 @@ def serve(host: str = "127.0.0.1", port: int = 0, idle_s: float | None = None, q
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
     state.write_record(state.EngineRecord(os.getpid(), address, service.started, host, key is not None))
-    if not quiet:
-        needs_key = f" (API key required: Authorization: Bearer <the key in {state.api_key_file()}>)"
-        print(f"optiq engine pid {os.getpid()} on {address}" + (needs_key if key else ""), flush=True)
-        for job in service.interrupted:
-            print(f"interrupted: job {job.id} ({job.title}) did not finish when the last engine stopped",
-                  flush=True)
+    needs_key = f" (API key required: Authorization: Bearer <the key in {state.api_key_file()}>)"
+    print(f"optiq engine pid {os.getpid()} on {address}" + (needs_key if key else ""), flush=True)
+    for job in service.interrupted:
+        print(f"interrupted: job {job.id} ({job.title}) did not finish when the last engine stopped", flush=True)
     try:
         server.run(sockets=[sock])
     finally:
