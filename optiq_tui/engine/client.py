@@ -35,7 +35,17 @@ def engine_line(status: dict[str, Any]) -> str:
 class EngineCalls:
     """Typed calls shared by both clients; each returns the started job."""
 
+    # The primitives each client implements.
     def submit(self, kind: str, **args: Any) -> JobInfo:
+        raise NotImplementedError
+
+    def job(self, job_id: int) -> JobInfo:
+        raise NotImplementedError
+
+    def events(self, job_id: int, after: int = 0) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def cancel(self, job_id: int) -> JobInfo:
         raise NotImplementedError
 
     def load(self, model: str) -> JobInfo:
@@ -69,9 +79,9 @@ class EngineCalls:
 
     def wait_for(self, job_id: int) -> JobInfo:
         """Block until the job ends; returns its final state."""
-        for _ in self.events(job_id):  # type: ignore[attr-defined]
+        for _ in self.events(job_id):
             pass
-        return self.job(job_id)  # type: ignore[attr-defined]
+        return self.job(job_id)
 
     def follow(self, job: JobInfo, on_event: Callable[[Any], None] | None = None) -> JobInfo:
         """Pass every event of ``job`` to ``on_event`` until it ends; returns its final state.
@@ -80,11 +90,11 @@ class EngineCalls:
         kept); any other way of leaving (a hang-up) leaves it running.
         """
         try:
-            for event in self.events(job.id):  # type: ignore[attr-defined]
+            for event in self.events(job.id):
                 if on_event is not None:
                     on_event(event)
         except KeyboardInterrupt:
-            self.cancel(job.id)  # type: ignore[attr-defined]
+            self.cancel(job.id)
         return self.wait_for(job.id)
 
 
