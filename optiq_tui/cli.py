@@ -25,6 +25,8 @@ COMMANDS = {
     "compare": "compare",
     "eval": "eval",
     "conversations": "conversations",
+    "serve": "serve",
+    "jobs": "jobs",
 }
 
 

@@ -24,6 +24,8 @@ class Paths:
     conversations: Path
     cache: Path
     config: Path
+    # The running engine's record, its API key, its log and its jobs journal.
+    state: Path
 
     @property
     def settings_file(self) -> Path:
@@ -46,6 +48,7 @@ def paths() -> Paths:
             conversations=root / "conversations",
             cache=root / "cache",
             config=root / "config",
+            state=root / "state",
         )
     else:
         d = PlatformDirs(APP_NAME, appauthor=False)
@@ -55,8 +58,9 @@ def paths() -> Paths:
             conversations=data / "conversations",
             cache=Path(d.user_cache_dir),
             config=Path(d.user_config_dir),
+            state=Path(d.user_state_dir),
         )
-    for folder in (p.models, p.conversations, p.cache, p.config, p.staging):
+    for folder in (p.models, p.conversations, p.cache, p.config, p.state, p.staging):
         folder.mkdir(parents=True, exist_ok=True)
     return p
 

@@ -14,6 +14,8 @@ def optiq_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("OPTIQ_HOME", str(home))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Headless commands run their jobs in-process here; tests/test_server_*.py start real engines.
+    monkeypatch.setenv("OPTIQ_ENGINE", "in-process")
     return home
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import asdict
 
+from optiq_tui.commands._engine import add_engine_argument
 from optiq_tui.commands._terminal import add_sampler_arguments, sampler_and_system
 
 HELP = "answer one prompt with two models (same sampler and seed) and show where the answers differ"
@@ -21,12 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--effort", choices=["low", "medium", "high", "on", "off"], help="reasoning effort, where a model has one"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    add_engine_argument(parser)
 
 
 def _printer(quiet: bool):
     """Stream each side's answer to stdout under a header; loading and notes on stderr."""
     from optiq_tui.engine.events import AnswerDelta, Finished
-    from optiq_tui.eval.compare import SideEvent
+    from optiq_tui.engine.wire import event_type
     from optiq_tui.progress import Log
 
     current = {"side": None}
@@ -35,7 +37,7 @@ def _printer(quiet: bool):
         if isinstance(event, Log):
             print(event.message, file=sys.stderr)
             return
-        if not isinstance(event, SideEvent) or quiet:
+        if event_type(event) != "SideEvent" or quiet:
             return
         inner = event.event
         if isinstance(inner, AnswerDelta):
@@ -50,72 +52,55 @@ def _printer(quiet: bool):
         elif isinstance(inner, Log):
             print(inner.message, file=sys.stderr)
 
-    return progress
+    return lambda _terminal: progress
 
 
 def run(args: argparse.Namespace) -> int:
+    from optiq_tui.commands._engine import model_arg, run_job
     from optiq_tui.engine.loader import as_info
-    from optiq_tui.eval.compare import run_compare
     from optiq_tui.progress import OptiqError
 
     try:
-        info_a, info_b = as_info(args.model_a), as_info(args.model_b)
         # Both sides share one sampler: A's recommendation (they are usually quants of one base).
-        settings, sampler, sampler_source, system = sampler_and_system(args, info_a.path)
-        plan, result = run_compare(
-            info_a,
-            info_b,
-            args.prompt,
-            system_prompt=system,
-            sampler=sampler,
-            effort=args.effort or settings.effort,
-            progress=_printer(quiet=args.json),
-        )
+        settings, sampler, sampler_source, system = sampler_and_system(args, as_info(args.model_a).path)
     except OptiqError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    result, code = run_job(
+        args,
+        lambda engine: engine.compare(model_arg(args.model_a), model_arg(args.model_b), args.prompt,
+                                      system=system, sampler=asdict(sampler),
+                                      effort=args.effort or settings.effort),
+        progress=_printer(quiet=args.json),
+    )
+    if result is None:
+        return code
     if args.json:
-        print(json.dumps(_to_json(info_a, info_b, plan, result, sampler, sampler_source, system), indent=2))
+        out = {**result, "sampler": asdict(sampler), "sampler_source": sampler_source, "system_prompt": system}
+        print(json.dumps(out, indent=2))
         return 0
     print()
-    agreement = result.agreement
+    agreement = result["agreement"]
     if agreement is not None:
-        if agreement.identical:
-            print(f"the answers are identical ({agreement.len_a} tokens)")
+        if agreement["identical"]:
+            print(f"the answers are identical ({agreement['len_a']} tokens)")
         else:
+            path = result["a"]["path"]
             print(
-                f"same first {agreement.common_prefix} tokens; first difference at token "
-                f"{agreement.first_diff}: A {_token(info_a, agreement.token_a)} vs B {_token(info_a, agreement.token_b)}"
+                f"same first {agreement['common_prefix']} tokens; first difference at token "
+                f"{agreement['first_diff']}: A {_token(path, agreement['token_a'])} "
+                f"vs B {_token(path, agreement['token_b'])}"
             )
-    for label, kl in (("A's answer under B", result.kl_a_under_b), ("B's answer under A", result.kl_b_under_a)):
+    for label, key in (("A's answer under B", "kl_a_under_b"), ("B's answer under A", "kl_b_under_a")):
+        kl = result[key]
         if kl is not None:
-            print(f"KL of {label}: {kl.mean:.4f} nats/token (p99 {kl.p99:.4f}, {kl.n} tokens)")
+            print(f"KL of {label}: {kl['mean']:.4f} nats/token (p99 {kl['p99']:.4f}, {kl['n']} tokens)")
     return 0
 
 
-def _token(info, token_id: int | None) -> str:
+def _token(path: str, token_id: int | None) -> str:
     if token_id is None:
         return "(end)"
     from mlx_lm.utils import load_tokenizer
 
-    return repr(load_tokenizer(info.path).decode([token_id]))
-
-
-def _to_json(info_a, info_b, plan, result, sampler, sampler_source, system) -> dict:
-    def finished(f):
-        return None if f is None else {"reason": f.reason, "error": f.error, "stats": asdict(f.stats)}
-
-    return {
-        "a": {"model": info_a.name, "answer": result.answer_a, "finished": finished(result.finished_a)},
-        "b": {"model": info_b.name, "answer": result.answer_b, "finished": finished(result.finished_b)},
-        "both_loaded": plan.both_loaded,
-        "memory": asdict(plan),
-        "agreement": None if result.agreement is None else asdict(result.agreement),
-        "related": result.related,
-        "kl_a_under_b": None if result.kl_a_under_b is None else asdict(result.kl_a_under_b),
-        "kl_b_under_a": None if result.kl_b_under_a is None else asdict(result.kl_b_under_a),
-        "sampler": asdict(sampler),
-        "sampler_source": sampler_source,
-        "system_prompt": system,
-        "prompt": result.prompt,
-    }
+    return repr(load_tokenizer(path).decode([token_id]))

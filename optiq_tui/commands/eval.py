@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from optiq_tui.commands._engine import add_engine_argument
+
 HELP = "measure models against their unquantized source on held-out text (KL, perplexity, top-1, retrieval)"
 
 
@@ -31,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-card", action="store_true", help="do not add the figures to OptiQ quants' model cards"
     )
+    add_engine_argument(parser)
 
 
 class _Progress:
@@ -40,7 +43,7 @@ class _Progress:
         self.tty = sys.stderr.isatty()
 
     def __call__(self, event) -> None:
-        from optiq_tui.eval.quality import ModelEvaluated
+        from optiq_tui.engine.wire import event_type
         from optiq_tui.progress import Log, Progress
 
         if not self.tty:
@@ -49,7 +52,7 @@ class _Progress:
             print(f"\r\x1b[K{event.fraction:4.0%} {event.message}", end="", file=sys.stderr, flush=True)
         elif isinstance(event, Log):
             print(f"\r\x1b[K{event.message}", file=sys.stderr, flush=True)
-        elif isinstance(event, ModelEvaluated):
+        elif event_type(event) == "ModelEvaluated":
             print(f"\r\x1b[K{event.row.name}: done", file=sys.stderr, flush=True)
 
     def done(self) -> None:
@@ -69,45 +72,47 @@ def format_table(rows: list[list[str]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from optiq_tui.engine.loader import as_info
+    import os
+
+    from optiq_tui.commands._engine import client, finish, model_arg
     from optiq_tui.eval import reports
-    from optiq_tui.eval.quality import evaluate, find_reference
     from optiq_tui.progress import OptiqError
 
     progress = _Progress()
     try:
-        models = [as_info(m) for m in args.models]
-        reference = as_info(args.reference) if args.reference else find_reference(models)
-        if reference is None and not args.json:
-            print(
-                "no reference given and none found from provenance: reporting perplexity only "
-                "(use --reference to get KL and top-1 agreement)",
-                file=sys.stderr,
-            )
-        report = evaluate(
-            models,
-            reference,
-            text=args.text,
+        engine = client(args)
+        job = engine.eval(
+            [model_arg(m) for m in args.models],
+            reference=model_arg(args.reference) if args.reference else None,
+            text=os.path.abspath(args.text) if args.text else None,
             seq_len=args.seq_len,
             max_tokens=args.max_tokens,
             retrieval=not args.no_retrieval,
             compute=args.compute,
-            progress=progress,
+            card=not args.no_card,
+            markdown=os.path.abspath(args.markdown) if args.markdown else None,
         )
-        progress.done()
-        saved = reports.save_report(report)
-        cards = [] if args.no_card else reports.update_optiq_cards(report)
-        if args.markdown:
-            reports.export(report, args.markdown)
+        job = engine.follow(job, progress)
     except OptiqError as exc:
         progress.done()
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    progress.done()
+    result, code = finish(job)
+    if result is None:
+        return code
+    if result["reference"] is None and not args.json:
+        print(
+            "no reference given and none found from provenance: reported perplexity only "
+            "(use --reference to get KL and top-1 agreement)",
+            file=sys.stderr,
+        )
     if args.json:
-        print(json.dumps({**reports.report_to_dict(report), "saved": str(saved)}, indent=2))
+        print(json.dumps({**result["report"], "saved": result["saved"]}, indent=2))
     else:
+        report = reports.report_from_dict(result["report"])
         print(format_table(reports.table_rows(report)))
         print()
         print(reports.settings_line(report))
-        print(f"saved: {saved}" + "".join(f"\nmodel card updated: {c}" for c in cards))
+        print(f"saved: {result['saved']}" + "".join(f"\nmodel card updated: {c}" for c in result["cards"]))
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from optiq_tui.commands._engine import add_engine_argument
+
 HELP = "import a GGUF file (llama, Mistral, Qwen, Gemma, Phi-3, gpt-oss) as an MLX model in the library"
 
 
@@ -17,16 +19,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "to float16 (the better source for `optiq-chat quantize`)",
     )
     parser.add_argument("--json", action="store_true", help="print the new model as JSON")
+    add_engine_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from optiq_tui.commands._terminal import model_summary, run_with_progress
-    from optiq_tui.library.gguf_import import import_gguf
+    import os
+    from types import SimpleNamespace
 
-    info, code = run_with_progress(
-        lambda progress: import_gguf(args.file, args.name, keep_quantized=args.keep_quantized, progress=progress),
-        json_out=args.json,
+    from optiq_tui.commands._engine import run_job
+    from optiq_tui.commands._terminal import model_summary
+
+    path = os.path.abspath(args.file)  # the engine process has another working folder
+    info, code = run_job(
+        args, lambda engine: engine.import_gguf(path, args.name, args.keep_quantized), json_out=args.json
     )
     if info is not None:
-        print(json.dumps(info.to_dict(), indent=2) if args.json else f"imported {model_summary(info)}")
+        print(json.dumps(info, indent=2) if args.json else f"imported {model_summary(SimpleNamespace(**info))}")
     return code

@@ -5,19 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 
+from optiq_tui.commands._engine import add_engine_argument
+
 HELP = "download an MLX model from the Hugging Face Hub (only the files MLX needs; resumes)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("repo", help="repo id, e.g. mlx-community/SmolLM2-135M-Instruct")
     parser.add_argument("--json", action="store_true", help="print the model as JSON")
+    add_engine_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from optiq_tui.commands._terminal import model_summary, run_with_progress
-    from optiq_tui.library.hub import pull
+    from types import SimpleNamespace
 
-    info, code = run_with_progress(lambda progress: pull(args.repo, progress=progress), json_out=args.json)
+    from optiq_tui.commands._engine import run_job
+    from optiq_tui.commands._terminal import model_summary
+
+    # The download is the engine's job: a dropped SSH session does not stop it.
+    info, code = run_job(args, lambda engine: engine.pull(args.repo), json_out=args.json)
     if info is not None:
-        print(json.dumps(info.to_dict(), indent=2) if args.json else f"downloaded {model_summary(info)}")
+        print(json.dumps(info, indent=2) if args.json else f"downloaded {model_summary(SimpleNamespace(**info))}")
     return code

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from optiq_tui.commands._engine import add_engine_argument
+
 HELP = "quantize a model with OptiQ mixed precision (or uniformly with --uniform B) into the library"
 
 
@@ -33,29 +35,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accept an already-quantized source by dequantizing it first")
     parser.add_argument("--no-verify", action="store_true", help="skip the held-out quality check")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    add_engine_argument(parser)
 
 
-def _config(args: argparse.Namespace):
+def _options(args: argparse.Namespace) -> dict:
+    """The quantize config as JSON-able job arguments (paths made absolute for the engine)."""
+    import os
+
+    options = {"preset": args.preset, "name": args.name, "uniform_bits": args.uniform,
+               "dequantize": args.dequantize, "verify": not args.no_verify}
+    if args.calibration:
+        options["calibration"] = os.path.abspath(args.calibration)
+    if args.target_bpw is not None:
+        options["target_bpw"] = args.target_bpw
+    if args.bits is not None:
+        options["bits"] = list(args.bits)
+    if args.group_size is not None:
+        options["group_size"] = args.group_size
+    return options
+
+
+def _validate(options: dict) -> None:
+    """Bad flags fail here, before any engine is started."""
     from pathlib import Path
 
     from optiq_tui.quant.config import QuantConfig
 
-    overrides = {}
-    if args.target_bpw is not None:
-        overrides["target_bpw"] = args.target_bpw
-    if args.bits is not None:
-        overrides["bits"] = args.bits
-    if args.group_size is not None:
-        overrides["group_size"] = args.group_size
-    return QuantConfig.from_preset(
-        args.preset,
-        calibration=Path(args.calibration) if args.calibration else None,
-        name=args.name,
-        uniform_bits=args.uniform,
-        dequantize=args.dequantize,
-        verify=not args.no_verify,
-        **overrides,
-    )
+    opts = dict(options)
+    preset = opts.pop("preset")
+    if "bits" in opts:
+        opts["bits"] = tuple(opts["bits"])
+    if "calibration" in opts:
+        opts["calibration"] = Path(opts["calibration"])
+    QuantConfig.from_preset(preset, **opts).validate()
 
 
 def _stage_lines(inner):
@@ -75,25 +87,27 @@ def _stage_lines(inner):
 
 
 def run(args: argparse.Namespace) -> int:
-    from optiq_tui.commands._terminal import run_with_progress
+    from optiq_tui.commands._engine import model_arg, run_job
+    from optiq_tui.progress import OptiqError
 
-    def work(terminal):
-        from optiq_tui.library.catalog import resolve
-        from optiq_tui.quant.pipeline import quantize
-
-        config = _config(args).validate()
-        source = resolve(args.model)
-        return quantize(source, config, progress=_stage_lines(terminal))
-
-    result, code = run_with_progress(work, json_out=args.json)
+    options = _options(args)
+    try:
+        _validate(options)
+    except OptiqError as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc)}))
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    result, code = run_job(args, lambda engine: engine.quantize(model_arg(args.model), **options),
+                           json_out=args.json, progress=_stage_lines)
     if result is None:
         return code
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(result, indent=2))
     else:
-        hist = " ".join(f"{'keep' if b == 16 else b}:{n}" for b, n in result.bit_histogram.items())
-        print(f"{result.name}: {result.achieved_bpw:.3f} bpw ({hist}) at {result.path}")
-        q = result.quality
+        hist = " ".join(f"{'keep' if b == '16' else b}:{n}" for b, n in result["bit_histogram"].items())
+        print(f"{result['name']}: {result['achieved_bpw']:.3f} bpw ({hist}) at {result['path']}")
+        q = result["quality"]
         if q:
             for key, label in (("quant", "this quant"), ("uniform4", "uniform 4-bit")):
                 r = q[key]

@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import asdict
 
+from optiq_tui.commands._engine import add_engine_argument
 from optiq_tui.commands._terminal import add_sampler_arguments, sampler_and_system
 from optiq_tui.sizes import human_bytes
 
@@ -25,9 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_sampler_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    add_engine_argument(parser)
 
 
 def stats_text(stats) -> str:
+    """The status line of a generation, from GenStats or its dict form (as jobs return it)."""
+    from types import SimpleNamespace
+
+    if isinstance(stats, dict):
+        stats = SimpleNamespace(**stats)
     ttft = "-" if stats.ttft_s is None else f"{stats.ttft_s * 1000:.0f} ms"
     return (
         f"TTFT {ttft} | prompt {stats.prompt_tokens} tok {stats.prompt_tps:.1f} tok/s | "
@@ -54,72 +61,61 @@ class _LoadProgress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from optiq_tui.engine import loader
-    from optiq_tui.engine.events import AnswerDelta, Finished, ReasoningDelta
-    from optiq_tui.engine.session import ChatSession
-    from optiq_tui.progress import OptiqError
+    from optiq_tui.commands._engine import client, finish, model_arg
+    from optiq_tui.engine.loader import as_info
+    from optiq_tui.engine.events import AnswerDelta, ReasoningDelta
+    from optiq_tui.progress import OptiqError, Progress
+
+    progress = _LoadProgress(args.model)
+    stream_out = not args.json
+    # On a terminal the reasoning is shown dimmed before the answer; in a pipe it
+    # goes to stderr so stdout carries only the answer.
+    reasoning_out = sys.stdout if sys.stdout.isatty() else sys.stderr
+    dim, reset = (DIM, RESET) if reasoning_out.isatty() else ("", "")
+    in_reasoning = False
+
+    def show(event) -> None:
+        nonlocal in_reasoning
+        if isinstance(event, Progress):
+            progress(event)
+        elif isinstance(event, ReasoningDelta) and stream_out:
+            if not in_reasoning:
+                progress.done()
+                in_reasoning = True
+                print(f"{dim}[reasoning] ", end="", file=reasoning_out)
+            print(event.text, end="", file=reasoning_out, flush=True)
+        elif isinstance(event, AnswerDelta) and stream_out:
+            progress.done()
+            if in_reasoning:
+                in_reasoning = False
+                print(f"{reset}\n", file=reasoning_out, flush=True)
+            print(event.text, end="", flush=True)
 
     try:
-        info = loader.as_info(args.model)
-        settings, sampler, sampler_source, system = sampler_and_system(args, info.path)
-        progress = _LoadProgress(info.name)
-        loaded = loader.load(info, progress=progress)
-        progress.done()
-        session = ChatSession(loaded, system)
-        effort = loaded.format.normalize_effort(args.effort or settings.effort)
-        answer, reasoning, finished = [], [], None
-        stream_out = not args.json
-        # On a terminal the reasoning is shown dimmed before the answer; in a pipe it
-        # goes to stderr so stdout carries only the answer.
-        reasoning_out = sys.stdout if sys.stdout.isatty() else sys.stderr
-        dim, reset = (DIM, RESET) if reasoning_out.isatty() else ("", "")
-        in_reasoning = False
-        for event in session.generate(args.prompt, sampler, effort):
-            if isinstance(event, ReasoningDelta):
-                reasoning.append(event.text)
-                if stream_out:
-                    if not in_reasoning:
-                        in_reasoning = True
-                        print(f"{dim}[reasoning] ", end="", file=reasoning_out)
-                    print(event.text, end="", file=reasoning_out, flush=True)
-            elif isinstance(event, AnswerDelta):
-                answer.append(event.text)
-                if stream_out:
-                    if in_reasoning:
-                        in_reasoning = False
-                        print(f"{reset}\n", file=reasoning_out, flush=True)
-                    print(event.text, end="", flush=True)
-            elif isinstance(event, Finished):
-                finished = event
+        # Flags are checked and the model's own sampler found before anything loads.
+        settings, sampler, sampler_source, system = sampler_and_system(args, as_info(args.model).path)
+        engine = client(args)
+        job = engine.chat(model_arg(args.model), args.prompt, system=system, sampler=asdict(sampler),
+                          effort=args.effort or settings.effort, save=False)
+        job = engine.follow(job, show)
     except OptiqError as exc:
+        progress.done()
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    assert finished is not None
+    progress.done()
+    result, code = finish(job)
+    if result is None:
+        return code
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "model": info.name,
-                    "format": loaded.format.kind,
-                    "effort": effort,
-                    "sampler": asdict(sampler),
-                    "sampler_source": sampler_source,
-                    "dtype_note": loaded.dtype_note,
-                    "answer": "".join(answer),
-                    "reasoning": "".join(reasoning),
-                    "finish_reason": finished.reason,
-                    "error": finished.error,
-                    "stats": asdict(finished.stats),
-                },
-                indent=2,
-            )
-        )
+        keys = ("model", "format", "effort", "dtype_note", "answer", "reasoning", "finish_reason", "error", "stats")
+        out = {k: result[k] for k in keys}
+        print(json.dumps({**out, "sampler": asdict(sampler), "sampler_source": sampler_source}, indent=2))
     else:
         if in_reasoning:
             print(reset, file=reasoning_out)
         print()
-        print(f"[{finished.reason}] {stats_text(finished.stats)}", file=sys.stderr)
+        print(f"[{result['finish_reason']}] {stats_text(result['stats'])}", file=sys.stderr)
         print(f"sampler: {sampler.describe()} ({sampler_source})", file=sys.stderr)
-        if finished.error:
-            print(f"error: {finished.error}", file=sys.stderr)
-    return 1 if finished.reason == "error" else 0
+        if result["error"]:
+            print(f"error: {result['error']}", file=sys.stderr)
+    return 1 if result["finish_reason"] == "error" else 0

@@ -1,0 +1,176 @@
+"""Chat speed through the engine clients against raw mlx-lm, on the demo model, in one run.
+
+Contenders, greedy, the same prompt, rounds interleaved (best round of each compared,
+so other load on the machine does not decide the ratios):
+
+- raw: ``mlx_lm.stream_generate`` on this process's main thread;
+- in-process: ``InProcessClient().chat`` (the engine's MLX thread in this process);
+- remote: ``RemoteClient.chat`` against an engine process on a temporary OPTIQ_HOME,
+  events streamed over HTTP as JSON lines.
+
+Client figures are measured where the client reads the events: answer tokens
+over the time from the first to the last one received, counted the way
+mlx-lm counts ``generation_tps``. Targets (issue 11): remote >= 0.95 x raw,
+in-process >= 0.98 x raw.
+
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \\
+        python benchmarks/bench_engine.py --tokens 128 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+
+SYSTEM = "You are a helpful assistant."
+PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+
+
+def raw_round(loaded, prompt_ids: list[int], tokens: int) -> tuple[float, int]:
+    import mlx.core as mx
+    from mlx_lm import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    last = None
+    for last in stream_generate(loaded.model, loaded.tokenizer, mx.array(prompt_ids), max_tokens=tokens,
+                                sampler=make_sampler(temp=0.0)):
+        pass
+    assert last is not None
+    return last.generation_tps, last.generation_tokens
+
+
+def client_round(client, model: str, tokens: int) -> tuple[float, int, float]:
+    """(tokens/s seen by the client, tokens, the engine's own tokens/s for the same answer)."""
+    from optiq_tui.engine.events import AnswerDelta, Finished, ReasoningDelta
+
+    job = client.chat(model, PROMPT, system=SYSTEM, save=False,
+                      sampler={"temperature": 0.0, "max_tokens": tokens})
+    first = last = None
+    finished = None
+    for event in client.events(job.id):
+        if isinstance(event, (AnswerDelta, ReasoningDelta)):
+            last = time.perf_counter()
+            first = first or last
+        elif isinstance(event, Finished):
+            finished = event
+    assert finished is not None and finished.reason in ("stop", "length"), finished
+    n = finished.stats.gen_tokens
+    # Text deltas can lag a token behind (detokenizer), so time over the deltas' span, n tokens.
+    return n / (last - first), n, finished.stats.gen_tps
+
+
+@contextmanager
+def cpu_seconds(into: list[float], tokens: int, other: "psutil.Process | None" = None) -> Iterator[None]:
+    """CPU seconds per token of this process (all its threads), plus ``other``'s (the engine)."""
+    def now() -> float:
+        extra = sum(other.cpu_times()[:2]) if other is not None else 0.0
+        return time.process_time() + extra
+
+    start = now()
+    yield
+    into.append((now() - start) / tokens)
+
+
+def start_engine(home: Path) -> tuple[subprocess.Popen, object]:
+    from optiq_tui.server.process import connect
+
+    env = {**os.environ, "OPTIQ_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "optiq_tui", "serve", "--idle-timeout", "0"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    os.environ["OPTIQ_HOME"] = str(home)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        client = connect()
+        if client is not None:
+            return proc, client
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("the engine did not start")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="an MLX model folder (default: the demo model)")
+    parser.add_argument("--tokens", type=int, default=128, help="most tokens per answer")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per contender")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from optiq_tui.engine.blas import use_openblas
+
+    use_openblas()  # as optiq-chat does, before anything imports MLX
+    from demo_model import demo_dir
+
+    from optiq_tui.engine import loader
+    from optiq_tui.engine.client import InProcessClient
+
+    model = str(Path(args.model or demo_dir()).resolve())
+    home = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    engine, remote = start_engine(home)
+    try:
+        loaded = loader.load(model)
+        prompt_ids = loaded.format.render(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}], None)
+        local = InProcessClient()
+        # Warm-up (first-call compilation, model loads); it also fixes the answer's length,
+        # so raw generates exactly as many tokens as the clients (greedy: the same ones).
+        _, n, _ = client_round(local, model, args.tokens)
+        client_round(remote, model, args.tokens)
+        raw_round(loaded, prompt_ids, n)
+        rounds: dict[str, list[float]] = {"raw": [], "in_process": [], "remote": [],
+                                          "remote_engine_side": []}
+        cpu: dict[str, list[float]] = {"raw": [], "in_process": [], "remote": []}
+        engine_cpu = psutil.Process(engine.pid)
+        for _ in range(args.repeats):
+            with cpu_seconds(cpu["raw"], n):
+                rounds["raw"].append(raw_round(loaded, prompt_ids, n)[0])
+            with cpu_seconds(cpu["in_process"], n):
+                tps, got, _ = client_round(local, model, args.tokens)
+            assert got == n, (got, n)
+            rounds["in_process"].append(tps)
+            with cpu_seconds(cpu["remote"], n, engine_cpu):
+                tps, got, engine_tps = client_round(remote, model, args.tokens)
+            assert got == n, (got, n)
+            rounds["remote"].append(tps)
+            rounds["remote_engine_side"].append(engine_tps)
+        local.close()
+    finally:
+        engine.kill()
+        engine.wait()
+    best = {k: max(v) for k, v in rounds.items()}
+    cpu_ms = {k: 1000 * min(v) for k, v in cpu.items()}
+    result = {"model": model, "tokens": n, "rounds": rounds, "cpu_ms_per_token": cpu_ms,
+              "in_process_vs_raw": best["in_process"] / best["raw"],
+              "remote_vs_raw": best["remote"] / best["raw"],
+              # Same answers, two clocks: what the client saw against what the engine measured;
+              # steadier than cross-contender ratios on a shared machine.
+              "remote_client_vs_engine_side": min(c / e for c, e in zip(rounds["remote"],
+                                                                         rounds["remote_engine_side"]))}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{Path(model).name}, greedy, {n} tokens, best of {args.repeats} rounds (tokens/s)")
+    for key, label in (("raw", "raw mlx_lm.stream_generate"), ("in_process", "in-process client"),
+                       ("remote", "remote client (HTTP)")):
+        print(f"  {label:<28} {best[key]:7.1f}   rounds: {', '.join(f'{x:.1f}' for x in rounds[key])}")
+    print(f"  in-process / raw = {result['in_process_vs_raw']:.3f}   target >= 0.98")
+    print(f"  remote / raw     = {result['remote_vs_raw']:.3f}   target >= 0.95")
+    print(f"  remote client / engine's own figure, worst round = {result['remote_client_vs_engine_side']:.3f}")
+    print("  CPU time per token, least of the rounds (less load-dependent than wall time): "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in cpu_ms.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())

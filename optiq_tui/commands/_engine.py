@@ -1,0 +1,80 @@
+"""How headless commands reach the engine: the running engine process, a new one, or in-process.
+
+``--in-process`` (or ``OPTIQ_ENGINE=in-process``, which the test suite sets)
+keeps everything in this process as before the engine process existed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Callable
+
+ENGINE_ENV = "OPTIQ_ENGINE"
+
+
+def add_engine_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the job in this process instead of the engine process (debugging, tests)")
+
+
+def client(args: argparse.Namespace, *, start: bool = True) -> Any:
+    """The engine client this command should use; ``start=False``: in-process when no engine runs."""
+    from optiq_tui.engine.client import InProcessClient
+
+    if getattr(args, "in_process", False) or os.environ.get(ENGINE_ENV) == "in-process":
+        return InProcessClient()
+    from optiq_tui.server.process import connect, connect_or_start
+
+    # A hang-up (SSH drop) ends this client without cancelling anything: only Ctrl-C
+    # (KeyboardInterrupt, see EngineCalls.follow) cancels; the job is the engine's.
+    return connect_or_start() if start else (connect() or InProcessClient())
+
+
+def finish(job: Any) -> tuple[dict | None, int]:
+    """(result, 0) of an ended job, or (None, exit code) after printing why it did not finish."""
+    import sys
+
+    if job.state == "done":
+        return job.result, 0
+    if job.state == "cancelled":
+        print("cancelled; nothing half-made was kept", file=sys.stderr)
+        return None, 130
+    print(f"error: {job.error}", file=sys.stderr)
+    return None, 1
+
+
+def model_arg(model: str) -> str:
+    """A model argument as the engine process sees it: a folder path made absolute (its cwd differs)."""
+    return os.path.abspath(model) if os.path.exists(model) else model
+
+
+def run_job(args: argparse.Namespace, submit: Callable[[Any], Any], *, json_out: bool = False,
+            progress: Callable[[Any], Callable[[Any], None]] | None = None,
+            start_engine: bool = True) -> tuple[dict | None, int]:
+    """Start a job with ``submit(client)``, show its events, and return (result, 0) or (None, exit code).
+
+    ``progress(terminal)`` makes the event handler (default: the terminal progress line);
+    ``start_engine=False`` runs it in-process when no engine runs (quick jobs).
+    Errors are printed (and as JSON on stdout with ``json_out``).
+    """
+    import json
+    import sys
+
+    from optiq_tui.commands._terminal import TerminalProgress
+    from optiq_tui.progress import OptiqError
+
+    terminal = TerminalProgress()
+    try:
+        engine = client(args, start=start_engine)
+        job = engine.follow(submit(engine), progress(terminal) if progress else terminal)
+        error = job.error
+    except OptiqError as exc:
+        job, error = None, str(exc)
+    terminal.done()
+    if job is not None and job.state != "failed":
+        return finish(job)
+    if json_out:
+        print(json.dumps({"error": error}))
+    print(f"error: {error}", file=sys.stderr)
+    return None, 1

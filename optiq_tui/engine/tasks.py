@@ -1,0 +1,260 @@
+"""What each engine job does: plain functions over the core, run on the thread the engine picks.
+
+Each task takes the engine's context, ``emit`` (typed events out), ``cancel``
+(checked between tokens, layers, shards) and keyword-only JSON-able
+arguments, and returns a JSON-able result, so in-process and remote clients
+see the same thing.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from optiq_tui.engine.conversations import ConversationStore
+    from optiq_tui.engine.loader import LoadedModel
+    from optiq_tui.engine.session import ChatSession
+
+Emit = Callable[[Any], None]
+
+
+@dataclass
+class EngineContext:
+    """What the MLX thread holds between jobs: one loaded model and its chat sessions."""
+
+    loaded: "LoadedModel | None" = None
+    sessions: dict[str, "ChatSession"] = field(default_factory=dict)
+    _store: "ConversationStore | None" = None
+
+    @property
+    def store(self) -> "ConversationStore":
+        if self._store is None:
+            from optiq_tui.engine.conversations import ConversationStore
+
+            self._store = ConversationStore()
+        return self._store
+
+
+def title(kind: str, args: dict[str, Any]) -> str:
+    """A short line naming the job, for job lists."""
+    what = args.get("model") or args.get("repo") or args.get("path") or ", ".join(args.get("models") or [])
+    if kind == "compare":
+        what = f"{args['model_a']} vs {args['model_b']}"
+    return f"{kind} {what}".strip()
+
+
+def prepare(kind: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Settle arguments at submit time, so a job's record says everything about it."""
+    if kind == "chat" and args.get("save", True) and not args.get("conversation"):
+        from optiq_tui.engine.conversations import ConversationStore
+        from optiq_tui.engine.loader import as_info
+
+        # Created now, so the caller knows where the answer will be saved even if it leaves.
+        name = as_info(args["model"]).name
+        args = {**args, "conversation": ConversationStore().create(name, title=args["text"][:60])}
+    return args
+
+
+def _free(ctx: EngineContext) -> None:
+    """Drop the loaded model and return its memory to the system."""
+    ctx.loaded = None
+    ctx.sessions.clear()
+    gc.collect()
+    import mlx.core as mx
+
+    mx.clear_cache()
+
+
+def _ensure_loaded(ctx: EngineContext, model: str, emit: Emit, cancel: threading.Event) -> "LoadedModel":
+    from optiq_tui.engine import loader
+
+    info = loader.as_info(model)
+    if ctx.loaded is not None and str(ctx.loaded.info.path) == str(info.path):
+        return ctx.loaded
+    if ctx.loaded is not None:
+        _free(ctx)  # one model at a time: memory is never doubled
+    ctx.loaded = loader.load(info, progress=emit, cancel=cancel)
+    return ctx.loaded
+
+
+def _sampler(options: dict | None) -> Any:
+    from dataclasses import fields
+
+    from optiq_tui.engine.session import SamplerSettings
+    from optiq_tui.progress import OptiqError
+
+    known = {f.name for f in fields(SamplerSettings)}
+    unknown = sorted(set(options or {}) - known)
+    if unknown:
+        raise OptiqError(f"sampler: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return SamplerSettings(**(options or {}))
+
+
+def load(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str) -> dict[str, Any]:
+    loaded = _ensure_loaded(ctx, model, emit, cancel)
+    return {"model": loaded.info.name, "format": loaded.format.kind, "memory_bytes": loaded.memory_bytes,
+            "context_length": loaded.context_length, "dtype_note": loaded.dtype_note}
+
+
+def release(ctx: EngineContext, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
+    name = ctx.loaded.info.name if ctx.loaded is not None else None
+    _free(ctx)
+    return {"released": name}
+
+
+def chat(
+    ctx: EngineContext,
+    emit: Emit,
+    cancel: threading.Event,
+    *,
+    model: str,
+    text: str,
+    conversation: str | None = None,
+    system: str | None = None,
+    sampler: dict | None = None,
+    effort: str | None = None,
+    save: bool = True,
+) -> dict[str, Any]:
+    """One chat turn: deltas and stats as events; the answer is saved whether or not anyone listens."""
+    from optiq_tui.engine.events import Finished, ReasoningDelta, TextDelta
+    from optiq_tui.engine.session import ChatSession, ContextOverflow
+
+    loaded = _ensure_loaded(ctx, model, emit, cancel)
+    settings = _sampler(sampler)
+    session = ctx.sessions.get(conversation) if conversation else None
+    if session is None:
+        session = ChatSession(loaded, system)
+        if conversation:
+            for m in ctx.store.load(conversation).messages:
+                session.add_message(m.role, m.content)
+            # Only the latest conversation keeps its session: each holds a KV cache.
+            ctx.sessions = {conversation: session}
+    if conversation and save:
+        if system and not session.turns:
+            ctx.store.append(conversation, "system", system)
+        ctx.store.append(conversation, "user", text)
+    effort = loaded.format.normalize_effort(effort)
+    answer, reasoning, finished = [], [], None
+    try:
+        for event in session.generate(text, settings, effort, cancel):
+            if isinstance(event, TextDelta):
+                (reasoning if isinstance(event, ReasoningDelta) else answer).append(event.text)
+            elif isinstance(event, Finished):
+                finished = event
+            emit(event)
+    except ContextOverflow:
+        if conversation and save:
+            ctx.store.append(conversation, "pop", "")  # the question was not asked after all
+        raise
+    assert finished is not None
+    stats = asdict(finished.stats)
+    if conversation and save and (answer or reasoning):
+        ctx.store.append(conversation, "assistant", "".join(answer), reasoning="".join(reasoning),
+                         model=loaded.info.name, stats=stats)
+    return {"model": loaded.info.name, "format": loaded.format.kind, "effort": effort,
+            "dtype_note": loaded.dtype_note, "conversation": conversation, "answer": "".join(answer),
+            "reasoning": "".join(reasoning), "finish_reason": finished.reason, "error": finished.error,
+            "stats": stats}
+
+
+def quantize(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str,
+             config: dict | None = None) -> dict[str, Any]:
+    """``config``: QuantConfig fields (preset, target_bpw, bits, group_size, name, uniform_bits, ...)."""
+    from pathlib import Path
+
+    from optiq_tui.library.catalog import resolve
+    from optiq_tui.quant.config import QuantConfig
+    from optiq_tui.quant.pipeline import quantize as run_quantize
+
+    options = dict(config or {})
+    preset = options.pop("preset", "optiq-4/8")
+    if options.get("bits") is not None:
+        options["bits"] = tuple(options["bits"])
+    if options.get("calibration"):
+        options["calibration"] = Path(options["calibration"])
+    try:
+        cfg = QuantConfig.from_preset(preset, **options).validate()
+    except TypeError as exc:
+        from optiq_tui.progress import OptiqError
+
+        raise OptiqError(f"quantize: bad config ({exc})") from None
+    source = resolve(model)
+    _free(ctx)  # the quantizer loads its own copy of the source
+    return run_quantize(source, cfg, progress=emit, cancel=cancel).to_dict()
+
+
+def evaluate(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, models: list,
+             reference: str | None = None, text: str | None = None, seq_len: int = 512,
+             max_tokens: int = 8192, retrieval: bool = True, compute: str = "auto",
+             card: bool = True, markdown: str | None = None) -> dict[str, Any]:
+    """Quick eval; the report is saved (and cards updated) by the engine, so it survives the client."""
+    from optiq_tui.engine.loader import as_info
+    from optiq_tui.eval import reports
+    from optiq_tui.eval.quality import evaluate as run_eval, find_reference
+
+    infos = [as_info(m) for m in models]
+    ref = as_info(reference) if reference else find_reference(infos)
+    _free(ctx)
+    report = run_eval(infos, ref, text=text, seq_len=seq_len, max_tokens=max_tokens, retrieval=retrieval,
+                      compute=compute, progress=emit, cancel=cancel)
+    saved = reports.save_report(report)
+    cards = reports.update_optiq_cards(report) if card else []
+    exported = str(reports.export(report, markdown)) if markdown else None
+    return {"report": reports.report_to_dict(report), "saved": str(saved), "cards": [str(c) for c in cards],
+            "markdown": exported, "reference": ref.name if ref is not None else None}
+
+
+def compare(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model_a: str, model_b: str,
+            prompt: str, system: str | None = None, sampler: dict | None = None,
+            effort: str | None = None) -> dict[str, Any]:
+    """One compare turn: both models answer; events arrive as SideEvent."""
+    from optiq_tui.engine.loader import as_info
+    from optiq_tui.eval.compare import run_compare
+
+    _free(ctx)
+    info_a, info_b = as_info(model_a), as_info(model_b)
+    plan, turn = run_compare(info_a, info_b, prompt, system_prompt=system, sampler=_sampler(sampler),
+                             effort=effort, progress=emit, cancel=cancel)
+
+    def side(info: Any, answer: str, finished: Any) -> dict[str, Any]:
+        done = None if finished is None else {"reason": finished.reason, "error": finished.error,
+                                              "stats": asdict(finished.stats)}
+        return {"model": info.name, "path": str(info.path), "answer": answer, "finished": done}
+
+    agreement = turn.agreement
+    return {
+        "a": side(info_a, turn.answer_a, turn.finished_a),
+        "b": side(info_b, turn.answer_b, turn.finished_b),
+        "both_loaded": plan.both_loaded,
+        "memory": asdict(plan),
+        "agreement": None if agreement is None else {**asdict(agreement), "identical": agreement.identical},
+        "related": turn.related,
+        "kl_a_under_b": None if turn.kl_a_under_b is None else asdict(turn.kl_a_under_b),
+        "kl_b_under_a": None if turn.kl_b_under_a is None else asdict(turn.kl_b_under_a),
+        "prompt": turn.prompt,
+    }
+
+
+def import_gguf(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, path: str,
+                name: str | None = None, keep_quantized: bool = False) -> dict[str, Any]:
+    from optiq_tui.library.gguf_import import import_gguf as run_import
+
+    return run_import(path, name, keep_quantized=keep_quantized, progress=emit, cancel=cancel).to_dict()
+
+
+def pull(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, repo: str) -> dict[str, Any]:
+    from optiq_tui.library.hub import pull as run_pull
+
+    return run_pull(repo, progress=emit, cancel=cancel).to_dict()
+
+
+def delete(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str) -> dict[str, Any]:
+    from optiq_tui.library.catalog import delete as run_delete, resolve
+
+    info = resolve(model)
+    if ctx.loaded is not None and str(ctx.loaded.info.path) == str(info.path):
+        _free(ctx)
+    return {"model": info.name, "freed_bytes": run_delete(info)}

@@ -1,0 +1,61 @@
+"""The layering contract, checked on the source: imports anywhere in a module count,
+inside functions and methods too (lazy imports are how a rule gets broken quietly)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "optiq_tui"
+CORE = ("library", "quant", "engine", "eval", "store")
+# (layer folders, modules they must never import)
+RULES = [
+    (CORE, ("textual", "rich", "starlette", "uvicorn")),
+    (("ui",), ("mlx", "mlx_lm")),
+]
+# Known offenders, to be fixed by the UI migration onto the engine client (the next step):
+# the chat screen frees MLX memory itself instead of asking the engine to release the model.
+KNOWN = {("ui/screens/chat.py", "mlx")}
+
+
+def imported_modules(source: str) -> set[str]:
+    """Top-level names of every module imported anywhere in ``source``."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+            "import_module", "__import__"
+        ) and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+            names.add(node.args[0].value.split(".")[0])
+    return names
+
+
+def violations(package: Path) -> set[tuple[str, str]]:
+    found = set()
+    for layers, banned in RULES:
+        for layer in layers:
+            for path in sorted((package / layer).rglob("*.py")):
+                for name in imported_modules(path.read_text(encoding="utf-8")) & set(banned):
+                    found.add((path.relative_to(package).as_posix(), name))
+    return found
+
+
+def test_layers_hold():
+    unexpected = violations(PACKAGE) - KNOWN
+    assert not unexpected, f"layering broken: {sorted(unexpected)}"
+
+
+def test_the_check_sees_an_import_inside_a_function(tmp_path):
+    fake = tmp_path / "optiq_tui"
+    (fake / "engine").mkdir(parents=True)
+    (fake / "engine" / "sneaky.py").write_text(
+        "def show():\n    from textual.app import App\n    return App\n", encoding="utf-8"
+    )
+    (fake / "ui").mkdir()
+    (fake / "ui" / "screen.py").write_text(
+        "class S:\n    def free(self):\n        import mlx.core as mx\n        mx.clear_cache()\n", encoding="utf-8"
+    )
+    assert violations(fake) == {("engine/sneaky.py", "textual"), ("ui/screen.py", "mlx")}
