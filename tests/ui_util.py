@@ -29,3 +29,9 @@ def install_model(source: Path, home: Path, name: str) -> Path:
 def library_ready(app) -> bool:
     """The library screen has finished its first catalog scan."""
     return getattr(app.library, "catalog", None) is not None
+
+
+def screen_text(app) -> str:
+    """The current screen as plain text, one line per terminal row (no colours)."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join("".join(segment.text for segment in strip).rstrip() for strip in strips)

@@ -331,7 +331,7 @@ class Tally:
         x, y = self.models
         return (
             f"{x} {self.wins.get(x, 0)} · {y} {self.wins.get(y, 0)} · "
-            f"tie {self.tie} · both bad {self.both_bad} ({self.total} votes)"
+            f"tie {self.tie} · both bad {self.both_bad} ({self.total} vote{'' if self.total == 1 else 's'})"
         )
 
 

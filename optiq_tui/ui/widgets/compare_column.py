@@ -27,6 +27,8 @@ class CompareColumn(Vertical):
         self.transcript = VerticalScroll(classes="transcript")
         self.stats = StatsLine("idle")
         self.current: ChatMessage | None = None
+        # Blind and not yet voted: speed and timings would tell the models apart.
+        self.masked = False
 
     def compose(self) -> ComposeResult:
         yield self._heading
@@ -53,12 +55,24 @@ class CompareColumn(Vertical):
         if batch.segments:
             await self.current.apply(batch.segments)
         if batch.stats is not None:
-            self.stats.show_stats(batch.stats, live=batch.finished is None)
+            if self.masked:
+                self.stats.stats = batch.stats
+            else:
+                self.stats.show_stats(batch.stats, live=batch.finished is None)
         if batch.finished is not None:
+            if self.masked:
+                self.stats.show_text("answered · its figures show after your vote")
             fin = batch.finished
             await self.current.finish(fin.reason, fin.error, fin.stats.reasoning_tokens)
+
+    def reveal(self) -> None:
+        """Unmask: show the final figures kept while the column was blind."""
+        self.masked = False
+        if self.stats.stats is not None:
+            self.stats.show_stats(self.stats.stats, live=False)
 
     async def clear(self) -> None:
         await self.transcript.remove_children()
         self.current = None
+        self.stats.stats = None
         self.stats.show_text("idle")
