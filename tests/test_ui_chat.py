@@ -449,6 +449,7 @@ async def test_chat_sampler_is_set_per_conversation_and_saved(tiny_llama_dir, tm
         await until(pilot, lambda: isinstance(app.screen, SamplerModal), "the sampler dialog")
         dialog = app.screen
         assert "temp 0.3 · top-p 0.8" in str(dialog.query_one("#sampler-defaults").render())
+        assert dialog.query_one("#temperature").placeholder == "0.3 (default)"
         dialog.query_one("#temperature").value = "hot"
         dialog.query_one("#top_p").value = "2"
         dialog.query_one("#max_tokens").value = "6"

@@ -63,22 +63,24 @@ class SamplerModal(ModalScreen[dict | None]):
         Binding("ctrl+d", "defaults", "Defaults"),
     ]
 
-    def __init__(self, current: dict[str, Any], defaults: str, system_default: str) -> None:
+    def __init__(self, current: dict[str, Any], fallback: Any, defaults: str, system_default: str) -> None:
         super().__init__(classes="dialog")
         self.current = current
+        self.fallback = fallback  # the SamplerSettings an empty field means
         self.defaults = defaults
         self.system_default = system_default
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box", id="sampler-box") as box:
             box.border_title = "Sampler for this conversation"
-            yield Static(f"Empty = default. Model default: {self.defaults}.", id="sampler-defaults", markup=False)
+            yield Static(f"An empty field means the default: {self.defaults}.", id="sampler-defaults", markup=False)
             with Grid(id="sampler-grid"):
                 for label, *_rest in FIELDS.values():
                     yield Label(label)
                 for key in FIELDS:
                     value = self.current.get(key)
-                    yield Input("" if value is None else str(value), placeholder="default", id=key)
+                    default = f"{getattr(self.fallback, key):g} (default)"
+                    yield Input("" if value is None else str(value), placeholder=default, id=key)
             yield Label("System prompt")
             yield Input(self.current.get("system_prompt") or "", placeholder=self.system_default, id="system_prompt")
             yield Static("", id="sampler-errors", classes="validation")

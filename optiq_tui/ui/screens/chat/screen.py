@@ -49,16 +49,17 @@ class ChatScreen(TurnActions, Screen):
     CSS_PATH = "chat.tcss"
 
     BINDINGS = [
+        # Footer order is priority order: at 80 columns it shows the first six; every key is in ^p too.
         Binding("escape", "stop_or_back", "Stop/Back"),
-        Binding("ctrl+t", "toggle_reasoning", "Reasoning", priority=True),
-        Binding("ctrl+n", "next_effort", "Effort", priority=True),
-        Binding("ctrl+r", "regenerate", "Regenerate", priority=True),
-        Binding("ctrl+b", "edit_last", "Edit last", priority=True),
-        Binding("ctrl+y", "copy_answer", "Copy", priority=True),
-        Binding("ctrl+s", "sampler", "Sampler", priority=True),
-        Binding("ctrl+l", "clear", "Clear", priority=True),
-        Binding("ctrl+g", "change_model", "Model", priority=True),
-        Binding("ctrl+o", "conversations", "Conversations", priority=True),
+        Binding("ctrl+y", "copy_answer", "Copy", tooltip="Copy the last finished answer", priority=True),
+        Binding("ctrl+s", "sampler", "Sampler", tooltip="Temperature, top-p, max tokens, system prompt", priority=True),
+        Binding("ctrl+l", "clear", "New", tooltip="Start a new conversation", priority=True),
+        Binding("ctrl+g", "change_model", "Model", tooltip="Chat with another model", priority=True),
+        Binding("ctrl+o", "conversations", "Chats", tooltip="Saved conversations", priority=True),
+        Binding("ctrl+r", "regenerate", "Retry", tooltip="Regenerate the last answer", priority=True),
+        Binding("ctrl+b", "edit_last", "Edit", tooltip="Edit your last message", priority=True),
+        Binding("ctrl+t", "toggle_reasoning", "Reasoning", tooltip="Open or fold the reasoning", priority=True),
+        Binding("ctrl+n", "next_effort", "Effort", tooltip="Next reasoning effort", priority=True),
     ]
 
     def __init__(self, info: Any, conversation_id: str | None = None) -> None:

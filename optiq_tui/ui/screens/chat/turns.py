@@ -125,12 +125,14 @@ class TurnActions:
         from optiq_tui.engine.sampling import resolve_sampler
         from optiq_tui.ui.screens.chat.sampler import SamplerModal, describe_sampler
 
-        model, source = resolve_sampler(self.info.path, max_tokens=self.settings.max_tokens)
-        sampler, _ = self.current_sampler()
-        current = {**self.chat_settings, "temperature": sampler.temperature, "top_p": sampler.top_p,
-                   "max_tokens": sampler.max_tokens}
-        defaults = f"{describe_sampler(model)} ({source})"
-        self.app.push_screen(SamplerModal(current, defaults, self.settings.system_prompt), self._sampler_chosen)
+        # What an empty field falls back to: the app's settings over the model's recommendation.
+        s = self.settings
+        fallback, source = resolve_sampler(self.info.path, temperature=s.temperature, top_p=s.top_p,
+                                           max_tokens=s.max_tokens)
+        defaults = f"{describe_sampler(fallback)} ({'your settings' if source == 'you' else source})"
+        self.app.push_screen(
+            SamplerModal(self.chat_settings, fallback, defaults, s.system_prompt), self._sampler_chosen
+        )
 
     def _sampler_chosen(self, chosen: dict[str, Any] | None) -> None:
         if chosen is None:
