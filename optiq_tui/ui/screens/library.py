@@ -29,7 +29,7 @@ from optiq_tui.ui.messages import (
 from optiq_tui.ui.screens.modals import ConfirmModal, InputModal, TextModal
 from optiq_tui.ui.widgets.job_bar import JobBar
 from optiq_tui.ui.widgets.model_details import ModelDetails
-from optiq_tui.ui.widgets.model_table import ModelTable
+from optiq_tui.ui.widgets.model_table import HEADERS, ModelTable
 
 if TYPE_CHECKING:
     from optiq_tui.library.catalog import ModelInfo
@@ -173,7 +173,9 @@ class LibraryScreen(Screen):
         self.post_message(CatalogScanned(result, highlight))
 
     def on_resize(self) -> None:
-        self.query_one(ModelTable).set_narrow(self.size.width < 100)
+        narrow = self.size.width < 100
+        # Wide, the details panel (38 columns) sits beside the table.
+        self.query_one(ModelTable).set_width(self.size.width - (0 if self.size.width < 110 else 38), narrow)
 
     def on_catalog_scanned(self, message: CatalogScanned) -> None:
         self.catalog = message.catalog
@@ -203,11 +205,10 @@ class LibraryScreen(Screen):
         if self.catalog is not None:
             total = len(self.catalog.models)
             shown = len(table.shown)
-            parts.append(f"{total} models" + (f" ({shown} shown)" if shown != total else ""))
+            parts.append(f"{total} model{'' if total == 1 else 's'}" + (f" ({shown} shown)" if shown != total else ""))
             if self.catalog.skipped:
                 parts.append(f"{len(self.catalog.skipped)} skipped folders (? for why)")
-        key = table.sort_key.replace("_", " ")
-        parts.append(f"sort: {key} {'▼' if table.sort_reverse else '▲'}")
+        parts.append(f"sort: {HEADERS[table.sort_key]} {'▼' if table.sort_reverse else '▲'}")
         for letter in ("A", "B"):
             marked = table.marked(letter)
             if marked is not None:
