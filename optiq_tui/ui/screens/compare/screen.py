@@ -221,7 +221,7 @@ class CompareScreen(Screen):
         if self.blind and not reveal:
             title.update("Blind compare · which answer is better? The names show after your vote")
         else:
-            title.update(f"Compare · A: {names[0]} vs B: {names[1]}" + (" · blind round" if self.blind else ""))
+            title.update("Compare · A and B answer the same prompt" + (" · blind round" if self.blind else ""))
 
     async def action_toggle_blind(self) -> None:
         """Blind on: a fresh conversation with the columns in random order. Blind off: names shown."""
@@ -364,7 +364,8 @@ class CompareScreen(Screen):
             result = self.result if self.order == [0, 1] else swap_sides(self.result)
             text = describe_turn(result, ("Left", "Right"))
         else:
-            text = describe_turn(self.result, tuple(s.info.name for s in self.sides))  # type: ignore[arg-type]
+            # The names are in the column titles; A and B keep the findings short at 80 columns.
+            text = describe_turn(self.result, ("A", "B"))
         self.query_one("#agreement", Label).update(text)
 
     # ---- job messages -------------------------------------------------
