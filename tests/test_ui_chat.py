@@ -477,3 +477,28 @@ async def test_chat_sampler_is_set_per_conversation_and_saved(tiny_llama_dir, tm
         screen.chat_settings = {}
         await screen.open_conversation(conversation_id)
         assert screen.chat_settings["system_prompt"] == "Answer in one word."
+
+
+def test_split_point_cuts_after_finished_blocks_never_inside_a_fence():
+    from optiq_tui.ui.widgets.streamed_markdown import opens_fence, split_point
+
+    assert split_point("one\n\ntwo", False) == len("one\n\n")
+    assert split_point("no blank line yet", False) == 0
+    fenced = "```python\nx = 1\n\ny = 2\n```\n\nafter"
+    assert split_point(fenced, False) == len(fenced) - len("after")  # not at the blank inside the fence
+    assert split_point("x = 1\n\ny = 2", True) == 0  # the text starts inside a fence
+    assert opens_fence("```\ncode", False) and not opens_fence("```\ncode\n```", False)
+
+
+async def test_streamed_markdown_keeps_finished_parts_and_all_the_text():
+    from optiq_tui.ui.widgets.streamed_markdown import FREEZE_CHARS, StreamedMarkdown
+
+    view = StreamedMarkdown()
+    paragraphs = [f"Paragraph {i}: " + "word " * 40 + "\n\n" for i in range(3 * FREEZE_CHARS // 200)]
+    async with Host(view).run_test() as pilot:
+        for paragraph in paragraphs:
+            await view.write(paragraph)
+        await pilot.pause()
+        assert view.text == "".join(paragraphs)
+        # Long text is held in a few parts, each rendered once, not one widget per block.
+        assert 2 <= view.parts <= len(paragraphs) // 4
