@@ -16,7 +16,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 # A tail this long is cut after its next finished block.
-FREEZE_CHARS = 2000
+FREEZE_CHARS = 1200
 FENCES = ("```", "~~~")
 
 
