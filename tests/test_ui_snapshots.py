@@ -228,3 +228,64 @@ def test_quantize_form(snap_compare, home, size):
         await pilot.pause()
 
     assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+# ---- eval, dialogs, saved conversations -------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_eval_table(snap_compare, home, monkeypatch, size):
+    """A real quick eval of both quants against their source (retrieval probe off: minutes on CPU)."""
+    from optiq_tui.eval import reports
+    from optiq_tui.ui.screens.eval import EvalScreen
+
+    # The saved report's file name holds the date and time: saved under a fixed name instead.
+    save = reports.save_report
+
+    def saved_as_report_json(report):
+        path = save(report)
+        return path.rename(path.with_name("report.json"))
+
+    monkeypatch.setattr(reports, "save_report", saved_as_report_json)
+
+    async def run_before(pilot):
+        await library_loaded(pilot)
+        screen = EvalScreen([info(UNIFORM), info(OPTIQ)], retrieval=False)
+        await pilot.app.push_screen(screen)
+        await wait_until(pilot, lambda: screen.reference is not None, 30, "the reference")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.report is not None, 300, "the eval")
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_library_help_and_delete_dialogs(snap_compare, home, size):
+    async def run_before(pilot):
+        await library_loaded(pilot, highlight=UNIFORM)
+        await pilot.press("delete")
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_conversations_list(snap_compare, home, monkeypatch, size):
+    from optiq_tui.engine import conversations
+    from optiq_tui.ui.screens.conversations import ConversationsScreen
+
+    store = conversations.ConversationStore()
+    for hour, title in ((20, "What is the capital of France?"), (21, "Write a haiku about quantization")):
+        # Fixed times, one hour apart: the list's order and dates do not depend on the clock.
+        monkeypatch.setattr(conversations, "_now", lambda hour=hour: f"2026-11-30T{hour}:00:00+00:00")
+        cid = store.create(model=SOURCE, title=title)
+        store.append(cid, "user", title)
+        store.append(cid, "assistant", "…", model=SOURCE)
+
+    async def run_before(pilot):
+        await library_loaded(pilot)
+        await pilot.app.push_screen(ConversationsScreen())
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)

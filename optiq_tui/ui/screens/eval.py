@@ -14,6 +14,7 @@ from optiq_tui.progress import Log, Progress
 from optiq_tui.ui.messages import JobCancelled, JobFailed, JobFinished, JobProgressed
 from optiq_tui.ui.widgets.eval_table import EvalTable
 from optiq_tui.ui.widgets.quality_chart import Point, QualityChart
+from optiq_tui.ui.widgets.model_details import display_path
 
 
 def default_reference(models: list[Any]) -> Any:
@@ -211,7 +212,7 @@ class EvalScreen(Screen):
         self.rows = list(report.rows)
         self._show_rows(self.rows)
         path = reports.save_report(report)
-        self._status(f"done · saved to {path} · m/j export Markdown/JSON")
+        self._status(f"done · saved to {display_path(path)} · m/j export Markdown/JSON")
 
     def _show_rows(self, rows: list[Any]) -> None:
         self.query_one(EvalTable).show_rows(rows)

@@ -28,7 +28,7 @@ from optiq_tui.ui.messages import (
 )
 from optiq_tui.ui.screens.modals import ConfirmModal, InputModal, TextModal
 from optiq_tui.ui.widgets.job_bar import JobBar
-from optiq_tui.ui.widgets.model_details import ModelDetails
+from optiq_tui.ui.widgets.model_details import ModelDetails, display_path
 from optiq_tui.ui.widgets.model_table import HEADERS, ModelTable
 
 if TYPE_CHECKING:
@@ -416,7 +416,7 @@ class LibraryScreen(Screen):
 
         where = "your Hugging Face cache" if info.source == "hf-cache" else "the library"
         question = (
-            f"Delete {info.name} from {where}?\n\n{info.path}\n\n"
+            f"Delete {info.name} from {where}?\n\n{display_path(info.path)}\n\n"
             f"This frees {human_bytes(info.size_bytes)} and cannot be undone."
         )
         self.app.push_screen(ConfirmModal("Delete model", question, yes="Delete", no="Keep"), confirmed)
