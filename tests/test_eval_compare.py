@@ -12,12 +12,11 @@ from optiq_tui.eval.compare import (
     CompareSession,
     MemoryPlan,
     SideEvent,
-    load_tally,
     plan_memory,
-    record_vote,
     related,
     run_compare,
 )
+from optiq_tui.eval.votes import load_tally, record_vote
 from optiq_tui.library.catalog import inspect_model
 
 SAMPLER = SamplerSettings(temperature=0.8, top_p=1.0, max_tokens=12, seed=7)

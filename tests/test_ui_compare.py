@@ -74,7 +74,7 @@ async def test_two_models_answer_side_by_side(pair):
 
 
 async def test_blind_vote_is_recorded_and_revealed(pair):
-    from optiq_tui.eval.compare import load_tally
+    from optiq_tui.eval.votes import load_tally
 
     a, b = pair
     app = OptiqApp()

@@ -1,18 +1,14 @@
 """The chat screen: stream a model's reasoning and answer, with live stats.
 
 All MLX work (load, generate) runs on the app's engine thread through the
-bridge. Token events do not come back as one message each: the engine thread
-pushes them into a :class:`StreamBatch`, and a timer here drains it and
-appends each batch to the Markdown stream, so a 1000 tokens/s model never
-floods the UI; a :class:`FlushPacer` spaces the flushes (40-500 ms) so that
-rendering takes little CPU from generation.
+bridge; the stream pump (streaming.py) brings the tokens back in paced batches,
+and the turn actions (turns.py) edit, copy and save the conversation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any, Callable
 
 from textual import on
@@ -25,25 +21,19 @@ from textual.widgets import Footer, Input, Label, ProgressBar
 
 from optiq_tui.progress import OptiqError, Progress
 from optiq_tui.settings import Settings
-from optiq_tui.ui.screens.chat.turns import TurnActions
 from optiq_tui.ui.messages import JobCancelled, JobFailed, JobFinished, JobProgressed
+from optiq_tui.ui.screens.chat.streaming import StreamPump
+from optiq_tui.ui.screens.chat.turns import TurnActions
 from optiq_tui.ui.widgets.chat_message import ChatMessage
 from optiq_tui.ui.widgets.effort_switch import EffortSwitch
 from optiq_tui.ui.widgets.reasoning_panel import ReasoningPanel
 from optiq_tui.ui.widgets.stats_line import StatsLine
-from optiq_tui.ui.widgets.stream_batch import (
-    FLUSH_INTERVAL_S,
-    Batch,
-    FlushPacer,
-    StreamBatch,
-    engine_priority,
-)
+from optiq_tui.ui.widgets.stream_batch import Batch, FlushPacer, StreamBatch, engine_priority
 from optiq_tui.ui.widgets.transcript import Transcript
 
-Job = Callable[[Callable[[Any], None], threading.Event], Any]
 
 
-class ChatScreen(TurnActions, Screen):
+class ChatScreen(StreamPump, TurnActions, Screen):
     """Chat with one model; Esc stops a generation, then goes back."""
 
     CSS_PATH = "chat.tcss"
@@ -233,58 +223,6 @@ class ChatScreen(TurnActions, Screen):
         message = ChatMessage("assistant", label=self.info.name, streaming=True)
         await self.transcript.mount(message)
         self.stream(job, message, name="generate")
-
-    def stream(self, job: Job, message: ChatMessage, *, name: str = "generate") -> None:
-        """Run a job that emits generation events, streaming them into ``message``.
-
-        The generation and the recorded-stream replays of the tests and
-        screenshots share this path.
-        """
-        batch = self._batch = StreamBatch()
-        self._gen_message = message
-        self._gen_job = self.app.bridge.submit(self, job, name=name, on_event=lambda _h, ev: batch.push(ev))
-        self.transcript.anchor()
-        # A blinking cursor repaints the screen twice a second, CPU the stream needs more.
-        self.query_one("#prompt", Input).cursor_blink = False
-        engine_priority(True)
-        self._stop_flushing()
-        self._pacer = FlushPacer()
-        self._flush_timer = self.set_timer(FLUSH_INTERVAL_S, self._flush_tick)
-        # Prompt processing can take seconds: show that the answer is on its way.
-        self._waiting_since = time.monotonic()
-        self._show_waiting()
-        self._waiting_timer.resume()
-
-    def _show_waiting(self) -> None:
-        if self._waiting_since is None:
-            self._waiting_timer.pause()
-            return
-        self.stats_line.show_text(f"waiting for first token… {time.monotonic() - self._waiting_since:.1f} s", live=True)
-
-    def _stop_waiting(self) -> None:
-        self._waiting_since = None
-        self._waiting_timer.pause()
-
-    async def _flush_tick(self) -> None:
-        ticking = self._flush_timer
-        await self._flush()
-        # Not when this stream ended during the flush (another may have started its own timer).
-        if self._gen_message is not None and self._flush_timer is ticking:
-            self._flush_timer = self.set_timer(self._pacer.next_interval(), self._flush_tick)
-
-    def _stop_flushing(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.stop()
-            self._flush_timer = None
-
-    async def _flush(self) -> None:
-        # The timer and the job-ended handler both flush; one at a time keeps the order.
-        async with self._flush_lock:
-            batch = self._batch.drain()
-            if batch.empty or self._gen_message is None:
-                return
-            self.flushes += 1
-            await self._apply(batch)
 
     async def _apply(self, batch: Batch) -> None:
         message = self._gen_message

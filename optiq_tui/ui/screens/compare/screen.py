@@ -28,13 +28,13 @@ from textual.widgets import Footer, Input, Label
 
 from optiq_tui.progress import Log, Progress
 from optiq_tui.ui.messages import JobCancelled, JobFailed, JobFinished, JobProgressed
+from optiq_tui.ui.screens.compare.blind import BlindMode
 from optiq_tui.ui.screens.compare.findings import describe_turn, swap_sides
 from optiq_tui.ui.widgets.compare_column import CompareColumn
 from optiq_tui.ui.widgets.reasoning_panel import ReasoningPanel
 from optiq_tui.ui.widgets.stream_batch import FLUSH_INTERVAL_S, StreamBatch, engine_priority
 from optiq_tui.ui.widgets.vote_bar import VOTES, VoteBar
 
-SIDE_NAMES = ("A", "B")
 SIDE_KEYS = ("a", "b")
 
 
@@ -46,7 +46,7 @@ class Side:
     batch: StreamBatch = field(default_factory=StreamBatch)
 
 
-class CompareScreen(Screen):
+class CompareScreen(BlindMode, Screen):
     """Two columns, one prompt; Ctrl+B starts a blind round."""
 
     CSS_PATH = "compare.tcss"
@@ -194,51 +194,10 @@ class CompareScreen(Screen):
 
     # ---- blind mode ---------------------------------------------------
 
-    @property
-    def masked(self) -> bool:
-        """A blind round before its vote."""
-        return self.blind and self.voted is None
-
-    def _shuffle(self) -> None:
-        self.order = [0, 1] if self._rng.random() < 0.5 else [1, 0]
-
-    def _show_titles(self) -> None:
-        title = self.query_one("#cmp-title", Label)
-        if None in self.sides:
-            title.update("Compare · pick two models (Ctrl+G)")
-            return
-        names = [s.info.name for s in self.sides]  # type: ignore[union-attr]
-        reveal = not self.blind or self.voted is not None
-        for k, column in enumerate(self.columns):
-            side = self.order[k]
-            place = "Left" if k == 0 else "Right"
-            if self.blind and not reveal:
-                column.set_title(place)
-            elif self.blind:
-                column.set_title(f"{place} = {SIDE_NAMES[side]}: {names[side]}")
-            else:
-                column.set_title(f"{SIDE_NAMES[side]}: {names[side]}")
-        if self.blind and not reveal:
-            title.update("Blind compare · which answer is better? The names show after your vote")
-        else:
-            title.update("Compare · A and B answer the same prompt" + (" · blind round" if self.blind else ""))
-
-    async def action_toggle_blind(self) -> None:
-        """Blind on: a fresh conversation with the columns in random order. Blind off: names shown."""
-        if self.running:
-            self.notify("Still answering: Esc stops it first.", severity="warning")
-            return
-        self.blind = not self.blind
-        await self.action_clear()
-        if self.blind:
-            self._shuffle()
-        self._show_titles()
-        self.notify("Blind mode: vote after both answers." if self.blind else "Blind mode off.")
-
     @on(VoteBar.Voted)
     def _voted(self, event: VoteBar.Voted) -> None:
         """Record the vote for this pair, reveal the names and show the pair's tally."""
-        from optiq_tui.eval.compare import record_vote
+        from optiq_tui.eval.votes import record_vote
 
         if not self.blind or self.voted is not None:
             return
@@ -306,11 +265,6 @@ class CompareScreen(Screen):
         self._job = self.app.bridge.submit(self, job, name="compare-turn", on_event=route)
         engine_priority(True)
         self._timer.resume()
-
-    @property
-    def holding(self) -> bool:
-        """Blind and taking turns: the answers show only when both are done."""
-        return self.masked and self.plan is not None and not self.plan.both_loaded
 
     async def _start_columns(self, text: str) -> None:
         for k, column in enumerate(self.columns):
