@@ -502,3 +502,37 @@ async def test_streamed_markdown_keeps_finished_parts_and_all_the_text():
         assert view.text == "".join(paragraphs)
         # Long text is held in a few parts, each rendered once, not one widget per block.
         assert 2 <= view.parts <= len(paragraphs) // 4
+
+
+async def test_chat_shows_waiting_for_first_token_and_copies_only_finished_answers(tiny_llama_dir, monkeypatch):
+    import threading
+
+    from optiq_tui.engine.session import ChatSession
+
+    gate = threading.Event()
+    generate = ChatSession.generate
+
+    def held(self, *args, **kwargs):
+        # The second answer waits, as a long prompt's processing would, until the test has looked.
+        if len(self.turns) == 1:
+            gate.wait(60)
+        yield from generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChatSession, "generate", held)
+    app = OptiqApp()
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await open_chat(pilot, app, tiny_llama_dir)
+            await pilot.press(*"Hi", "enter")
+            await until(pilot, lambda: answers(screen) and not screen.generating, "the first answer")
+            first = answers(screen)[0].answer_text
+            await pilot.press(*"Again", "enter")
+            await until(pilot, lambda: "waiting for first token" in str(screen.stats_line.render()), "the wait")
+            await pilot.press("ctrl+y")
+            assert app.clipboard == first  # not the answer still to come
+            assert any("the answer before this one" in n.message for n in app._notifications)
+            gate.set()
+            await until(pilot, lambda: len(answers(screen)) == 2 and not screen.generating, "the second answer")
+            assert "waiting" not in str(screen.stats_line.render())
+    finally:
+        gate.set()

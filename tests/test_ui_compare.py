@@ -223,3 +223,38 @@ def test_describe_turn_shows_agreement_and_cross_kl():
     assert "Same first 3 tokens (of 4 / 5)" in line and "token 4" in line
     assert "q4 «Paris.» vs q8 «Rome.»" in line
     assert "KL(q4‖q8) on q4's answer 0.0123 (p99 0.2000)" in line
+
+
+async def test_a_prompt_typed_while_the_models_reload_is_sent_when_ready(pair, monkeypatch):
+    from optiq_tui.eval.compare import CompareSession
+
+    gate = threading.Event()
+    prepare = CompareSession.prepare
+    calls: list[int] = []
+
+    def held(self, **kwargs):
+        # The second preparation (after ctrl+l) waits until the prompt has been typed.
+        calls.append(1)
+        if len(calls) == 2:
+            gate.wait(60)
+        return prepare(self, **kwargs)
+
+    monkeypatch.setattr(CompareSession, "prepare", held)
+    a, b = pair
+    app = OptiqApp()
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            settle(app)
+            screen = CompareScreen(a, b)
+            await app.push_screen(screen)
+            await wait_until(pilot, lambda: screen.session is not None, 60, "both models")
+            await pilot.press("ctrl+l")  # fresh conversations: the pair is prepared again
+            await wait_until(pilot, lambda: len(calls) == 2, 30, "the new preparation")
+            assert screen.session is None
+            screen.query_one("#cmp-prompt").focus()
+            await pilot.press(*"Still there?", "enter")
+            gate.set()
+            await wait_until(pilot, lambda: answered(screen, 1), 120, "both answers")
+            assert [m.answer_text for m in messages(screen.columns[0]) if m.role == "user"] == ["Still there?"]
+    finally:
+        gate.set()
