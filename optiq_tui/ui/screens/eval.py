@@ -82,9 +82,16 @@ class EvalScreen(Screen):
     def _show_setup(self) -> None:
         names = ", ".join(m.name for m in self.models) or "(none: press a)"
         ref = self.reference.name if self.reference is not None else "(none: press r; KL and top-1 need one)"
-        probe = "on" if self.retrieval else "off"
+        # The probe's prompts are 512-2,048 tokens: measured ~20 min per model for the 135M
+        # demo on the 2-core CPU dev machine, well under a minute on Apple Silicon.
+        probe = (
+            "on (long prompts: minutes per model on a CPU, less on Apple Silicon; p turns it off)"
+            if self.retrieval
+            else "off (p turns it on)"
+        )
         self.query_one("#eval-setup", Label).update(
-            f"[b]Models:[/b] {names}\n[b]Reference:[/b] {ref}\n[b]Retrieval probe:[/b] {probe}"
+            f"[b]Models:[/b] {names}\n[b]Reference:[/b] {ref}\n[b]Retrieval probe:[/b] {probe}\n"
+            "[dim]Held-out text and settings of its own: figures differ from a quantize summary's.[/dim]"
         )
 
     def _status(self, text: str) -> None:
