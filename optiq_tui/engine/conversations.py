@@ -213,12 +213,15 @@ class ConversationStore:
 
     def default_export_path(self, conversation_id: str) -> Path:
         c = self.load(conversation_id)
-        return Path.cwd() / f"{_slug(c.title)}-{conversation_id}.md"
+        from optiq_tui.settings import paths
+
+        return paths().exports / f"{_slug(c.title)}-{conversation_id}.md"
 
     def export_markdown(self, conversation_id: str, path: str | os.PathLike[str] | None = None) -> Path:
         """Write the conversation as Markdown (atomically); returns the file written."""
         target = Path(path).expanduser() if path else self.default_export_path(conversation_id)
         text = self.to_markdown(conversation_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, target)

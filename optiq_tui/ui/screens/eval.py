@@ -238,7 +238,10 @@ class EvalScreen(Screen):
 
         report = self.report
         suffix = ".md" if kind == "markdown" else ".json"
-        default = reports.reports_dir() / f"eval-{report.created[:10]}{suffix}"
+        from optiq_tui.settings import paths
+
+        # The same folder as exported conversations: one place for what the user takes away.
+        default = paths().exports / f"eval-{report.created[:10]}{suffix}"
 
         def chosen(path: str | None) -> None:
             if path:
