@@ -536,3 +536,12 @@ async def test_chat_shows_waiting_for_first_token_and_copies_only_finished_answe
             assert "waiting" not in str(screen.stats_line.render())
     finally:
         gate.set()
+
+
+async def test_every_chat_key_is_also_in_the_command_palette(tiny_llama_dir):
+    app = OptiqApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_chat(pilot, app, tiny_llama_dir)
+        titles = {command.title for command in app.get_system_commands(screen)}
+        # The footer shows what fits at 80 columns; the palette has every one.
+        assert {"Copy", "Sampler", "New", "Model", "Chats", "Retry", "Edit", "Reasoning", "Effort"} <= titles
