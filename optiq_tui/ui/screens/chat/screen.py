@@ -131,16 +131,11 @@ class ChatScreen(StreamPump, TurnActions, Screen):
         history = self.transcript.history()
 
         def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
-            import gc
-
-            import mlx.core as mx
-
             from optiq_tui.engine import loader
             from optiq_tui.engine.session import ChatSession
 
             # The previous model (dropped above) must not count against the new one's memory check.
-            gc.collect()
-            mx.clear_cache()
+            loader.release_memory()
             loaded = loader.load(info, progress=emit, cancel=cancel)
             session = ChatSession(loaded, system_prompt)
             for role, text in history:
