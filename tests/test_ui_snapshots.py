@@ -288,3 +288,25 @@ def test_conversations_list(snap_compare, home, monkeypatch, size):
         await pilot.pause()
 
     assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_library_keys_help(snap_compare, home, size):
+    async def run_before(pilot):
+        await library_loaded(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_model_picker(snap_compare, home, size):
+    from optiq_tui.ui.screens.model_picker import ModelPickerModal
+
+    async def run_before(pilot):
+        await library_loaded(pilot)
+        await pilot.app.push_screen(ModelPickerModal("Model A"))
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
