@@ -310,3 +310,97 @@ def test_model_picker(snap_compare, home, size):
         await pilot.pause()
 
     assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+# ---- quantize, running and finished -------------------------------------------------
+
+
+@pytest.fixture
+def steady_quantize(monkeypatch) -> None:
+    """Durations and the ETA shown as fixed text: they are the only figures that vary."""
+    from optiq_tui.ui.screens import quantize_progress
+    from optiq_tui.ui.widgets import stage_list
+
+    from textual.widgets._progress_bar import ETAStatus
+
+    monkeypatch.setattr(stage_list, "human_seconds", lambda s: "" if s is None else "1.0 s")
+    monkeypatch.setattr(quantize_progress, "human_seconds", lambda s: "1.0 s")
+    monkeypatch.setattr(ETAStatus, "render", lambda self: "--:--:--")
+
+
+def hold_quantize_at_allocation(monkeypatch):
+    """The next quantize job waits, once every layer is measured, until the returned gate opens."""
+    import threading
+
+    from optiq_tui.quant.events import StageChanged
+    from optiq_tui.ui.bridge import EngineBridge
+
+    gate, reached = threading.Event(), threading.Event()
+    submit = EngineBridge.submit
+
+    def gated_submit(self, target, job, *, name, **kwargs):
+        if name != "quantize":
+            return submit(self, target, job, name=name, **kwargs)
+
+        def held(emit, cancel):
+            def gated_emit(event):
+                if isinstance(event, StageChanged) and event.stage == "allocate" and not reached.is_set():
+                    reached.set()
+                    gate.wait(120)
+                emit(event)
+
+            return job(gated_emit, cancel)
+
+        return submit(self, target, held, name=name, **kwargs)
+
+    monkeypatch.setattr(EngineBridge, "submit", gated_submit)
+    return gate, reached
+
+
+async def start_quantize(pilot):
+    from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
+
+    await library_loaded(pilot, highlight=SOURCE)
+    await pilot.press("q")
+    await pilot.pause()
+    await pilot.press("ctrl+s")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, QuantizeProgressScreen))
+    return pilot.app.screen
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_quantize_in_progress(snap_compare, home, steady_quantize, monkeypatch, size):
+    gate, reached = hold_quantize_at_allocation(monkeypatch)
+
+    async def run_before(pilot):
+        from optiq_tui.ui.widgets.sensitivity_chart import SensitivityChart
+
+        screen = await start_quantize(pilot)
+        await wait_until(pilot, reached.is_set, 120, "every layer measured")
+        await wait_until(pilot, lambda: screen.query_one(SensitivityChart).bars, 30, "the chart")
+        await pilot.pause()
+
+    try:
+        assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+    finally:
+        gate.set()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_quantize_finished(snap_compare, home, steady_quantize, size):
+    async def run_before(pilot):
+        screen = await start_quantize(pilot)
+        from optiq_tui.ui.widgets.sensitivity_chart import SensitivityChart
+        from optiq_tui.ui.widgets.stage_list import StageList
+
+        chart = screen.query_one(SensitivityChart)
+        await wait_until(pilot, lambda: screen.state != "running", 300, "the quantize")
+        await wait_until(pilot, lambda: all(bar.bits for bar in chart.bars.values()), 30, "every layer's width")
+        stages = screen.query_one(StageList)
+        await wait_until(pilot, lambda: all(e.state == "done" for e in stages.states.values()), 30, "every stage done")
+        # The "finished" toast leaves after a timeout: once it is up, take it down for the shot.
+        await wait_until(pilot, lambda: len(pilot.app._notifications) > 0, 30, "the finished toast")
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
