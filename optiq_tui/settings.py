@@ -37,6 +37,11 @@ class Paths:
         # same filesystem as `models`, so the rename is atomic.
         return self.models.parent / ".staging"
 
+    @property
+    def exports(self) -> Path:
+        # The one default folder for exported conversations and eval reports (made on first export).
+        return self.models.parent / "exports"
+
 
 def paths() -> Paths:
     """The app's folders, honouring ``OPTIQ_HOME``; creates them if missing."""

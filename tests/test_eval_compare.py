@@ -12,12 +12,11 @@ from optiq_tui.eval.compare import (
     CompareSession,
     MemoryPlan,
     SideEvent,
-    load_tally,
     plan_memory,
-    record_vote,
     related,
     run_compare,
 )
+from optiq_tui.eval.votes import load_tally, record_vote
 from optiq_tui.library.catalog import inspect_model
 
 SAMPLER = SamplerSettings(temperature=0.8, top_p=1.0, max_tokens=12, seed=7)
@@ -56,7 +55,13 @@ def test_same_model_same_seed_gives_identical_answers_and_zero_kl(pair):
     assert result.agreement.identical
     assert result.related
     assert result.kl_a_under_b.mean == pytest.approx(0.0, abs=1e-6)
-    assert [e.side for e in events if isinstance(e, SideEvent) and isinstance(e.event, Finished)] == ["a", "b"]
+    ends = [i for i, e in enumerate(events) if isinstance(e, SideEvent) and isinstance(e.event, Finished)]
+    assert sorted(events[i].side for i in ends) == ["a", "b"]
+    # Both loaded: the sides interleave, so each has text before either finishes.
+    for side in ("a", "b"):
+        first = next(i for i, e in enumerate(events) if isinstance(e, SideEvent) and e.side == side
+                     and type(e.event).__name__ == "AnswerDelta")
+        assert first < min(ends)
     session.close()
 
 
@@ -88,7 +93,7 @@ def test_turn_taking_matches_both_loaded_and_never_holds_two_models(pair):
     one_at_a_time.close()
 
 
-def test_cancel_skips_the_second_side(pair):
+def test_cancel_stops_both_sides_and_skips_the_figures(pair):
     src, q4 = pair
     session = CompareSession(src, q4)
     cancel = threading.Event()
@@ -99,7 +104,9 @@ def test_cancel_skips_the_second_side(pair):
 
     result = session.ask("Hello", SAMPLER, progress=progress, cancel=cancel)
     assert result.finished_a.reason in ("cancelled", "stop", "length")
-    assert result.finished_b is None and result.agreement is None
+    assert result.finished_b.reason in ("cancelled", "stop", "length")
+    assert "cancelled" in (result.finished_a.reason, result.finished_b.reason)
+    assert result.agreement is None and result.kl_a_under_b is None
     session.close()
 
 

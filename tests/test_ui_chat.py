@@ -120,7 +120,8 @@ async def test_effort_switch_cycles_and_explains_when_unavailable():
         await pilot.pause()
         assert seen == ["low", "medium"] and harmony.value == "medium"
         assert plain.value is None and not plain.can_focus
-        assert "no reasoning switch" in str(plain.render())
+        # Compact beside the input; the reason is in the tooltip (and said on ^n).
+        assert str(plain.render()) == "effort: n/a" and "no reasoning switch" in plain.tooltip
         plain.set_options(("on", "off"))
         assert plain.value == "on" and plain.can_focus
 
@@ -395,15 +396,159 @@ async def test_chat_regenerates_edits_and_copies(tiny_llama_dir):
         await until(pilot, lambda: answers(screen) and not screen.generating, "the answer")
         await pilot.press("ctrl+y")
         assert app.clipboard == answers(screen)[0].answer_text
+        assert any(f"({len(app.clipboard)} characters)" in n.message for n in app._notifications)
 
         await pilot.press("ctrl+r")
         await until(pilot, lambda: len(answers(screen)) == 1 and answers(screen)[0].finish_reason
                     and not screen.generating, "the regenerated answer")
         assert [m.answer_text for m in screen.query(ChatMessage) if m.role == "user"] == ["Hi"]
         await until(pilot, lambda: [t.user for t in screen.session.turns] == ["Hi"], "one turn in the session")
+        # A regenerate reuses the cached prompt: no made-up prompt rate.
+        assert "prompt cached" in str(screen.stats_line.render())
 
+
+async def test_chat_edit_last_changes_nothing_until_sent(tiny_llama_dir):
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_chat(pilot, app, tiny_llama_dir)
+        await pilot.press(*"Hi", "enter")
+        await until(pilot, lambda: answers(screen) and not screen.generating, "the answer")
+        saved = screen.store.load(screen.conversation_id).messages
+        assert [m.role for m in saved] == ["user", "assistant"]
+
+        prompt = screen.query_one("#prompt")
         await pilot.press("ctrl+b")
-        await until(pilot, lambda: not list(screen.query(ChatMessage)), "the exchange to go")
-        assert screen.query_one("#prompt").value == "Hi"
-        await until(pilot, lambda: screen.session.turns == [], "the session to forget it")
-        assert screen.store.load(screen.conversation_id).messages == []
+        assert prompt.value == "Hi" and prompt.cursor_position == 2
+        await pilot.press(*" there")
+        assert prompt.value == "Hi there"
+        # Abandoned with Esc: the chat, the session and the file are as they were.
+        await pilot.press("escape")
+        assert app.screen is screen and prompt.value == ""
+        assert len(list(screen.query(ChatMessage))) == 2
+        assert screen.store.load(screen.conversation_id).messages == saved
+        assert [t.user for t in screen.session.turns] == ["Hi"]
+
+        await pilot.press("ctrl+b", *" there")
+        assert screen.store.load(screen.conversation_id).messages == saved
+        await pilot.press("enter")
+        await until(pilot, lambda: answers(screen) and not screen.generating, "the new answer")
+        assert [m.answer_text for m in screen.query(ChatMessage) if m.role == "user"] == ["Hi there"]
+        await until(pilot, lambda: [t.user for t in screen.session.turns] == ["Hi there"], "the session")
+        now = screen.store.load(screen.conversation_id).messages
+        assert [(m.role, m.content) for m in now][0] == ("user", "Hi there") and len(now) == 2
+
+
+async def test_chat_sampler_is_set_per_conversation_and_saved(tiny_llama_dir, tmp_path):
+    import json
+    import shutil
+
+    from optiq_tui.ui.screens.chat.sampler import SamplerModal
+
+    model = tmp_path / "tiny-with-config"
+    shutil.copytree(tiny_llama_dir, model)
+    (model / "generation_config.json").write_text(json.dumps({"temperature": 0.3, "top_p": 0.8}))
+    app = OptiqApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_chat(pilot, app, model)
+        app.settings.temperature = app.settings.top_p = None  # no app-wide choice: the model's own
+        assert screen.current_sampler()[0].temperature == 0.3
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, SamplerModal), "the sampler dialog")
+        dialog = app.screen
+        assert "temp 0.3 · top-p 0.8" in str(dialog.query_one("#sampler-defaults").render())
+        assert dialog.query_one("#temperature").placeholder == "0.3 (default)"
+        dialog.query_one("#temperature").value = "hot"
+        dialog.query_one("#top_p").value = "2"
+        dialog.query_one("#max_tokens").value = "6"
+        dialog.query_one("#system_prompt").value = "Answer in one word."
+        await pilot.press("enter")
+        errors = str(dialog.query_one("#sampler-errors").render())
+        assert "temperature" in errors and "top-p" in errors  # every problem at once, each field marked
+        assert dialog.query_one("#temperature").has_class("-invalid") and dialog.query_one("#top_p").has_class("-invalid")
+        assert not dialog.query_one("#max_tokens").has_class("-invalid")
+        dialog.query_one("#temperature").value = "0"
+        dialog.query_one("#top_p").value = ""
+        dialog.query_one("#temperature").focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is screen, "the dialog to close")
+        assert screen.chat_settings == {"temperature": 0.0, "max_tokens": 6, "system_prompt": "Answer in one word."}
+        await until(pilot, lambda: screen.session.system_prompt == "Answer in one word.", "the system prompt")
+
+        await pilot.press(*"Hi", "enter")
+        await until(pilot, lambda: answers(screen) and not screen.generating, "the answer")
+        assert screen.stats_line.stats.gen_tokens <= 6
+        saved = screen.store.load(screen.conversation_id)
+        assert saved.settings == screen.chat_settings
+        # Another conversation starts from what it saved, not from this one's.
+        conversation_id = screen.conversation_id
+        screen.chat_settings = {}
+        await screen.open_conversation(conversation_id)
+        assert screen.chat_settings["system_prompt"] == "Answer in one word."
+
+
+def test_split_point_cuts_after_finished_blocks_never_inside_a_fence():
+    from optiq_tui.ui.widgets.streamed_markdown import opens_fence, split_point
+
+    assert split_point("one\n\ntwo", False) == len("one\n\n")
+    assert split_point("no blank line yet", False) == 0
+    fenced = "```python\nx = 1\n\ny = 2\n```\n\nafter"
+    assert split_point(fenced, False) == len(fenced) - len("after")  # not at the blank inside the fence
+    assert split_point("x = 1\n\ny = 2", True) == 0  # the text starts inside a fence
+    assert opens_fence("```\ncode", False) and not opens_fence("```\ncode\n```", False)
+
+
+async def test_streamed_markdown_keeps_finished_parts_and_all_the_text():
+    from optiq_tui.ui.widgets.streamed_markdown import FREEZE_CHARS, StreamedMarkdown
+
+    view = StreamedMarkdown()
+    paragraphs = [f"Paragraph {i}: " + "word " * 40 + "\n\n" for i in range(3 * FREEZE_CHARS // 200)]
+    async with Host(view).run_test() as pilot:
+        for paragraph in paragraphs:
+            await view.write(paragraph)
+        await pilot.pause()
+        assert view.text == "".join(paragraphs)
+        # Long text is held in a few parts, each rendered once, not one widget per block.
+        assert 2 <= view.parts <= len(paragraphs) // 4
+
+
+async def test_chat_shows_waiting_for_first_token_and_copies_only_finished_answers(tiny_llama_dir, monkeypatch):
+    import threading
+
+    from optiq_tui.engine.session import ChatSession
+
+    gate = threading.Event()
+    generate = ChatSession.generate
+
+    def held(self, *args, **kwargs):
+        # The second answer waits, as a long prompt's processing would, until the test has looked.
+        if len(self.turns) == 1:
+            gate.wait(60)
+        yield from generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChatSession, "generate", held)
+    app = OptiqApp()
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await open_chat(pilot, app, tiny_llama_dir)
+            await pilot.press(*"Hi", "enter")
+            await until(pilot, lambda: answers(screen) and not screen.generating, "the first answer")
+            first = answers(screen)[0].answer_text
+            await pilot.press(*"Again", "enter")
+            await until(pilot, lambda: "waiting for first token" in str(screen.stats_line.render()), "the wait")
+            await pilot.press("ctrl+y")
+            assert app.clipboard == first  # not the answer still to come
+            assert any("the answer before this one" in n.message for n in app._notifications)
+            gate.set()
+            await until(pilot, lambda: len(answers(screen)) == 2 and not screen.generating, "the second answer")
+            assert "waiting" not in str(screen.stats_line.render())
+    finally:
+        gate.set()
+
+
+async def test_every_chat_key_is_also_in_the_command_palette(tiny_llama_dir):
+    app = OptiqApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_chat(pilot, app, tiny_llama_dir)
+        titles = {command.title for command in app.get_system_commands(screen)}
+        # The footer shows what fits at 80 columns; the palette has every one.
+        assert {"Copy", "Sampler", "New", "Model", "Chats", "Retry", "Edit", "Reasoning", "Effort"} <= titles

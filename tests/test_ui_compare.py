@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import shutil
+import threading
+
 import pytest
 
 from optiq_tui.library.catalog import inspect_model
@@ -10,7 +14,7 @@ from optiq_tui.ui.screens.compare import CompareScreen, first_difference
 from optiq_tui.ui.widgets.chat_message import ChatMessage
 from optiq_tui.ui.widgets.vote_bar import VoteBar
 from tests.tiny import build_tiny_llama
-from tests.ui_util import wait_until
+from tests.ui_util import screen_text, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +70,11 @@ async def test_two_models_answer_side_by_side(pair):
         assert result.agreement is not None
         line = str(screen.query_one("#agreement").render())
         assert ("Identical" in line) or (f"Same first {result.agreement.common_prefix} tokens" in line)
-        assert "no cross-KL" in line  # two unrelated random models
+        assert "No cross-KL" in line  # two unrelated random models
 
 
 async def test_blind_vote_is_recorded_and_revealed(pair):
-    from optiq_tui.eval.compare import load_tally
+    from optiq_tui.eval.votes import load_tally
 
     a, b = pair
     app = OptiqApp()
@@ -92,7 +96,7 @@ async def test_blind_vote_is_recorded_and_revealed(pair):
         assert tally.wins[left_model.name] == 1 and tally.total == 1
         assert screen.voted == "left" and not vote.display
         assert left_model.name in str(screen.columns[0].query_one(".column-title").render())
-        assert "1 votes" in str(screen.query_one("#tally").render())
+        assert "(1 vote)" in str(screen.query_one("#tally").render())
 
 
 async def test_models_that_cannot_both_be_loaded_take_turns(pair, monkeypatch):
@@ -117,6 +121,81 @@ async def test_models_that_cannot_both_be_loaded_take_turns(pair, monkeypatch):
             assert all(m.finish_reason in ("stop", "length") for m in messages(column) if m.role == "assistant")
         assert [u for u, _ in screen.session.history["a"]] == ["First", "Second"]
         assert [u for u, _ in screen.session.history["b"]] == ["First", "Second"]
+
+
+async def test_blind_columns_stream_together_and_hide_speed(pair, monkeypatch):
+    """Both columns get text before either answer ends: the first to finish waits at a gate."""
+    from optiq_tui.engine.events import Finished
+    from optiq_tui.engine.session import ChatSession
+
+    gate = threading.Event()
+    generate = ChatSession.generate
+
+    def gated(self, *args, **kwargs):
+        for event in generate(self, *args, **kwargs):
+            if isinstance(event, Finished):
+                gate.wait(60)
+            yield event
+
+    monkeypatch.setattr(ChatSession, "generate", gated)
+    a, b = pair
+    app = OptiqApp()
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            settle(app)
+            screen = CompareScreen(a, b, blind=True, seed=3)
+            await app.push_screen(screen)
+            await wait_until(pilot, lambda: screen.session is not None, 60, "both models")
+            screen.query_one("#cmp-prompt").focus()
+            await pilot.press(*"Hello", "enter")
+            await wait_until(
+                pilot,
+                lambda: all(c.current is not None and c.current.answer_text for c in screen.columns),
+                60,
+                "text in both columns",
+            )
+            assert all(c.current.streaming for c in screen.columns)
+            assert "waiting for the other" not in screen_text(app)
+            gate.set()
+            await wait_until(pilot, lambda: answered(screen, 1), 60, "both answers")
+            before = screen_text(app)
+            assert "tok/s" not in before and "/s" not in before and "TTFT" not in before
+            await pilot.press("t")
+            assert all(c.stats.stats is not None for c in screen.columns)
+            assert "TTFT" in screen_text(app)
+    finally:
+        gate.set()
+
+
+def _seed_with_order(left_first: bool) -> int:
+    # CompareScreen puts A on the left when its Random(seed) draws below 0.5.
+    return next(s for s in range(100) if (random.Random(s).random() < 0.5) == left_first)
+
+
+async def test_blind_screen_before_the_vote_does_not_depend_on_which_model_is_left(
+    tiny_llama_dir, tmp_path, monkeypatch
+):
+    from optiq_tui.engine import loader
+
+    copies = []
+    for name in ("model-x", "model-y"):
+        shutil.copytree(tiny_llama_dir, tmp_path / name)
+        copies.append(inspect_model(tmp_path / name))
+    monkeypatch.setattr(loader, "available_memory", lambda: (64 * 1024**3, "test"))
+    screens = []
+    for left_first in (True, False):
+        app = OptiqApp()
+        async with app.run_test(size=(100, 30)) as pilot:
+            settle(app)
+            screen = CompareScreen(*copies, blind=True, seed=_seed_with_order(left_first))
+            await app.push_screen(screen)
+            await ask(pilot, screen, "Hello")
+            assert screen.order == ([0, 1] if left_first else [1, 0])
+            await wait_until(pilot, lambda: screen.query_one(VoteBar).display, 10, "the vote bar")
+            await pilot.pause()
+            screens.append(screen_text(app))
+    assert "model-x" not in screens[0] and "model-y" not in screens[0]
+    assert screens[0] == screens[1]
 
 
 def test_first_difference_snippets():
@@ -144,3 +223,38 @@ def test_describe_turn_shows_agreement_and_cross_kl():
     assert "Same first 3 tokens (of 4 / 5)" in line and "token 4" in line
     assert "q4 «Paris.» vs q8 «Rome.»" in line
     assert "KL(q4‖q8) on q4's answer 0.0123 (p99 0.2000)" in line
+
+
+async def test_a_prompt_typed_while_the_models_reload_is_sent_when_ready(pair, monkeypatch):
+    from optiq_tui.eval.compare import CompareSession
+
+    gate = threading.Event()
+    prepare = CompareSession.prepare
+    calls: list[int] = []
+
+    def held(self, **kwargs):
+        # The second preparation (after ctrl+l) waits until the prompt has been typed.
+        calls.append(1)
+        if len(calls) == 2:
+            gate.wait(60)
+        return prepare(self, **kwargs)
+
+    monkeypatch.setattr(CompareSession, "prepare", held)
+    a, b = pair
+    app = OptiqApp()
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            settle(app)
+            screen = CompareScreen(a, b)
+            await app.push_screen(screen)
+            await wait_until(pilot, lambda: screen.session is not None, 60, "both models")
+            await pilot.press("ctrl+l")  # fresh conversations: the pair is prepared again
+            await wait_until(pilot, lambda: len(calls) == 2, 30, "the new preparation")
+            assert screen.session is None
+            screen.query_one("#cmp-prompt").focus()
+            await pilot.press(*"Still there?", "enter")
+            gate.set()
+            await wait_until(pilot, lambda: answered(screen, 1), 120, "both answers")
+            assert [m.answer_text for m in messages(screen.columns[0]) if m.role == "user"] == ["Still there?"]
+    finally:
+        gate.set()

@@ -234,11 +234,16 @@ async def test_readable_at_80x24(two_models):
         t = table(app)
         details = app.library.query_one(ModelDetails)
         await wait_until(pilot, lambda: t.region.height > 0 and t.row_count == 2)
-        # Narrow terminals stack the details under the table; both stay visible.
+        # Narrow terminals stack the details under the table: the table as tall as its
+        # rows, the details every line the rest leaves (quantization, format, context).
         assert "-narrow" in app.library.classes
-        assert t.region.height >= 6 and details.region.height >= 5
+        assert t.region.height == t.row_count + 1 and details.region.height >= 12
         assert t.region.width == 80 and details.region.y > t.region.y
         assert "tiny-llama" in widget_text(t) and "Quantization" in widget_text(t)
+        shown = widget_text(details)
+        assert all(word in shown for word in ("Quant", "Chat", "Context"))
+        status = widget_text(app.library.query_one("#library-status"))
+        assert "2 models" in status and "sort: Name" in status
 
 
 async def test_enter_opens_chat_with_the_highlighted_model(two_models):

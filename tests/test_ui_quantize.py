@@ -87,6 +87,38 @@ async def test_form_predicts_size_and_validates(llama_home):
         await wait_until(pilot, lambda: app.screen is app.library)
 
 
+async def test_form_marks_every_bad_field_hides_unused_ones_and_reviews_on_enter(llama_home):
+    from optiq_tui.ui.screens.modals import ConfirmModal
+
+    app = OptiqApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_form(app, pilot)
+        form.query_one("#target", Input).value = "five"
+        form.query_one("#calibration", Input).value = "/no/such/file.txt"
+        form.query_one("#name", Input).value = "tiny-llama"
+        await wait_until(pilot, lambda: "already in the library" in form_text(form, "#quant-errors"))
+        errors = form_text(form, "#quant-errors")
+        assert "must be a number" in errors and "does not exist" in errors  # one error hides no other
+        assert {f for f in ("target", "bits", "calibration", "name")
+                if form.query_one(f"#{f}", Input).has_class("-invalid")} == {"target", "calibration", "name"}
+        form.query_one("#target", Input).value = "5"
+        form.query_one("#calibration", Input).value = ""
+        form.query_one("#name", Input).value = "my-quant"
+        await wait_until(pilot, lambda: not form.query_one("#start", Button).disabled)
+        assert not any(form.query_one(f"#{f}", Input).has_class("-invalid") for f in ("target", "calibration", "name"))
+
+        form.query_one("#target", Input).focus()
+        await pilot.press("enter")  # a review, not a start
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        assert "tiny-llama → my-quant" in app.screen.question and "5 bits/weight" in app.screen.question
+        await pilot.press("n")
+        await wait_until(pilot, lambda: app.screen is form)
+
+        form.query_one("#preset", Select).value = UNIFORM_4
+        await wait_until(pilot, lambda: not form.query_one("#target", Input).display)
+        assert not form.query_one("#bits", Input).display
+
+
 async def test_quantize_runs_to_completion_and_lands_in_the_library(llama_home):
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:

@@ -79,3 +79,9 @@ def hold_job(monkeypatch, name: str, when: Callable[[object], bool] = lambda _ev
     gated_name = name
     monkeypatch.setattr(EngineBridge, "submit", gated_submit)
     return gate
+
+
+def screen_text(app) -> str:
+    """The current screen as plain text, one line per terminal row (no colours)."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join("".join(segment.text for segment in strip).rstrip() for strip in strips)

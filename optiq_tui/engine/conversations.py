@@ -2,8 +2,9 @@
 
 Every record is flushed and fsynced as it is written, so a crash or Ctrl-C
 loses at most the line being written; a torn last line is skipped on reading.
-Renames and "pop" (the last exchange was taken back to regenerate or edit it)
-are appended as records too, so nothing is ever rewritten in place.
+Renames, sampler settings and "pop" (the last exchange was taken back to
+regenerate or edit it) are appended as records too, so nothing is ever
+rewritten in place.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Conversation:
     created: str
     updated: str
     messages: list[SavedMessage] = field(default_factory=list)
+    # The conversation's own sampler choices (temperature, top_p, max_tokens, system_prompt).
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,10 @@ class ConversationStore:
             record = {"type": "event", "kind": role, "time": _now()}
         self._write(path, record)
 
+    def set_settings(self, conversation_id: str, settings: dict[str, Any]) -> None:
+        """Record the conversation's sampler choices; the latest record replaces earlier ones."""
+        self._write(self._existing(conversation_id), {"type": "settings", "settings": settings, "time": _now()})
+
     def rename(self, conversation_id: str, title: str) -> None:
         self._write(self._existing(conversation_id), {"type": "rename", "title": title, "time": _now()})
 
@@ -161,6 +168,8 @@ class ConversationStore:
                 conv.created = r.get("time", "")
             elif kind == "rename":
                 conv.title = r.get("title", "")
+            elif kind == "settings" and isinstance(r.get("settings"), dict):
+                conv.settings = dict(r["settings"])
             elif kind == "message":
                 conv.messages.append(
                     SavedMessage(
@@ -204,12 +213,15 @@ class ConversationStore:
 
     def default_export_path(self, conversation_id: str) -> Path:
         c = self.load(conversation_id)
-        return Path.cwd() / f"{_slug(c.title)}-{conversation_id}.md"
+        from optiq_tui.settings import paths
+
+        return paths().exports / f"{_slug(c.title)}-{conversation_id}.md"
 
     def export_markdown(self, conversation_id: str, path: str | os.PathLike[str] | None = None) -> Path:
         """Write the conversation as Markdown (atomically); returns the file written."""
         target = Path(path).expanduser() if path else self.default_export_path(conversation_id)
         text = self.to_markdown(conversation_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, target)

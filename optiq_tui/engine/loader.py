@@ -204,3 +204,13 @@ def load(
         memory_bytes=total,
         dtype_note=dtype_note,
     )
+
+
+def release_memory() -> None:
+    """Give the memory of dropped models back: collect them, then empty MLX's buffer cache."""
+    import gc
+
+    import mlx.core as mx
+
+    gc.collect()
+    mx.clear_cache()

@@ -8,27 +8,24 @@ and each turn reloads what it needs. Every event of a side is sent wrapped in
 holding both answers, where they first differ, and (when the models are
 related) the cross-KL of each answer under the other model.
 
-Sides run one after the other even when both are loaded: MLX work belongs to
-one thread, and interleaving two generations would halve each side's
-measured speed.
+When both are loaded, the two generations advance token by token on the one
+engine thread (MLX work belongs to one thread), each round in a random order,
+so neither side streams or finishes first because of its place: a blind vote
+must not be decided by who answered first. Each side's measured speed then
+includes the other's steps; the figures compare, they are not a benchmark.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
-import os
-import re
+import random
 import threading
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from optiq_tui.eval.agreement import Agreement, CrossKL, answer_logprobs, compare_tokens, kl_between
 from optiq_tui.progress import Log, ProgressFn, check_cancel, no_progress
-from optiq_tui.settings import paths
 from optiq_tui.sizes import human_bytes
 
 SIDES = ("a", "b")
@@ -184,37 +181,46 @@ class CompareSession:
         *,
         progress: ProgressFn = no_progress,
         cancel: threading.Event | None = None,
+        interleave: bool = True,
     ) -> TurnResult:
-        """Answer ``user_text`` with A, then B; events go to ``progress`` as SideEvents.
+        """Answer ``user_text`` with both sides; events go to ``progress`` as SideEvents.
 
-        A cancel stops the side that is answering and skips the other.
+        Both loaded (and ``interleave``): the sides advance token by token
+        together. Otherwise A answers, then B. A cancel stops both.
         """
-        from optiq_tui.engine.events import Finished
         from optiq_tui.engine.session import SamplerSettings
 
         sampler = sampler if sampler is not None else SamplerSettings()
-        answers: dict[str, str] = {}
+        together = interleave and self.plan.both_loaded
         finished: dict[str, Any] = {}
         prompts: dict[str, list[int]] = {}
+        streams: dict[str, Iterator[Any]] = {}
+        sessions: dict[str, Any] = {}  # kept here: taking turns unloads A's before B answers
         for side in SIDES:
             if cancel is not None and cancel.is_set():
                 break
-            session = self._session(side, progress, cancel)
+            session = sessions[side] = self._session(side, progress, cancel)
             # The prompt as the model saw it, for cross-KL along the answer afterwards.
             prompts[side] = session.loaded.format.render(session.messages(user_text), effort)
-            for event in session.generate(user_text, sampler, effort, cancel):
-                progress(SideEvent(side, event))
-                if isinstance(event, Finished):
-                    finished[side] = event
-            answers[side] = session.turns[-1].answer if session.turns else ""
+            streams[side] = session.generate(user_text, sampler, effort, cancel)
+            if not together:
+                _run_streams({side: streams[side]}, sampler.seed, progress, finished)
+        if together:
+            _run_streams(streams, sampler.seed, progress, finished)
+        answers: dict[str, str] = {}
+        for side in streams:
+            turns = sessions[side].turns
+            answers[side] = turns[-1].answer if turns else ""
             self.history[side].append((user_text, answers[side]))
 
         agreement = kl_ab = kl_ba = None
-        if len(answers) == 2:
+        stopped = cancel is not None and cancel.is_set()
+        # Answers cut short by a stop would compare their lengths, not the models.
+        if len(answers) == 2 and not stopped:
             tokenizer = self._sessions["b"].loaded.tokenizer
             ids = {s: _encode(tokenizer, answers[s]) for s in SIDES}
             agreement = compare_tokens(ids["a"], ids["b"])
-            if self.measure_kl and not (cancel is not None and cancel.is_set()):
+            if self.measure_kl:
                 kl_ab, kl_ba = self._cross_kl(prompts, ids, progress, cancel)
         return TurnResult(
             prompt=user_text,
@@ -250,6 +256,43 @@ class CompareSession:
         return kl_ab, kl_ba
 
 
+def _run_streams(
+    streams: dict[str, Iterator[Any]], seed: int | None, progress: ProgressFn, finished: dict[str, Any]
+) -> None:
+    """Step the sides' generations one event at a time, each round in a random order, to the end.
+
+    MLX samples from one global random state; with a seed, each step reseeds it
+    from (seed, step) so a side's tokens do not depend on how the two interleave
+    (and one model on both sides gives one answer). Step 0 is seeded by generate.
+    """
+    import mlx.core as mx
+
+    from optiq_tui.engine.events import Finished
+
+    shuffle = random.Random().shuffle
+    steps = dict.fromkeys(streams, 0)
+    live = list(streams)
+    try:
+        while live:
+            shuffle(live)
+            for side in list(live):
+                if seed is not None and steps[side]:
+                    mx.random.seed((seed * 1_000_003 + steps[side]) % 2**63)
+                steps[side] += 1
+                event = next(streams[side], None)
+                if event is None:
+                    live.remove(side)
+                    continue
+                progress(SideEvent(side, event))
+                if isinstance(event, Finished):
+                    finished[side] = event
+    finally:
+        for stream in streams.values():
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+
 def _same_model(info_a: Any, info_b: Any) -> bool:
     return Path(info_a.path).resolve() == Path(info_b.path).resolve()
 
@@ -258,100 +301,6 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     # The answer text re-encoded: ChatSession streams text, and for template
     # models re-encoding gives back the generated tokens.
     return list(tokenizer.encode(text, add_special_tokens=False)) if text else []
-
-
-# ---- blind votes ------------------------------------------------------------
-
-VOTES = ("left", "right", "tie", "both-bad")
-
-
-@dataclass
-class Tally:
-    """Votes for one pair of models, however they were placed on screen."""
-
-    models: tuple[str, str]
-    wins: dict[str, int] = field(default_factory=dict)  # model name -> votes won
-    tie: int = 0
-    both_bad: int = 0
-
-    @property
-    def total(self) -> int:
-        return sum(self.wins.values()) + self.tie + self.both_bad
-
-    def describe(self) -> str:
-        x, y = self.models
-        return (
-            f"{x} {self.wins.get(x, 0)} · {y} {self.wins.get(y, 0)} · "
-            f"tie {self.tie} · both bad {self.both_bad} ({self.total} votes)"
-        )
-
-
-def votes_dir() -> Path:
-    folder = paths().models.parent / "votes"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _pair_file(info_x: Any, info_y: Any) -> tuple[Path, tuple[Any, Any]]:
-    """The tally file of an unordered pair, and the pair in its stored order."""
-    pair = tuple(sorted((info_x, info_y), key=lambda i: str(Path(i.path).resolve())))
-    key = "\n".join(str(Path(i.path).resolve()) for i in pair)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    slug = "--".join(re.sub(r"[^A-Za-z0-9._-]+", "-", i.name)[:30] for i in pair)
-    return votes_dir() / f"{slug}-{digest}.json", pair  # type: ignore[return-value]
-
-
-def load_tally(info_x: Any, info_y: Any) -> Tally:
-    path, (x, y) = _pair_file(info_x, info_y)
-    tally = Tally((x.name, y.name), {x.name: 0, y.name: 0})
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return tally
-    tally.wins.update({k: int(v) for k, v in data.get("wins", {}).items() if k in tally.wins})
-    tally.tie, tally.both_bad = int(data.get("tie", 0)), int(data.get("both_bad", 0))
-    return tally
-
-
-def record_vote(left: Any, right: Any, vote: str, prompt: str | None = None) -> Tally:
-    """Record ``vote`` (one of VOTES) for the models shown on the left and right; return the pair's tally."""
-    if vote not in VOTES:
-        raise ValueError(f"vote must be one of {VOTES}, not {vote!r}")
-    path, (x, y) = _pair_file(left, right)
-    tally = load_tally(left, right)
-    if vote == "left":
-        tally.wins[left.name] += 1
-    elif vote == "right":
-        tally.wins[right.name] += 1
-    elif vote == "tie":
-        tally.tie += 1
-    else:
-        tally.both_bad += 1
-    try:
-        history = json.loads(path.read_text()).get("history", [])
-    except (OSError, ValueError):
-        history = []
-    history.append(
-        {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "left": left.name,
-            "right": right.name,
-            "vote": vote,
-            **({"prompt": prompt} if prompt is not None else {}),
-        }
-    )
-    data = {
-        "models": [x.name, y.name],
-        "paths": [str(x.path), str(y.path)],
-        "wins": tally.wins,
-        "tie": tally.tie,
-        "both_bad": tally.both_bad,
-        "history": history,
-    }
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-    return tally
 
 
 def run_compare(
@@ -365,11 +314,15 @@ def run_compare(
     progress: ProgressFn = no_progress,
     cancel: threading.Event | None = None,
 ) -> tuple[MemoryPlan, TurnResult]:
-    """One prompt, both models, then unload: what ``optiq-chat compare`` runs."""
+    """One prompt, both models, then unload: what ``optiq-chat compare`` runs.
+
+    The sides answer one after the other, so a terminal prints each answer whole.
+    """
     session = CompareSession(info_a, info_b, system_prompt)
     try:
         progress(Log(session.plan.describe()))
-        return session.plan, session.ask(prompt, sampler, effort, progress=progress, cancel=cancel)
+        turn = session.ask(prompt, sampler, effort, progress=progress, cancel=cancel, interleave=False)
+        return session.plan, turn
     finally:
         session.close()
 

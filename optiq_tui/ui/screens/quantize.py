@@ -69,6 +69,7 @@ class QuantizeScreen(Screen):
         # The output name follows the settings until the user types one.
         self._name_edited = False
         self._auto_name = ""
+        self.bad_fields: set[str] = set()  # marked invalid (see build_config)
 
     def compose(self) -> ComposeResult:
         from optiq_tui.quant.config import DEFAULT_PRESET, PRESETS, SUPPORTED_GROUPS
@@ -84,10 +85,10 @@ class QuantizeScreen(Screen):
                 yield Select(choices, value=DEFAULT_PRESET, allow_blank=False, id="preset", compact=True)
                 yield Label("")
                 yield Static("", id="preset-help", classes="form-hint")
-                yield Label("Target bits/weight")
-                yield Input(f"{settings.target_bpw:g}", id="target", compact=True)
-                yield Label("Candidate bits")
-                yield Input(",".join(str(b) for b in settings.candidate_bits), id="bits", compact=True)
+                yield Label("Target bits/weight", classes="budget")
+                yield Input(f"{settings.target_bpw:g}", id="target", compact=True, classes="budget")
+                yield Label("Candidate bits", classes="budget")
+                yield Input(",".join(str(b) for b in settings.candidate_bits), id="bits", compact=True, classes="budget")
                 yield Label("Group size")
                 groups = [(str(g), g) for g in SUPPORTED_GROUPS]
                 yield Select(groups, value=group, allow_blank=False, id="group", compact=True)
@@ -129,6 +130,9 @@ class QuantizeScreen(Screen):
             self.query_one("#target", Input).value = f"{p.target_bpw:g}"
             self.query_one("#bits", Input).value = ",".join(str(b) for b in p.bits)
             self.query_one("#group", Select).value = p.group_size
+        # The uniform baseline has no budget: its rows go rather than show values that do not apply.
+        for widget in self.query(".budget"):
+            widget.display = not uniform
         self.query_one("#target", Input).disabled = uniform
         self.query_one("#bits", Input).disabled = uniform
         help_text = "every layer 4-bit: the baseline OptiQ is measured against"
@@ -141,29 +145,40 @@ class QuantizeScreen(Screen):
         from optiq_tui.quant.config import QuantConfig
 
         errors: list[str] = []
+        # Fields to mark invalid; every problem is listed at once, none hides another.
+        self.bad_fields: set[str] = set()
         preset = str(self.query_one("#preset", Select).value)
         group = int(self.query_one("#group", Select).value)  # type: ignore[arg-type]
         calibration_text = self.query_one("#calibration", Input).value.strip()
         calibration = Path(calibration_text).expanduser() if calibration_text else None
         if calibration is not None and not calibration.is_file():
             errors.append(f"Calibration file {calibration} does not exist")
+            self.bad_fields.add("calibration")
         name = self.query_one("#name", Input).value.strip() or None
         if preset == UNIFORM_4:
             config = QuantConfig(uniform_bits=4, target_bpw=4.0, bits=(4,), group_size=group, name=name)
         else:
-            target, bits = 0.0, ()
+            target: float | None = None
+            bits: tuple[int, ...] | None = None
             try:
                 target = float(self.query_one("#target", Input).value)
             except ValueError:
                 errors.append("Target bits/weight must be a number, e.g. 5.0")
+                self.bad_fields.add("target")
             try:
                 bits = parse_bits(self.query_one("#bits", Input).value)
             except ValueError as exc:
                 errors.append(f"Candidate bits: {exc}")
-            if errors:
-                return None, errors
-            config = QuantConfig.from_preset(preset, target_bpw=target, bits=bits, group_size=group, name=name)
-            errors += _budget_problems(config)
+                self.bad_fields.add("bits")
+            # With a field unreadable, the preset's value stands in so the other checks still run.
+            config = QuantConfig.from_preset(preset, group_size=group, name=name)
+            config = replace(config, target_bpw=config.target_bpw if target is None else target,
+                             bits=config.bits if bits is None else bits)
+            if target is not None and bits is not None:
+                budget = _budget_problems(config)
+                errors += budget
+                if budget:
+                    self.bad_fields.add("target")
         dequantize = bool(self.info.bit_histogram) and self.query_one("#dequantize", Checkbox).value
         if self.info.bit_histogram and not dequantize:
             errors.append(
@@ -174,9 +189,14 @@ class QuantizeScreen(Screen):
         try:
             config.validate()
         except OptiqError as exc:
-            errors.append(str(exc))
+            if str(exc) not in " ".join(errors):
+                errors.append(str(exc))
+                self.bad_fields.add("bits" if "bit width" in str(exc) else "target")
         if name:
-            errors += self._name_problems(name)
+            named = self._name_problems(name)
+            errors += named
+            if named:
+                self.bad_fields.add("name")
         return (None if errors else config), errors
 
     def _free_name(self, name: str) -> str:
@@ -229,6 +249,8 @@ class QuantizeScreen(Screen):
                 )
             )
         self.query_one("#quant-errors", Static).update("\n".join(errors))
+        for field in ("target", "bits", "calibration", "name"):
+            self.query_one(f"#{field}", Input).set_class(field in self.bad_fields, "-invalid")
         self.query_one("#start", Button).disabled = config is None
 
     @on(Select.Changed, "#preset")
@@ -247,15 +269,51 @@ class QuantizeScreen(Screen):
             self._name_edited = True
             self._update()
 
-    @on(Input.Submitted)
-    @on(Button.Pressed, "#start")
-    def action_start(self) -> None:
+    def _ready_config(self) -> QuantConfig | None:
         config, errors = self.build_config()
         if config is None:
             self.notify("; ".join(errors), severity="error")
+            return None
+        return config if config.name else replace(config, name=default_name(self.info, config))
+
+    @on(Input.Submitted)
+    def _review(self) -> None:
+        """Enter in a field: a quantize takes minutes to hours, so show what will run and ask first."""
+        from optiq_tui.ui.screens.modals import ConfirmModal
+
+        config = self._ready_config()
+        if config is None:
             return
-        if config.name is None:
-            config = replace(config, name=default_name(self.info, config))
+
+        def answered(start: bool | None) -> None:
+            if start:
+                self._start(config)
+
+        review = ConfirmModal("Start this quantize?", self._review_text(config), yes="Start", no="Back to the form")
+        self.app.push_screen(review, answered)
+
+    def _review_text(self, config: QuantConfig) -> str:
+        from optiq_tui.quant.predict import predict_size
+
+        size = predict_size(self.info, config)
+        if config.uniform_bits:
+            recipe = f"uniform {config.uniform_bits}-bit, group {config.group_size}"
+        else:
+            widths = "/".join(str(b) for b in config.bits or ())
+            recipe = f"{config.preset}: {config.target_bpw:g} bits/weight from {widths}-bit, group {config.group_size}"
+        calibration = str(config.calibration) if config.calibration else "built-in texts"
+        return (
+            f"{self.info.name} → {config.name}\n{recipe}\ncalibration: {calibration}\n"
+            f"predicted: {human_bytes(size.disk_bytes)} on disk\n\nEsc on the progress view cancels; nothing half-made is kept."
+        )
+
+    @on(Button.Pressed, "#start")
+    def action_start(self) -> None:
+        config = self._ready_config()
+        if config is not None:
+            self._start(config)
+
+    def _start(self, config: QuantConfig) -> None:
         from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
 
         self.app.switch_screen(QuantizeProgressScreen(self.info, config))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Label, Markdown
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Label
 
 from optiq_tui.ui.widgets.reasoning_panel import ReasoningPanel
 from optiq_tui.ui.widgets.stream_batch import Segment
+from optiq_tui.ui.widgets.streamed_markdown import StreamedMarkdown
 
 FINISH_NOTES = {
     "cancelled": "stopped",
@@ -30,7 +30,7 @@ class ChatMessage(Vertical):
     ChatMessage.user { background: $boost; }
     ChatMessage > .role { color: $accent; text-style: bold; }
     ChatMessage.user > .role { color: $secondary; }
-    ChatMessage > Markdown { margin: 0; padding: 0; background: transparent; }
+    ChatMessage > StreamedMarkdown { margin: 0; padding: 0; }
     ChatMessage > .note { color: $warning; }
     """
 
@@ -50,8 +50,8 @@ class ChatMessage(Vertical):
         self.label = label or ("You" if role == "user" else "Assistant")
         self.streaming = streaming
         self.finish_reason: str | None = None
-        self._answer = Markdown(text, classes="answer")
-        self._answer_stream: MarkdownStream | None = None
+        self._answer = StreamedMarkdown(text, classes="answer")
+        self._answering = False  # the answer's first text has arrived
         self._reasoning: ReasoningPanel | None = (
             ReasoningPanel(reasoning, reasoning_tokens) if reasoning else None
         )
@@ -67,7 +67,7 @@ class ChatMessage(Vertical):
 
     @property
     def answer_text(self) -> str:
-        return self._answer.source
+        return self._answer.text
 
     @property
     def reasoning_text(self) -> str:
@@ -86,13 +86,13 @@ class ChatMessage(Vertical):
                     await self.mount(self._reasoning, before=self._answer)
                 await self._reasoning.append(seg.text, seg.events)
             else:
-                if self._answer_stream is None:
+                if not self._answering:
                     # The answer started: reasoning is done, fold it away.
+                    self._answering = True
                     if self._reasoning is not None and self._reasoning.streaming:
                         await self._reasoning.finish()
                         self._reasoning.collapsed = True
-                    self._answer_stream = Markdown.get_stream(self._answer)
-                await self._answer_stream.write(seg.text)
+                await self._answer.write(seg.text)
 
     async def finish(self, reason: str, error: str | None = None, reasoning_tokens: int = 0) -> None:
         """Flush the streams and note why generation ended when it was not a clean stop.
@@ -100,9 +100,6 @@ class ChatMessage(Vertical):
         ``reasoning_tokens`` (from the final stats) replaces the panel's count of
         streamed events, which can differ when a delta spans several tokens.
         """
-        if self._answer_stream is not None:
-            await self._answer_stream.stop()
-            self._answer_stream = None
         if self._reasoning is not None:
             if reasoning_tokens:
                 self._reasoning.tokens = reasoning_tokens

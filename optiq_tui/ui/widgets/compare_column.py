@@ -7,6 +7,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label
 
 from optiq_tui.ui.widgets.chat_message import ChatMessage
+from optiq_tui.ui.widgets.model_table import truncate_middle
 from optiq_tui.ui.widgets.stats_line import StatsLine
 from optiq_tui.ui.widgets.stream_batch import Batch
 
@@ -23,10 +24,13 @@ class CompareColumn(Vertical):
 
     def __init__(self, title: str, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._heading = Label(title, classes="column-title")
+        self._title = title
+        self._heading = Label(title, classes="column-title", markup=False)
         self.transcript = VerticalScroll(classes="transcript")
-        self.stats = StatsLine("idle")
+        self.stats = StatsLine("idle", memory=False)
         self.current: ChatMessage | None = None
+        # Blind and not yet voted: speed and timings would tell the models apart.
+        self.masked = False
 
     def compose(self) -> ComposeResult:
         yield self._heading
@@ -34,7 +38,13 @@ class CompareColumn(Vertical):
         yield self.stats
 
     def set_title(self, title: str) -> None:
-        self._heading.update(title)
+        """The column's heading on one line, cut in the middle (quants differ at the end)."""
+        self._title = title
+        width = self._heading.content_region.width
+        self._heading.update(truncate_middle(title, width) if width > 0 else title)
+
+    def on_resize(self) -> None:
+        self.set_title(self._title)
 
     async def add_user(self, text: str) -> None:
         await self.transcript.mount(ChatMessage("user", text))
@@ -53,12 +63,24 @@ class CompareColumn(Vertical):
         if batch.segments:
             await self.current.apply(batch.segments)
         if batch.stats is not None:
-            self.stats.show_stats(batch.stats, live=batch.finished is None)
+            if self.masked:
+                self.stats.stats = batch.stats
+            else:
+                self.stats.show_stats(batch.stats, live=batch.finished is None)
         if batch.finished is not None:
+            if self.masked:
+                self.stats.show_text("answered · its figures show after your vote")
             fin = batch.finished
             await self.current.finish(fin.reason, fin.error, fin.stats.reasoning_tokens)
+
+    def reveal(self) -> None:
+        """Unmask: show the final figures kept while the column was blind."""
+        self.masked = False
+        if self.stats.stats is not None:
+            self.stats.show_stats(self.stats.stats, live=False)
 
     async def clear(self) -> None:
         await self.transcript.remove_children()
         self.current = None
+        self.stats.stats = None
         self.stats.show_text("idle")

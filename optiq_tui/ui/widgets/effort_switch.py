@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from textual.binding import Binding
-from textual.markup import escape
 from textual.message import Message
 from textual.widgets import Static
 
@@ -62,10 +61,11 @@ class EffortSwitch(Static, can_focus=True):
         return "medium" if "medium" in self.options else self.options[0]
 
     def _render_label(self) -> None:
+        # Compact beside the input at 80 columns; why it is unavailable is in the tooltip and ^n.
         if self.options:
             self.update(f"effort: [b]{self.value}[/b] ▸")
         else:
-            self.update(f"effort: n/a · [dim]{escape(self.reason)}[/dim]")
+            self.update("effort: n/a")
 
     def action_next(self) -> None:
         if not self.options:

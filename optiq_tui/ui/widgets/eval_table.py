@@ -7,6 +7,7 @@ from typing import Any
 from textual.widgets import DataTable
 
 from optiq_tui.ui.format import human_bytes
+from optiq_tui.ui.widgets.model_table import truncate_middle
 
 COLUMNS = ("model", "bpw", "size", "mean KL", "p99 KL", "ppl", "top-1", "retrieval")
 
@@ -41,15 +42,37 @@ def row_cells(row: Any) -> tuple[str, ...]:
     )
 
 
+# Narrower than this, the size column goes (the library shows it) and names are cut
+# in the middle, so top-1 and retrieval stay on screen at 80 columns.
+NARROW = 100
+MIN_NAME = 14
+
+
 class EvalTable(DataTable):
     """One row per evaluated model, in the report's order."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._rows: list[Any] = []
+        self._narrow: bool | None = None
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
-        self.add_columns(*COLUMNS)
+
+    def on_resize(self) -> None:
+        if (self.size.width < NARROW) != self._narrow:
+            self.show_rows(self._rows)
 
     def show_rows(self, rows: list[Any]) -> None:
-        self.clear()
-        for i, row in enumerate(rows):
-            self.add_row(*row_cells(row), key=f"{i}:{row.name}")
+        self._rows = list(rows)
+        self._narrow = self.size.width < NARROW
+        columns = [c for c in COLUMNS if not (self._narrow and c == "size")]
+        self.clear(columns=True)
+        self.add_columns(*columns)
+        cells = [dict(zip(COLUMNS, row_cells(row))) for row in self._rows]
+        others = sum(max([len(c)] + [len(r[c]) for r in cells]) + 2 for c in columns[1:])
+        room = max(MIN_NAME, self.size.width - others - 4) if self._narrow else 10**6
+        for i, (row, shown) in enumerate(zip(self._rows, cells)):
+            shown["model"] = truncate_middle(shown["model"], room)
+            self.add_row(*(shown[c] for c in columns), key=f"{i}:{row.name}")

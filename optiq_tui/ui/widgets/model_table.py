@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable
 
 from optiq_tui.ui.format import human_bytes, human_count
@@ -24,12 +25,24 @@ COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("context_length", "Context", lambda m: human_count(m.context_length)),
 ]
 SORT_KEYS = [key for key, _, _ in COLUMNS]
+HEADERS = {key: header for key, header, _ in COLUMNS}
 NUMERIC = {"n_params", "size_bytes", "bpw", "context_length"}
 # Long repo ids and quant descriptions would push the other columns off screen;
-# the details panel shows them whole.
-MAX_WIDTH = {"name": 26, "quant": 20}
-# Left out on narrow terminals (the details panel still shows them).
-WIDE_ONLY = {"chat_format", "context_length"}
+# the details panel shows them whole. The name takes what the others leave, at least this.
+MAX_WIDTH = {"quant": 20}
+MIN_NAME_WIDTH = 16
+# DataTable pads each cell by one column on both sides.
+CELL_PADDING = 2
+# Left out on narrow terminals (the details panel still shows them), so names have room.
+WIDE_ONLY = {"model_type", "chat_format", "context_length"}
+
+
+def truncate_middle(text: str, width: int) -> str:
+    """'SmolLM2-1…-optiq-4.5bit': quants of one model differ at the end, so keep more of the tail."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) * 2 // 5
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
 
 
 def matches(info: ModelInfo, query: str) -> bool:
@@ -53,6 +66,9 @@ def _sort_value(info: ModelInfo, key: str) -> tuple[int, Any]:
 class ModelTable(DataTable):
     """Shows ``models`` narrowed by ``filter_text`` and ordered by ``sort_key``."""
 
+    # The table's own Enter (select) would hide the screen's "Chat" from the footer.
+    BINDINGS = [Binding("enter", "select_cursor", "Chat", key_display="⏎")]
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.models: list[ModelInfo] = []
@@ -62,6 +78,7 @@ class ModelTable(DataTable):
         # mark letter ("A"/"B") -> model path
         self.marks: dict[str, str] = {}
         self.narrow = False
+        self.available_width = 0  # the table's width, for the name column's share
         self._shown: list[ModelInfo] = []
 
     # -- what is shown -------------------------------------------------------
@@ -90,9 +107,9 @@ class ModelTable(DataTable):
         self.marks = {k: v for k, v in self.marks.items() if v in known}
         self._rebuild(highlight)
 
-    def set_narrow(self, narrow: bool) -> None:
-        if narrow != self.narrow:
-            self.narrow = narrow
+    def set_width(self, width: int, narrow: bool) -> None:
+        if (width, narrow) != (self.available_width, self.narrow):
+            self.available_width, self.narrow = width, narrow
             self._rebuild()
 
     def set_filter(self, text: str) -> None:
@@ -149,11 +166,15 @@ class ModelTable(DataTable):
             if str(info.path) in mark_of:
                 cells["name"] = Text.assemble((mark_of[str(info.path)], "bold reverse"), " ", cells["name"])
             rows.append((info, cells))
-        widths = {
-            key: min(cap, max([len(header) + 2] + [cells[key].cell_len for _, cells in rows]))
+        natural = {
+            key: max([len(header) + (2 if key == self.sort_key else 0)] + [cells[key].cell_len for _, cells in rows])
             for key, header, _ in columns
-            if (cap := MAX_WIDTH.get(key))
         }
+        widths = {key: min(cap, natural[key]) for key, cap in MAX_WIDTH.items() if key in natural}
+        others = sum(widths.get(key, natural[key]) + CELL_PADDING for key in natural if key != "name")
+        # The vertical scrollbar's room.
+        room = self.available_width - others - CELL_PADDING - 2
+        widths["name"] = min(natural["name"], max(MIN_NAME_WIDTH, room)) if self.available_width else natural["name"]
         for key, header, _ in columns:
             label = header
             if key == self.sort_key:
@@ -161,8 +182,20 @@ class ModelTable(DataTable):
             self.add_column(label, key=key, width=widths.get(key))
         for info, cells in rows:
             for key, width in widths.items():
-                cells[key].truncate(width, overflow="ellipsis")
+                if cells[key].cell_len > width:
+                    cells[key] = self._cut(info, key, cells[key], width, mark_of.get(str(info.path)))
             self.add_row(*cells.values(), key=str(info.path))
+        self._restore_cursor(keep, shown)
+
+    @staticmethod
+    def _cut(info: ModelInfo, key: str, cell: Text, width: int, mark: str | None) -> Text:
+        """A cell cut in the middle to ``width`` (the mark letter, if any, kept in front)."""
+        value = next(fmt for k, _, fmt in COLUMNS if k == key)(info)
+        if key == "name" and mark:
+            return Text.assemble((mark, "bold reverse"), " ", truncate_middle(value, width - 2))
+        return Text(truncate_middle(value, width), no_wrap=True)
+
+    def _restore_cursor(self, keep: str | None, shown: list[ModelInfo]) -> None:
         if keep:
             for row, info in enumerate(shown):
                 if keep in (str(info.path), info.name):

@@ -28,7 +28,8 @@ def plot(points: list[Point], width: int, height: int) -> list[str]:
     if not points:
         return ["(no results yet)"]
     y_label_w = 8
-    plot_w, plot_h = width - y_label_w - 1, height - 3
+    legend = _legend(["mean KL ↓ vs bits/weight"] + [f"{MARKERS[i % len(MARKERS)]}={p.label}" for i, p in enumerate(points)], width)
+    plot_w, plot_h = width - y_label_w - 1, max(1, height - 2 - len(legend))
     xs = [p.bpw for p in points]
     ys = [p.kl for p in points]
     x0, x1 = min(xs), max(xs)
@@ -53,9 +54,17 @@ def plot(points: list[Point], width: int, height: int) -> list[str]:
     lines.append(" " * y_label_w + "└" + "─" * plot_w)
     left, right = f"{x0:.2f}", f"{x1:.2f} bpw"
     lines.append(" " * (y_label_w + 1) + left + right.rjust(plot_w - len(left)))
-    lines.append(
-        "mean KL ↓ vs bits/weight  " + "  ".join(f"{MARKERS[i % len(MARKERS)]}={p.label}" for i, p in enumerate(points))
-    )
+    return lines + legend
+
+
+def _legend(entries: list[str], width: int) -> list[str]:
+    """The legend's entries packed into lines of ``width``, never one cut off."""
+    lines: list[str] = []
+    for entry in entries:
+        if lines and len(lines[-1]) + 2 + len(entry) <= width:
+            lines[-1] += "  " + entry
+        else:
+            lines.append(entry)
     return lines
 
 

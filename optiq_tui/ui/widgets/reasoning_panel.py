@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from textual.widgets import Collapsible, Markdown
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Collapsible
+
+from optiq_tui.ui.widgets.streamed_markdown import StreamedMarkdown
 
 
 class ReasoningPanel(Collapsible):
@@ -15,14 +16,13 @@ class ReasoningPanel(Collapsible):
     DEFAULT_CSS = """
     ReasoningPanel { border: none; padding: 0; margin: 0 0 0 0; background: transparent; }
     ReasoningPanel > Contents { padding: 0 0 0 2; }
-    ReasoningPanel Markdown { color: $text-muted; margin: 0; padding: 0; background: transparent; }
+    ReasoningPanel StreamedMarkdown { color: $text-muted; }
     """
 
     def __init__(self, text: str = "", tokens: int = 0, *, streaming: bool = False, **kwargs) -> None:
         self.tokens = tokens
         self.streaming = streaming
-        self._markdown = Markdown(text, classes="reasoning-text")
-        self._stream: MarkdownStream | None = None
+        self._markdown = StreamedMarkdown(text, classes="reasoning-text")
         super().__init__(self._markdown, title=self._title_text(), collapsed=not streaming, **kwargs)
 
     def _title_text(self) -> str:
@@ -32,20 +32,15 @@ class ReasoningPanel(Collapsible):
 
     @property
     def text(self) -> str:
-        return self._markdown.source
+        return self._markdown.text
 
     async def append(self, text: str, tokens: int) -> None:
         """Add streamed reasoning (``tokens`` events' worth) and refresh the title."""
-        if self._stream is None:
-            self._stream = Markdown.get_stream(self._markdown)
-        await self._stream.write(text)
+        await self._markdown.write(text)
         self.tokens += tokens
         self.title = self._title_text()
 
     async def finish(self) -> None:
-        """Flush the stream and show the final title."""
-        if self._stream is not None:
-            await self._stream.stop()
-            self._stream = None
+        """Show the final title."""
         self.streaming = False
         self.title = self._title_text()

@@ -10,16 +10,36 @@ from optiq_tui.engine.events import GenStats
 from optiq_tui.ui.format import human_bytes
 
 
-def format_stats(stats: GenStats) -> str:
-    """One line of GenStats (fits 100 columns): TTFT, prompt and generation speed, tokens, memory."""
+SEPARATOR = " │ "
+
+
+def stats_parts(stats: GenStats, memory: bool = True) -> list[str]:
+    """The figures of GenStats, each one unbreakable piece: TTFT, prompt, generation, memory."""
     ttft = "–" if stats.ttft_s is None else f"{stats.ttft_s:.2f}s"
-    return (
-        f"TTFT {ttft}"
-        f" │ prompt {stats.prompt_tokens} tok {stats.prompt_tps:.0f}/s"
-        f" │ gen {stats.gen_tokens} tok {stats.gen_tps:.1f}/s"
-        f" │ MLX {human_bytes(stats.mlx_active_bytes)} peak {human_bytes(stats.mlx_peak_bytes)}"
-        f" │ RSS {human_bytes(stats.rss_bytes)}"
+    # One new token (a regenerate, the rest reused from the cache) has no meaningful rate.
+    prompt = (
+        f"prompt {stats.prompt_tokens} tok {stats.prompt_tps:.0f}/s"
+        if stats.prompt_tokens > 1
+        else "prompt cached"
     )
+    parts = [f"TTFT {ttft}", prompt, f"gen {stats.gen_tokens} tok {stats.gen_tps:.1f}/s"]
+    if memory:
+        parts += [
+            f"MLX {human_bytes(stats.mlx_active_bytes)} peak {human_bytes(stats.mlx_peak_bytes)}",
+            f"RSS {human_bytes(stats.rss_bytes)}",
+        ]
+    return parts
+
+
+def format_stats(stats: GenStats, width: int = 0, memory: bool = True) -> str:
+    """GenStats on one line, or (narrower than ``width``) on several, broken only between figures."""
+    lines: list[str] = []
+    for part in stats_parts(stats, memory):
+        if lines and (width <= 0 or len(lines[-1]) + len(SEPARATOR) + len(part) <= width):
+            lines[-1] += SEPARATOR + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
 
 
 # Live figures change every batch; the eye reads about this many a second.
@@ -40,12 +60,15 @@ class StatsLine(Static):
     StatsLine.live { color: $success; }
     """
 
-    def __init__(self, text: str = "", **kwargs) -> None:
+    def __init__(self, text: str = "", *, memory: bool = True, **kwargs) -> None:
         super().__init__(text, **kwargs)
+        # Memory is the process's: a compare column leaves it out (both sides share it).
+        self.memory = memory
         self.stats: GenStats | None = None
         self.updates = 0
         self._shown_at = 0.0
         self._one_line = False
+        self._showing_stats = False
 
     def show_stats(self, stats: GenStats, *, live: bool) -> None:
         self.stats = stats
@@ -55,12 +78,19 @@ class StatsLine(Static):
         self._shown_at = now
         self.updates += 1
         self.set_class(live, "live")
-        self._show(format_stats(stats))
+        self._showing_stats = True
+        self._show(format_stats(stats, self.content_region.width, self.memory))
 
-    def show_text(self, text: str) -> None:
-        """A status that is not stats (loading, queued, errors)."""
-        self.set_class(False, "live")
+    def show_text(self, text: str, *, live: bool = False) -> None:
+        """A status that is not stats (loading, waiting, errors)."""
+        self.set_class(live, "live")
+        self._showing_stats = False
         self._show(text)
+
+    def on_resize(self) -> None:
+        # Re-break the figures for the new width (they break only between figures).
+        if self._showing_stats and self.stats is not None and not self.has_class("live"):
+            self._show(format_stats(self.stats, self.content_region.width, self.memory))
 
     def _show(self, text: str) -> None:
         one_line = "\n" not in text and len(text) <= self.content_region.width

@@ -20,6 +20,12 @@ class Transcript(VerticalScroll):
         found = [m for m in self.messages if m.role == role and (m.answer_text or not with_text)]
         return found[-1] if found else None
 
+    def mark_from(self, first: ChatMessage, cls: str, on: bool) -> None:
+        """Set or clear ``cls`` on ``first`` and every message after it (the exchange being edited)."""
+        messages = self.messages
+        for m in messages[messages.index(first) :]:
+            m.set_class(on, cls)
+
     def history(self) -> list[tuple[str, str]]:
         """(role, text) of every message with text, to replay into a new ChatSession."""
         return [(m.role, m.answer_text) for m in self.messages if m.answer_text]

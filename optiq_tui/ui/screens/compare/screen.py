@@ -1,10 +1,14 @@
 """Side-by-side chat of two models, with agreement figures and a blind mode.
 
 The engine side is :class:`optiq_tui.eval.compare.CompareSession`: one prompt
-to both models (same system prompt, sampler, seed), A then B on the engine
-thread; both stay loaded when they fit, else they take turns and the screen
-says so. Each side's events come back wrapped in ``SideEvent`` and go into
-that column's :class:`StreamBatch`, drained on a timer like the chat screen.
+to both models (same system prompt, sampler, seed); both stay loaded and
+stream together when they fit, else they take turns and the screen says so.
+Each side's events come back wrapped in ``SideEvent`` and go into that
+column's :class:`StreamBatch`, drained on a timer like the chat screen.
+
+Blind, nothing before the vote tells the sides apart: no names, speeds or
+load order, the findings name Left first, and when the models take turns
+both answers show only once both are done.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from textual.widgets import Footer, Input, Label
 
 from optiq_tui.progress import Log, Progress
 from optiq_tui.ui.messages import JobCancelled, JobFailed, JobFinished, JobProgressed
+from optiq_tui.ui.screens.compare.blind import BlindMode
+from optiq_tui.ui.screens.compare.findings import describe_turn, swap_sides
 from optiq_tui.ui.widgets.compare_column import CompareColumn
 from optiq_tui.ui.widgets.reasoning_panel import ReasoningPanel
 from optiq_tui.ui.widgets.stream_batch import FLUSH_INTERVAL_S, StreamBatch, engine_priority
 from optiq_tui.ui.widgets.vote_bar import VOTES, VoteBar
 
-SIDE_NAMES = ("A", "B")
 SIDE_KEYS = ("a", "b")
 
 
@@ -41,51 +46,7 @@ class Side:
     batch: StreamBatch = field(default_factory=StreamBatch)
 
 
-def first_difference(a: str, b: str, width: int = 24) -> tuple[str, str]:
-    """The two answers from where their text first differs (short snippets for the status line)."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    start = a.rfind(" ", 0, n) + 1
-
-    def snip(text: str) -> str:
-        if n >= len(text):
-            return "(end)"
-        out = text[start : start + width].replace("\n", " ")
-        return out + ("…" if len(text) > start + width else "")
-
-    return snip(a), snip(b)
-
-
-def describe_turn(result: Any, names: tuple[str, str]) -> str:
-    """Agreement (shared token prefix, first differing token) and cross-KL, for the line under the columns."""
-    agreement = result.agreement
-    if agreement is None:
-        return "No agreement figures: one side did not answer."
-    x, y = names
-    if agreement.identical:
-        text = f"Identical answers ({agreement.len_a} tokens)."
-    else:
-        sa, sb = first_difference(result.answer_a, result.answer_b)
-        text = (
-            f"Same first {agreement.common_prefix} tokens (of {agreement.len_a} / {agreement.len_b}); "
-            f"they part at token {agreement.first_diff + 1}: {x} «{sa}» vs {y} «{sb}»."
-        )
-    kls = [
-        f"KL({p}‖{q}) on {p}'s answer {kl.mean:.4f} (p99 {kl.p99:.4f})"
-        for p, q, kl in ((x, y, result.kl_a_under_b), (y, x, result.kl_b_under_a))
-        if kl is not None
-    ]
-    if kls:
-        text += "  " + " · ".join(kls)
-    elif not result.related:
-        text += "  (no cross-KL: the models do not share a source)"
-    return text
-
-
-class CompareScreen(Screen):
+class CompareScreen(BlindMode, Screen):
     """Two columns, one prompt; Ctrl+B starts a blind round."""
 
     CSS_PATH = "compare.tcss"
@@ -180,7 +141,6 @@ class CompareScreen(Screen):
         a, b = (s.info for s in self.sides)  # type: ignore[union-attr]
         self._show_titles()
         self.query_one("#cmp-mode", Label).update(f"checking memory for {a.name} and {b.name}…")
-        self.query_one("#cmp-prompt", Input).disabled = True
         system_prompt = self.app.settings.system_prompt
         old, self.session = self.session, None
 
@@ -203,9 +163,7 @@ class CompareScreen(Screen):
         mode = self.query_one("#cmp-mode", Label)
         mode.update(self.plan.describe())
         mode.set_class(not self.plan.both_loaded, "sequential")
-        prompt = self.query_one("#cmp-prompt", Input)
-        prompt.disabled = False
-        prompt.focus()
+        self.query_one("#cmp-prompt", Input).focus()
         for column in self.columns:
             column.stats.show_text("ready")
         if self._pending is not None:
@@ -224,6 +182,10 @@ class CompareScreen(Screen):
 
     def _show_side_progress(self, side: int, event: Any) -> None:
         column = self.column_of(side)
+        if self.masked:
+            # Which column loads first (and its log's model name) would name the side.
+            self.query_one("#cmp-mode", Label).update("loading the models…")
+            return
         if isinstance(event, Progress):
             pct = f" {event.fraction:.0%}" if event.fraction is not None else ""
             column.stats.show_text(f"loading{pct}")
@@ -232,46 +194,10 @@ class CompareScreen(Screen):
 
     # ---- blind mode ---------------------------------------------------
 
-    def _shuffle(self) -> None:
-        self.order = [0, 1] if self._rng.random() < 0.5 else [1, 0]
-
-    def _show_titles(self) -> None:
-        title = self.query_one("#cmp-title", Label)
-        if None in self.sides:
-            title.update("Compare · pick two models (Ctrl+G)")
-            return
-        names = [s.info.name for s in self.sides]  # type: ignore[union-attr]
-        reveal = not self.blind or self.voted is not None
-        for k, column in enumerate(self.columns):
-            side = self.order[k]
-            place = "Left" if k == 0 else "Right"
-            if self.blind and not reveal:
-                column.set_title(place)
-            elif self.blind:
-                column.set_title(f"{place} = {SIDE_NAMES[side]}: {names[side]}")
-            else:
-                column.set_title(f"{SIDE_NAMES[side]}: {names[side]}")
-        if self.blind and not reveal:
-            title.update("Blind compare · which answer is better? The names show after your vote")
-        else:
-            title.update(f"Compare · A: {names[0]} vs B: {names[1]}" + (" · blind round" if self.blind else ""))
-
-    async def action_toggle_blind(self) -> None:
-        """Blind on: a fresh conversation with the columns in random order. Blind off: names shown."""
-        if self.running:
-            self.notify("Still answering: Esc stops it first.", severity="warning")
-            return
-        self.blind = not self.blind
-        await self.action_clear()
-        if self.blind:
-            self._shuffle()
-        self._show_titles()
-        self.notify("Blind mode: vote after both answers." if self.blind else "Blind mode off.")
-
     @on(VoteBar.Voted)
     def _voted(self, event: VoteBar.Voted) -> None:
         """Record the vote for this pair, reveal the names and show the pair's tally."""
-        from optiq_tui.eval.compare import record_vote
+        from optiq_tui.eval.votes import record_vote
 
         if not self.blind or self.voted is not None:
             return
@@ -280,6 +206,8 @@ class CompareScreen(Screen):
         prompt = self.result.prompt if self.result is not None else None
         self.tally = record_vote(left, right, event.vote, prompt)
         self.query_one("#vote").display = False
+        for column in self.columns:
+            column.reveal()
         self._show_titles()
         self._show_result()
         tally = self.query_one("#tally", Label)
@@ -298,6 +226,8 @@ class CompareScreen(Screen):
             self.notify("Still answering: Esc stops it.", severity="warning")
             return
         event.input.value = ""
+        if self.session is None:
+            self.notify("The models are loading: your prompt is sent when they are ready.")
         await self.send(text)
 
     async def send(self, text: str) -> None:
@@ -345,11 +275,19 @@ class CompareScreen(Screen):
             side = self.order[k]
             label = ("Left" if k == 0 else "Right") if self.blind else self.sides[side].info.name  # type: ignore[union-attr]
             await column.start_answer(label)
-            column.stats.show_text("waiting for the other model…" if side == 1 else "starting…")
+            column.masked = self.masked
+            if self.holding:
+                column.stats.show_text("answering… both answers show when both are done")
+            elif self.plan is not None and not self.plan.both_loaded and side == 1:
+                column.stats.show_text("waiting for the other model…")
+            else:
+                column.stats.show_text("answering…")
 
     async def _flush(self) -> None:
         # The timer and the turn-ended handler both flush; one at a time keeps the order.
         async with self._flush_lock:
+            if self.holding and self.running:
+                return
             for i, side in enumerate(self.sides):
                 batch = side.batch.drain()  # type: ignore[union-attr]
                 if batch.empty:
@@ -378,12 +316,14 @@ class CompareScreen(Screen):
     def _show_result(self) -> None:
         if self.result is None:
             return
-        if self.blind and self.voted is None:
-            # Before the vote, name the sides by place only.
-            names = ("Left", "Right") if self.order == [0, 1] else ("Right", "Left")
+        if self.masked:
+            # Before the vote, name the sides by place only, Left first whichever side it is.
+            result = self.result if self.order == [0, 1] else swap_sides(self.result)
+            text = describe_turn(result, ("Left", "Right"))
         else:
-            names = tuple(s.info.name for s in self.sides)  # type: ignore[union-attr]
-        self.query_one("#agreement", Label).update(describe_turn(self.result, names))
+            # The names are in the column titles; A and B keep the findings short at 80 columns.
+            text = describe_turn(self.result, ("A", "B"))
+        self.query_one("#agreement", Label).update(text)
 
     # ---- job messages -------------------------------------------------
 

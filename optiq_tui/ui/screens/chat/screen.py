@@ -1,18 +1,14 @@
 """The chat screen: stream a model's reasoning and answer, with live stats.
 
 All MLX work (load, generate) runs on the app's engine thread through the
-bridge. Token events do not come back as one message each: the engine thread
-pushes them into a :class:`StreamBatch`, and a timer here drains it and
-appends each batch to the Markdown stream, so a 1000 tokens/s model never
-floods the UI; a :class:`FlushPacer` spaces the flushes (40-500 ms) so that
-rendering takes little CPU from generation.
+bridge; the stream pump (streaming.py) brings the tokens back in paced batches,
+and the turn actions (turns.py) edit, copy and save the conversation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import asdict
 from typing import Any, Callable
 
 from textual import on
@@ -26,37 +22,34 @@ from textual.widgets import Footer, Input, Label, ProgressBar
 from optiq_tui.progress import OptiqError, Progress
 from optiq_tui.settings import Settings
 from optiq_tui.ui.messages import JobCancelled, JobFailed, JobFinished, JobProgressed
+from optiq_tui.ui.screens.chat.streaming import StreamPump
+from optiq_tui.ui.screens.chat.turns import TurnActions
 from optiq_tui.ui.widgets.chat_message import ChatMessage
 from optiq_tui.ui.widgets.effort_switch import EffortSwitch
 from optiq_tui.ui.widgets.reasoning_panel import ReasoningPanel
 from optiq_tui.ui.widgets.stats_line import StatsLine
-from optiq_tui.ui.widgets.stream_batch import (
-    FLUSH_INTERVAL_S,
-    Batch,
-    FlushPacer,
-    StreamBatch,
-    engine_priority,
-)
+from optiq_tui.ui.widgets.stream_batch import Batch, FlushPacer, StreamBatch, engine_priority
 from optiq_tui.ui.widgets.transcript import Transcript
 
-Job = Callable[[Callable[[Any], None], threading.Event], Any]
 
 
-class ChatScreen(Screen):
+class ChatScreen(StreamPump, TurnActions, Screen):
     """Chat with one model; Esc stops a generation, then goes back."""
 
     CSS_PATH = "chat.tcss"
 
     BINDINGS = [
+        # Footer order is priority order: at 80 columns it shows the first six; every key is in ^p too.
         Binding("escape", "stop_or_back", "Stop/Back"),
-        Binding("ctrl+t", "toggle_reasoning", "Reasoning", priority=True),
-        Binding("ctrl+n", "next_effort", "Effort", priority=True),
-        Binding("ctrl+r", "regenerate", "Regenerate", priority=True),
-        Binding("ctrl+b", "edit_last", "Edit last", priority=True),
-        Binding("ctrl+y", "copy_answer", "Copy", priority=True),
-        Binding("ctrl+l", "clear", "Clear", priority=True),
-        Binding("ctrl+g", "change_model", "Model", priority=True),
-        Binding("ctrl+o", "conversations", "Conversations", priority=True),
+        Binding("ctrl+y", "copy_answer", "Copy", tooltip="Copy the last finished answer", priority=True),
+        Binding("ctrl+s", "sampler", "Sampler", tooltip="Temperature, top-p, max tokens, system prompt", priority=True),
+        Binding("ctrl+l", "clear", "New", tooltip="Start a new conversation", priority=True),
+        Binding("ctrl+g", "change_model", "Model", tooltip="Chat with another model", priority=True),
+        Binding("ctrl+o", "conversations", "Chats", tooltip="Saved conversations", priority=True),
+        Binding("ctrl+r", "regenerate", "Retry", tooltip="Regenerate the last answer", priority=True),
+        Binding("ctrl+b", "edit_last", "Edit", tooltip="Edit your last message", priority=True),
+        Binding("ctrl+t", "toggle_reasoning", "Reasoning", tooltip="Open or fold the reasoning", priority=True),
+        Binding("ctrl+n", "next_effort", "Effort", tooltip="Next reasoning effort", priority=True),
     ]
 
     def __init__(self, info: Any, conversation_id: str | None = None) -> None:
@@ -73,6 +66,11 @@ class ChatScreen(Screen):
         self._gen_message: ChatMessage | None = None
         self._load_job: Any = None
         self._pending_prompt: str | None = None
+        self._editing: ChatMessage | None = None
+        # This conversation's own sampler choices, saved with it (see SamplerModal).
+        self.chat_settings: dict[str, Any] = {}
+        # When the running generation was sent, until its first text or figures arrive.
+        self._waiting_since: float | None = None
 
     # ---- layout -------------------------------------------------------
 
@@ -111,6 +109,7 @@ class ChatScreen(Screen):
         self._flush_lock = asyncio.Lock()
         self._flush_timer: Timer | None = None
         self._pacer = FlushPacer()
+        self._waiting_timer = self.set_interval(0.1, self._show_waiting, pause=True)
         self.load_model(self.info)
 
     # ---- loading ------------------------------------------------------
@@ -128,20 +127,15 @@ class ChatScreen(Screen):
         bar.display = True
         self._set_notice("")
         self.stats_line.show_text(f"loading {info.name}…")
-        system_prompt = self.settings.system_prompt
+        system_prompt = self.system_prompt
         history = self.transcript.history()
 
         def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
-            import gc
-
-            import mlx.core as mx
-
             from optiq_tui.engine import loader
             from optiq_tui.engine.session import ChatSession
 
             # The previous model (dropped above) must not count against the new one's memory check.
-            gc.collect()
-            mx.clear_cache()
+            loader.release_memory()
             loaded = loader.load(info, progress=emit, cancel=cancel)
             session = ChatSession(loaded, system_prompt)
             for role, text in history:
@@ -162,7 +156,7 @@ class ChatScreen(Screen):
         prompt.disabled = False
         prompt.placeholder = "Message (Enter to send)"
         prompt.focus()
-        self.stats_line.show_text(f"ready · {self.info.name} · {self.info.chat_format} format")
+        self.stats_line.show_text(f"ready · {self.info.name} · {self.sampler_text()}")
         if self._pending_prompt is not None:
             text, self._pending_prompt = self._pending_prompt, None
             await self.send(text)
@@ -199,6 +193,7 @@ class ChatScreen(Screen):
             self.notify("Still answering: Esc stops it.", severity="warning")
             return
         event.input.value = ""
+        await self._replace_edited()
         await self.send(text)
 
     async def send(self, text: str) -> None:
@@ -213,13 +208,8 @@ class ChatScreen(Screen):
         await self._start_generation(text)
 
     async def _start_generation(self, text: str) -> None:
-        from optiq_tui.engine.sampling import resolve_sampler
-
         session, effort = self.session, self.effort
-        s = self.settings
-        sampler, _source = resolve_sampler(
-            self.info.path, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed
-        )
+        sampler, _source = self.current_sampler()
 
         def job(emit: Callable[[Any], None], cancel: threading.Event) -> None:
             for event in session.generate(text, sampler, effort, cancel):
@@ -229,47 +219,11 @@ class ChatScreen(Screen):
         await self.transcript.mount(message)
         self.stream(job, message, name="generate")
 
-    def stream(self, job: Job, message: ChatMessage, *, name: str = "generate") -> None:
-        """Run a job that emits generation events, streaming them into ``message``.
-
-        The generation and the recorded-stream replays of the tests and
-        screenshots share this path.
-        """
-        batch = self._batch = StreamBatch()
-        self._gen_message = message
-        self._gen_job = self.app.bridge.submit(self, job, name=name, on_event=lambda _h, ev: batch.push(ev))
-        self.transcript.anchor()
-        # A blinking cursor repaints the screen twice a second, CPU the stream needs more.
-        self.query_one("#prompt", Input).cursor_blink = False
-        engine_priority(True)
-        self._stop_flushing()
-        self._pacer = FlushPacer()
-        self._flush_timer = self.set_timer(FLUSH_INTERVAL_S, self._flush_tick)
-
-    async def _flush_tick(self) -> None:
-        ticking = self._flush_timer
-        await self._flush()
-        # Not when this stream ended during the flush (another may have started its own timer).
-        if self._gen_message is not None and self._flush_timer is ticking:
-            self._flush_timer = self.set_timer(self._pacer.next_interval(), self._flush_tick)
-
-    def _stop_flushing(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.stop()
-            self._flush_timer = None
-
-    async def _flush(self) -> None:
-        # The timer and the job-ended handler both flush; one at a time keeps the order.
-        async with self._flush_lock:
-            batch = self._batch.drain()
-            if batch.empty or self._gen_message is None:
-                return
-            self.flushes += 1
-            await self._apply(batch)
-
     async def _apply(self, batch: Batch) -> None:
         message = self._gen_message
         assert message is not None
+        if batch.segments or batch.stats is not None:
+            self._stop_waiting()
         if batch.segments:
             await message.apply(batch.segments)
         if batch.stats is not None:
@@ -283,6 +237,7 @@ class ChatScreen(Screen):
         if message is None:
             return
         self._stop_flushing()
+        self._stop_waiting()
         engine_priority(False)
         self.query_one("#prompt", Input).cursor_blink = True
         self._gen_message = None
@@ -347,6 +302,7 @@ class ChatScreen(Screen):
         self._gen_message = None
         self._gen_job = None
         self._stop_flushing()
+        self._stop_waiting()
         engine_priority(False)
         self.query_one("#prompt", Input).cursor_blink = True
         last_user = self.transcript.last("user")
@@ -371,6 +327,8 @@ class ChatScreen(Screen):
     def action_stop_or_back(self) -> None:
         if self._gen_job is not None:
             self._gen_job.cancel()
+        elif self.cancel_edit():
+            return
         elif self._load_job is not None:
             self._load_job.cancel()
             self.app.pop_screen()
@@ -396,132 +354,3 @@ class ChatScreen(Screen):
         self.settings.effort = event.value
         self.settings.save()
 
-    def action_copy_answer(self) -> None:
-        answer = self.transcript.last("assistant", with_text=True)
-        if answer is None:
-            self.notify("No answer to copy yet.")
-            return
-        self.app.copy_to_clipboard(answer.answer_text)
-        self.notify("Answer copied.")
-
-    async def _drop_last_turn(self) -> str | None:
-        """Remove the last exchange from the screen and the session; return its prompt."""
-        if self.session is None:
-            return None
-        dropped = await self.transcript.drop_last_exchange()
-        if dropped is None:
-            return None
-        text, kept = dropped
-        if kept:
-            self.app.bridge.submit_call(self, self.session.pop_turn, name="pop-turn")
-        self._save_event("pop")
-        return text
-
-    async def action_regenerate(self) -> None:
-        if self.generating:
-            self.notify("Still answering: Esc stops it first.", severity="warning")
-            return
-        text = await self._drop_last_turn()
-        if text is None:
-            self.notify("Nothing to regenerate.")
-            return
-        await self.send(text)
-
-    async def action_edit_last(self) -> None:
-        if self.generating:
-            self.notify("Still answering: Esc stops it first.", severity="warning")
-            return
-        text = await self._drop_last_turn()
-        if text is None:
-            self.notify("No message to edit.")
-            return
-        prompt = self.query_one("#prompt", Input)
-        prompt.value = text
-        prompt.focus()
-
-    async def action_clear(self) -> None:
-        """Start a new conversation with the same model."""
-        if self._gen_job is not None:
-            self._gen_job.cancel()
-            await self._job_ended("cancelled")
-        await self.transcript.remove_children()
-        self.conversation_id = None
-        self.stats_line.show_text("")
-        if self.session is not None:
-            self.app.bridge.submit_call(self, self.session.reset, name="reset")
-
-    def action_change_model(self) -> None:
-        from optiq_tui.ui.screens.model_picker import ModelPickerModal
-
-        if self.generating:
-            self.notify("Still answering: Esc stops it first.", severity="warning")
-            return
-
-        def picked(info: Any) -> None:
-            if info is not None:
-                self.load_model(info)
-
-        self.app.push_screen(ModelPickerModal("Chat with another model", exclude=self.info), picked)
-
-    def action_conversations(self) -> None:
-        from optiq_tui.ui.screens.conversations import ConversationsScreen
-
-        if self.generating:
-            self.notify("Still answering: Esc stops it first.", severity="warning")
-            return
-
-        def chosen(conversation_id: str | None) -> None:
-            if conversation_id is not None:
-                self.call_later(self.open_conversation, conversation_id)
-
-        self.app.push_screen(ConversationsScreen(), chosen)
-
-    # ---- conversations ------------------------------------------------
-
-    @property
-    def store(self) -> Any:
-        if self._store is None:
-            from optiq_tui.engine.conversations import ConversationStore
-
-            self._store = ConversationStore()
-        return self._store
-
-    def _save(self, role: str, text: str, *, reasoning: str = "", stats: Any = None) -> None:
-        """Append a message to the saved conversation (created on the first message).
-
-        A failed write (disk full, folder gone) is reported, not fatal: the chat goes on.
-        """
-        try:
-            if self.conversation_id is None:
-                self.conversation_id = self.store.create(model=self.info.name, title=text[:60])
-            self.store.append(
-                self.conversation_id,
-                role,
-                text,
-                reasoning=reasoning,
-                model=self.info.name if role == "assistant" else None,
-                stats=asdict(stats) if stats is not None else None,
-            )
-        except (OSError, OptiqError) as exc:
-            self.notify(f"Could not save the conversation: {exc}", severity="warning")
-
-    def _save_event(self, kind: str) -> None:
-        if self.conversation_id is not None:
-            try:
-                self.store.append(self.conversation_id, kind, "")
-            except (OSError, OptiqError) as exc:
-                self.notify(f"Could not save the conversation: {exc}", severity="warning")
-
-    async def open_conversation(self, conversation_id: str) -> None:
-        """Show a saved conversation and continue it with the current model."""
-        await self.transcript.show_conversation(self.store.load(conversation_id))
-        self.conversation_id = conversation_id
-        if self.session is not None:
-            session, history = self.session, self.transcript.history()
-
-            def restore() -> None:
-                session.reset()
-                for role, text in history:
-                    session.add_message(role, text)
-
-            self.app.bridge.submit_call(self, restore, name="restore")
