@@ -156,6 +156,22 @@ def tui_rounds(
     return tui, raw, ui_cpu
 
 
+def paced_replay(words: list[str], rate: float):
+    """An engine job that emits ``words`` as answer tokens at ``rate`` per second (busy-waits: exact pacing)."""
+    from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, StatsUpdate
+
+    def job(emit, cancel) -> None:
+        start = time.perf_counter()
+        for i, word in enumerate(words):
+            emit(AnswerDelta(word))
+            emit(StatsUpdate(GenStats(gen_tokens=i + 1)))
+            while time.perf_counter() - start < (i + 1) / rate and not cancel.is_set():
+                pass
+        emit(Finished("stop", GenStats(gen_tokens=len(words))))
+
+    return job
+
+
 def ui_share(info, tokens: int, rate: float) -> float:
     """UI-thread CPU time as a share of a stream's duration, for a stream paced at ``rate`` tokens/s.
 
@@ -164,7 +180,6 @@ def ui_share(info, tokens: int, rate: float) -> float:
     screen spends on the stream (flushes, Markdown, layout, repaint). With the
     GIL, a real generation loses about this share of its tokens/s.
     """
-    from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, StatsUpdate
     from optiq_tui.settings import Settings
     from optiq_tui.ui.app import OptiqApp
     from optiq_tui.ui.screens.chat import ChatScreen
@@ -172,18 +187,6 @@ def ui_share(info, tokens: int, rate: float) -> float:
 
     words = [f"w{i} " if i % 40 else f"w{i}\n\n" for i in range(tokens)]
     share: list[float] = []
-
-    def replay(words: list[str]):
-        def job(emit, cancel) -> None:
-            start = time.perf_counter()
-            for i, word in enumerate(words):
-                emit(AnswerDelta(word))
-                emit(StatsUpdate(GenStats(gen_tokens=i + 1)))
-                while time.perf_counter() - start < (i + 1) / rate and not cancel.is_set():
-                    pass
-            emit(Finished("stop", GenStats(gen_tokens=len(words))))
-
-        return job
 
     async def main() -> None:
         app = OptiqApp(settings=Settings())
@@ -198,7 +201,7 @@ def ui_share(info, tokens: int, rate: float) -> float:
                 message = ChatMessage("assistant", streaming=True)
                 await screen.transcript.mount(message)
                 cpu = time.thread_time()
-                screen.stream(replay(run), message, name="replay")
+                screen.stream(paced_replay(run, rate), message, name="replay")
                 while screen.generating:
                     await asyncio.sleep(0.02)
             share.append((time.thread_time() - cpu) / (tokens / rate))
@@ -218,7 +221,6 @@ def ui_frames(info, tokens: int, rate: float, *, paced: bool = True) -> dict:
     20% slower than the first tenth's (frame cost flat as the answer grows).
     """
     from optiq_tui.ui.widgets import stream_batch
-    from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, StatsUpdate
     from optiq_tui.settings import Settings
     from optiq_tui.ui.app import OptiqApp
     from optiq_tui.ui.screens.chat import ChatScreen
@@ -228,18 +230,6 @@ def ui_frames(info, tokens: int, rate: float, *, paced: bool = True) -> dict:
     words = [f"w{i} " if i % 40 else (f"w{i}\n\n- item\n- item\n\n" if i % 200 == 0 else f"w{i}\n\n")
              for i in range(tokens)]
     out: dict = {}
-
-    def replay(words: list[str]):
-        def job(emit, cancel) -> None:
-            start = time.perf_counter()
-            for i, word in enumerate(words):
-                emit(AnswerDelta(word))
-                emit(StatsUpdate(GenStats(gen_tokens=i + 1)))
-                while time.perf_counter() - start < (i + 1) / rate and not cancel.is_set():
-                    pass
-            emit(Finished("stop", GenStats(gen_tokens=len(words))))
-
-        return job
 
     async def main() -> None:
         app = OptiqApp(settings=Settings())
@@ -271,7 +261,7 @@ def ui_frames(info, tokens: int, rate: float, *, paced: bool = True) -> dict:
                 await screen.transcript.mount(message)
                 cpu = last[0] = time.thread_time()
                 start = time.perf_counter()
-                screen.stream(replay(run), message, name="replay")
+                screen.stream(paced_replay(run, rate), message, name="replay")
                 while screen.generating:
                     await asyncio.sleep(0.02)
             wall = time.perf_counter() - start

@@ -81,6 +81,7 @@ def write_llama_gguf(
     extra_tensor: tuple[str, np.ndarray] | None = None,
     spm: dict | None = None,
     seed: int = 0,
+    sampling: dict[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Write ``model_dir`` (a tiny MLX llama) as a GGUF whose 2-D weights are ``qtype``.
 
@@ -95,6 +96,8 @@ def write_llama_gguf(
     tok_config = json.loads((model_dir / "tokenizer_config.json").read_text())
 
     w = gguf.GGUFWriter(str(out), arch)
+    for key, value in (sampling or {}).items():  # llama.cpp's recommended sampler, general.sampling.*
+        (w.add_int32 if isinstance(value, int) else w.add_float32)(f"general.sampling.{key}", value)
     w.add_block_count(config["num_hidden_layers"])
     w.add_context_length(config["max_position_embeddings"])
     w.add_embedding_length(config["hidden_size"])

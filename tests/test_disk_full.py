@@ -58,13 +58,30 @@ def no_models_left(home: Path) -> None:
     assert not staging.exists() or list(staging.iterdir()) == []
 
 
-def test_import_onto_a_full_disk(small_disk, tiny_llama_dir, tmp_path):
+def test_import_refused_when_the_disk_is_too_small(small_disk, tiny_llama_dir, tmp_path):
     gguf = tmp_path / "t.gguf"
     write_llama_gguf(tiny_llama_dir, gguf, Q.F16)
     # Room for the app's folders but not for the imported weights (float16 -> as big as the file).
     home = small_disk(gguf.stat().st_size // 2)
     done = cli(home, "import", str(gguf), "--name", "tiny")
-    assert_one_line_error(done, "disk is full", "free in", str(home))
+    assert_one_line_error(done, "needs about", "free in", str(home), "only")
+    no_models_left(home)
+
+
+def test_import_that_fills_the_disk_keeps_nothing(small_disk, tiny_llama_dir, tmp_path, monkeypatch):
+    """Space taken by something else after the check: MLX's own failed write is caught."""
+    from optiq_tui.library import staging
+    from optiq_tui.library.gguf_import import import_gguf
+    from optiq_tui.progress import OptiqError
+
+    gguf = tmp_path / "t.gguf"
+    write_llama_gguf(tiny_llama_dir, gguf, Q.F16)
+    home = small_disk(gguf.stat().st_size // 2)
+    monkeypatch.setenv("OPTIQ_HOME", str(home))
+    monkeypatch.setattr(staging, "require_space", lambda *_args: None)
+    with pytest.raises(OptiqError, match="disk is full") as caught:
+        import_gguf(gguf, "tiny")
+    assert "\n" not in str(caught.value) and str(home) in str(caught.value)
     no_models_left(home)
 
 

@@ -41,7 +41,7 @@ def test_half_precision_model_runs_in_float32_on_a_cpu_with_openblas(tiny_llama_
 
 
 def test_refuses_a_model_that_does_not_fit(tiny_llama_dir, monkeypatch):
-    monkeypatch.setattr(loader, "available_memory", lambda: (100 << 20, "available system memory"))
+    monkeypatch.setattr(loader, "available_memory", lambda: (100_000_000, "available system memory"))
     with pytest.raises(OptiqError, match="needs about .* but only 100.0 MB is free"):
         loader.load(tiny_llama_dir)
 

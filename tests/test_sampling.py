@@ -94,3 +94,32 @@ def test_quantize_checks_the_calibration_file_before_loading(tiny_llama_dir, tmp
     assert main(["quantize", str(tiny_llama_dir), "--calibration", str(tmp_path / "missing.txt")]) == 1
     err = capsys.readouterr().err
     assert "calibration file" in err and "does not exist" in err and "Traceback" not in err
+
+
+def test_a_gguf_recommended_sampler_survives_import(tiny_llama_dir, tmp_path):
+    from optiq_tui.library.gguf_import import import_gguf
+    from tests.gguf_files import Q, write_llama_gguf
+
+    gguf = tmp_path / "with-sampler.gguf"
+    write_llama_gguf(tiny_llama_dir, gguf, Q.F16, sampling={"temp": 0.3, "top_p": 0.8, "top_k": 40})
+    info = import_gguf(gguf, "with-sampler")
+    chosen = model_sampler(info.path)
+    assert chosen.source == "generation_config.json"
+    assert (round(chosen.settings.temperature, 3), round(chosen.settings.top_p, 3), chosen.settings.top_k) == (0.3, 0.8, 40)
+
+
+def test_import_checks_the_space_it_needs_first(tiny_llama_dir, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from optiq_tui.library.gguf_import import import_gguf
+    from optiq_tui.settings import paths
+    from tests.gguf_files import Q, write_llama_gguf
+
+    gguf = tmp_path / "t.gguf"
+    write_llama_gguf(tiny_llama_dir, gguf, Q.Q8_0)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(OptiqError, match=r"needs about .* free in .*only 1.0 KB is free"):
+        import_gguf(gguf, "tiny")
+    assert list(paths().models.iterdir()) == [] and list(paths().staging.iterdir()) == []

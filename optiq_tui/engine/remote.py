@@ -7,14 +7,15 @@ Job events stream as JSON lines (one ``{"seq", "event"}`` per line, then
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
-
-import httpx
+from typing import TYPE_CHECKING, Any, Iterator
 
 from optiq_tui.engine.client import EngineCalls
 from optiq_tui.engine.jobs import JobInfo
 from optiq_tui.engine.wire import decode
 from optiq_tui.progress import OptiqError
+
+if TYPE_CHECKING:
+    import httpx
 
 
 # The engine sends a keepalive line every 10 s; six missed ones mean it is gone or hung.
@@ -27,11 +28,16 @@ class EngineUnavailable(OptiqError):
 
 class RemoteClient(EngineCalls):
     def __init__(self, address: str, api_key: str | None = None, timeout: float = 30.0) -> None:
+        # httpx is imported where used: importing it loads Rich (for its CLI), which the core must not.
+        import httpx
+
         self.address = address
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=address, headers=headers, timeout=timeout)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -59,6 +65,8 @@ class RemoteClient(EngineCalls):
         self._call("POST", "/v1/shutdown")
 
     def events(self, job_id: int, after: int = 0) -> Iterator[Any]:
+        import httpx
+
         while True:
             try:
                 with self._http.stream("GET", f"/v1/jobs/{job_id}/events", params={"after": after},

@@ -8,6 +8,7 @@ question only processes the new tokens.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -90,6 +91,27 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
         if a[i] != b[i]:
             return i
     return n
+
+
+def _seeded(sample: Callable[[Any], Any], seed: int | None) -> Callable[[Any], Any]:
+    """``sample`` drawing token n from a key made of (seed, n) when a seed is given.
+
+    MLX samples from one global random state; seeding it at each draw makes an answer
+    depend only on its seed, not on what else drew in between (compare interleaves two
+    generations on one thread). The first draw uses the seed itself.
+    """
+    if seed is None:
+        return sample
+    import mlx.core as mx
+
+    draws = itertools.count()
+
+    def seeded(logprobs: Any) -> Any:
+        n = next(draws)
+        mx.random.seed(seed if n == 0 else (seed * 1_000_003 + n) % 2**63)
+        return sample(logprobs)
+
+    return seeded
 
 
 class ChatSession:
@@ -224,8 +246,6 @@ class ChatSession:
         self.turns.append(turn)
         parser = fmt.new_parser(prompt)
         cache, feed = self._prepare_cache(prompt)
-        if sampler.seed is not None:
-            mx.random.seed(sampler.seed)
         mx.reset_peak_memory()
 
         def prefill_progress(_done: int, _total: int) -> None:
@@ -263,8 +283,9 @@ class ChatSession:
             self.loaded.tokenizer,
             mx.array(feed),
             max_tokens=max_tokens,
-            sampler=make_sampler(
-                temp=sampler.temperature, top_p=sampler.top_p, top_k=sampler.top_k, min_p=sampler.min_p
+            sampler=_seeded(
+                make_sampler(temp=sampler.temperature, top_p=sampler.top_p, top_k=sampler.top_k, min_p=sampler.min_p),
+                sampler.seed,
             ),
             logits_processors=logits_processors,
             prompt_cache=cache,

@@ -204,9 +204,9 @@ class CompareSession:
             prompts[side] = session.loaded.format.render(session.messages(user_text), effort)
             streams[side] = session.generate(user_text, sampler, effort, cancel)
             if not together:
-                _run_streams({side: streams[side]}, sampler.seed, progress, finished)
+                _run_streams({side: streams[side]}, progress, finished)
         if together:
-            _run_streams(streams, sampler.seed, progress, finished)
+            _run_streams(streams, progress, finished)
         answers: dict[str, str] = {}
         for side in streams:
             turns = sessions[side].turns
@@ -257,28 +257,21 @@ class CompareSession:
 
 
 def _run_streams(
-    streams: dict[str, Iterator[Any]], seed: int | None, progress: ProgressFn, finished: dict[str, Any]
+    streams: dict[str, Iterator[Any]], progress: ProgressFn, finished: dict[str, Any]
 ) -> None:
     """Step the sides' generations one event at a time, each round in a random order, to the end.
 
-    MLX samples from one global random state; with a seed, each step reseeds it
-    from (seed, step) so a side's tokens do not depend on how the two interleave
-    (and one model on both sides gives one answer). Step 0 is seeded by generate.
+    A seeded side draws each token from a key of (seed, token index) (see
+    session._seeded), so its answer does not depend on how the two interleave.
     """
-    import mlx.core as mx
-
     from optiq_tui.engine.events import Finished
 
     shuffle = random.Random().shuffle
-    steps = dict.fromkeys(streams, 0)
     live = list(streams)
     try:
         while live:
             shuffle(live)
             for side in list(live):
-                if seed is not None and steps[side]:
-                    mx.random.seed((seed * 1_000_003 + steps[side]) % 2**63)
-                steps[side] += 1
                 event = next(streams[side], None)
                 if event is None:
                     live.remove(side)

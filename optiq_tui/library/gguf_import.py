@@ -43,6 +43,7 @@ from optiq_tui.library.gguf_arch import (
 )
 from optiq_tui.library.gguf_tokenizer import build_tokenizer, unknown_pre_tokenizer, write_tokenizer
 from optiq_tui.library.shards import ShardWriter
+from optiq_tui.library.model_files import write_generation_config
 from optiq_tui.library.staging import safe_name, staged_model
 from optiq_tui.progress import (
     Log,
@@ -254,7 +255,10 @@ def import_gguf(
     total = sum(t.n_bytes for t in plan)
     done = 0
     per_layer_quant: dict[str, dict[str, Any]] = {}
-    with staged_model(final.name) as folder:
+    # What the folder will take: dequantized tensors at 2 bytes a value, kept ones about as in the file.
+    needed = sum(t.n_bytes if keep_quantized and t.type_name in _KEEPABLE else 2 * math.prod(shapes[t.out])
+                 for t in plan)
+    with staged_model(final.name, needed=needed) as folder:
         writer = ShardWriter(folder)
         for t in plan:
             check_cancel(cancel)
@@ -283,10 +287,26 @@ def import_gguf(
         (folder / "config.json").write_text(json.dumps(config, indent=2))
         write_tokenizer(tokenizer, meta, folder, config.get("max_position_embeddings"))
         (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
+        write_generation_config(folder, sampling_metadata(meta))
     if not meta.get("tokenizer.chat_template"):
         progress(Log(f"{source.name} has no chat template: a base model, chat is plain completion"))
     progress(Log(f"imported {source.name} ({provenance['weight_type']}) as {final.name}"))
     return inspect_model(final)
+
+
+# llama.cpp's recommended-sampler keys (general.sampling.*) and Hugging Face's names for them.
+_SAMPLING_KEYS = {"general.sampling.temp": "temperature", "general.sampling.top_p": "top_p",
+                  "general.sampling.top_k": "top_k", "general.sampling.min_p": "min_p"}
+
+
+def sampling_metadata(meta: dict[str, Any]) -> dict[str, float | int]:
+    """The sampler a GGUF's authors recommend, as generation_config.json keys (empty if none)."""
+    out: dict[str, float | int] = {}
+    for key, hf in _SAMPLING_KEYS.items():
+        value = meta.get(key)
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            out[hf] = int(value) if hf == "top_k" else float(value)
+    return out
 
 
 def _can_dequantize(type_name: str) -> bool:

@@ -107,7 +107,8 @@ def staged_model(name: str, *, overwrite: bool = False, needed: int | None = Non
         raise
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (another user's process counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -126,7 +127,7 @@ def clean_staging() -> int:
     count = 0
     for child in paths().staging.iterdir():
         owner = _OWNER.search(child.name)
-        if owner and _alive(int(owner.group(1))):
+        if owner and pid_alive(int(owner.group(1))):
             continue
         shutil.rmtree(child, ignore_errors=True)
         count += 1

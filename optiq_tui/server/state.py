@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
+from optiq_tui.library.staging import pid_alive
 from optiq_tui.progress import OptiqError
 from optiq_tui.settings import paths
 
@@ -47,16 +48,6 @@ def write_record(record: EngineRecord) -> None:
     _write_private(_file(), json.dumps(asdict(record)))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_record() -> EngineRecord | None:
     """The running engine's record; a stale one (its process gone) is removed and None returned."""
     try:
@@ -66,7 +57,7 @@ def read_record() -> EngineRecord | None:
     except (ValueError, TypeError):
         _file().unlink(missing_ok=True)  # unreadable: a torn write of a killed engine
         return None
-    if not _alive(record.pid) or not _locked():
+    if not pid_alive(record.pid) or not _locked():
         clear_record(record.pid)
         return None
     return record
