@@ -22,6 +22,7 @@ from mlx.utils import tree_unflatten
 
 
 Call = tuple[Sequence[Any], dict[str, Any]]
+Triple = tuple[mx.array, mx.array, mx.array]  # codes, scales, biases as mx.quantize returns them
 
 
 def _switch_linear() -> type:
@@ -189,9 +190,6 @@ def output_error(weight: mx.array, w_hat: mx.array, xtx: mx.array) -> np.ndarray
         w_hat.astype(mx.float32), dtype=np.float64)
     h = np.array(xtx, dtype=np.float64)
     return np.einsum("...od,...de,...oe->...o", d, h, d)
-
-
-Triple = tuple[mx.array, mx.array, mx.array]
 
 
 def _triple(values: mx.array, bits: int, group_size: int, dtype: mx.Dtype) -> Triple:
