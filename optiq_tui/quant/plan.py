@@ -24,13 +24,15 @@ KV_STEP = 256  # mlx-lm's KVCache / RotatingKVCache grow their buffers by this m
 KV_GROUP = 64  # mlx-lm's kv_group_size default: one scale and one bias per 64 values
 KV_BITS = (2, 3, 4, 5, 6, 8)
 MIN_BPW_BITS = 2  # the lowest width mlx packs
-# Live copies of one chunk's attention scores at the peak (scores, masked, softmax),
-# fitted on the demo (bench_plan.py); zero where Metal's fused attention runs unquantized KV.
-SCORE_COPIES = 2.0
+# Working set beyond weights and KV, fitted to MLX's peak generating with the demo on this
+# CPU at 2,048 and 8,192 tokens (bench_plan.py): one chunk's attention scores count about
+# 1.1 times (scores, then softmax over them); none where Metal's fused attention runs
+# unquantized KV (not measured here).
+SCORE_COPIES = 1.1
 # Live (tokens x intermediate) activations of one chunk at the peak: gate, up, their product.
 MLP_COPIES = 3.0
-# Allocator slack and small buffers (sampler, logits of one token, masks), measured.
-RUNTIME_BYTES = 16 << 20
+# Allocator slack and small buffers (sampler, one token's logits, masks): the fit's intercept.
+RUNTIME_BYTES = 9 << 20
 
 
 @dataclass(frozen=True)
