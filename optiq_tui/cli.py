@@ -25,6 +25,7 @@ COMMANDS = {
     "compare": "compare",
     "eval": "eval",
     "conversations": "conversations",
+    "plan": "plan",
     "serve": "serve",
     "jobs": "jobs",
 }

@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bits", type=_bits, default=None,
                         help="candidate widths, e.g. 4,8 or 3,4,5,6,8 (16 = keep unquantized)")
     parser.add_argument("--group-size", type=int, default=None, help="quantization group size (32, 64, 128)")
-    parser.add_argument("--preset", default="optiq-4/8", choices=["optiq-4/8", "optiq-best"],
-                        help="optiq-4/8 (default): 4 or 8 bits; optiq-best: 3-8 bits and unquantized, gated on p99 KL")
+    parser.add_argument("--preset", default="optiq-4/8", choices=["optiq-4/8", "optiq-best", "optiq-plus"],
+                        help="optiq-4/8 (default): 4 or 8 bits; optiq-best: 3-8 bits and unquantized, gated on p99 KL; "
+                        "optiq-plus: optiq-best with error-compensated rounding")
     parser.add_argument("--calibration", default=None, help="a text file to calibrate on instead of the shipped mix")
     parser.add_argument("--name", default=None, help="name of the new model in the library")
     parser.add_argument("--uniform", type=int, default=None, metavar="B",

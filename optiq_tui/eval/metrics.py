@@ -111,6 +111,47 @@ def kl_stats(kl: mx.array | Iterable[mx.array]) -> KLStats:
     )
 
 
+@dataclass(frozen=True)
+class KLInterval:
+    """Mean per-token KL with a 95% confidence interval from a bootstrap over sequences."""
+
+    mean: float
+    low: float
+    high: float
+    sequences: int
+    method: str = "bootstrap over sequences (token-weighted mean, 2000 resamples, percentile 95%)"
+
+
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def kl_interval(per_sequence: Iterable[mx.array], seed: int = 0) -> KLInterval:
+    """Mean KL over all tokens and its 95% interval, resampling whole sequences.
+
+    Tokens of one sequence are correlated (one hard passage raises many of
+    them), so sequences, not tokens, are the independent draws; each resample
+    weighs a sequence by its token count, like the mean itself.
+    """
+    import numpy as np
+
+    sums, counts = [], []
+    for kl in per_sequence:
+        flat = kl.astype(mx.float32).reshape(-1)
+        if flat.size:
+            sums.append(mx.sum(flat).item())
+            counts.append(flat.size)
+    if not counts:
+        return KLInterval(float("nan"), float("nan"), float("nan"), 0)
+    s, c = np.array(sums), np.array(counts, dtype=np.float64)
+    mean = float(s.sum() / c.sum())
+    if len(c) == 1:
+        return KLInterval(mean, float("nan"), float("nan"), 1)
+    pick = np.random.default_rng(seed).integers(0, len(c), size=(BOOTSTRAP_RESAMPLES, len(c)))
+    means = s[pick].sum(axis=1) / c[pick].sum(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return KLInterval(mean, float(low), float(high), len(c))
+
+
 def top1_agreement(ref_logits: mx.array, logits: mx.array) -> Top1:
     """Top-1 agreement between two logits arrays of the same shape."""
     matches = top1_matches(ref_logits, logits)

@@ -10,6 +10,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from optiq_tui.eval.flips import Flips
+from optiq_tui.eval.metrics import KLInterval
 from optiq_tui.eval.quality import EvalReport, EvalSettings, ModelEval
 from optiq_tui.eval.retrieval import ProbeCase
 from optiq_tui.progress import OptiqError
@@ -154,6 +156,18 @@ def settings_line(report: EvalReport) -> str:
     )
 
 
+def receipts_line(name: str, interval: KLInterval, flips: Flips | None = None) -> str:
+    """One line a model card can carry: mean KL with its 95% interval (and how it was
+    computed), and the flips on the shipped greedy prompts."""
+    line = (f"{name}: mean KL {interval.mean:.4f} nats/token, 95% CI "
+            f"[{_num(interval.low, 4)}, {_num(interval.high, 4)}] ({interval.method}, "
+            f"{interval.sequences} sequences)")
+    if flips is not None:
+        line += (f"; flips: {len(flips.changed)} of {len(flips.prompts)} greedy prompts "
+                 f"({100 * flips.rate:.0f}%) answer differently from the source")
+    return line + "."
+
+
 def _retrieval_table(report: EvalReport) -> str:
     cells = sorted({(c.context_tokens, c.hops) for r in report.rows for c in r.retrieval_cases})
     if not cells:
@@ -177,7 +191,7 @@ def _retrieval_table(report: EvalReport) -> str:
 
 
 def _num(value: float | None, digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+    return "—" if value is None or value != value else f"{value:.{digits}f}"
 
 
 def _slug(name: str) -> str:

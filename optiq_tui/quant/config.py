@@ -25,6 +25,8 @@ class Preset:
     # Widths at or below this are only kept if held-back p99 KL and perplexity do not worsen.
     gate_below: int | None = None
     description: str = ""
+    # Quantize each block layer at its width with error compensation (quant/plus.py).
+    compensate: bool = False
 
 
 PRESETS: dict[str, Preset] = {
@@ -35,6 +37,10 @@ PRESETS: dict[str, Preset] = {
     "optiq-best": Preset(
         "optiq-best", (3, 4, 5, 6, 8), 64, 5.0, allow_keep=True, gate_below=3,
         description="widths 3-8 and unquantized; low widths gated on p99 KL and perplexity",
+    ),
+    "optiq-plus": Preset(
+        "optiq-plus", (3, 4, 5, 6, 8), 64, 5.0, allow_keep=True, gate_below=3, compensate=True,
+        description="optiq-best's widths, each layer then quantized with GPTQ-style error compensation",
     ),
 }
 DEFAULT_PRESET = "optiq-4/8"

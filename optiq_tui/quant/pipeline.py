@@ -158,7 +158,12 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
         from optiq_tui.quant.writer import quantize_in_place
 
         check_cancel(cancel)
+        triples = _compensate(model, tokenizer, config, choice, progress, cancel)
         out_cfg = quantize_in_place(model, model_cfg, choice, config.group_size)
+        if triples:
+            from optiq_tui.quant.plus import apply_triples
+
+            apply_triples(model, triples)
         achieved = compute_bits_per_weight(model)
         progress(Log(f"quantized: {achieved:.3f} bits per weight (predicted {budget.bpw(items, _full(items, choice)):.3f})"))
 
@@ -188,6 +193,20 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
         unquantized=[i.path for i in items if not i.quantizable],
         peak_memory_bytes=peak, source_bytes=source.size_bytes,
     )
+
+
+def _compensate(model, tokenizer, config: QuantConfig, choice, progress, cancel) -> dict:
+    """Compensated layers for a preset that asks for them (on the measurement's calibration)."""
+    if config.uniform_bits is not None or not config.preset_info.compensate:
+        return {}
+    from optiq_tui.quant.calibration import build_calibration
+    from optiq_tui.quant.plus import compensate_model
+
+    cal = build_calibration(tokenizer, path=config.calibration,
+                            n_sequences=config.n_calibration, seq_len=config.seq_len)
+    progress(Log(f"error compensation on {len(cal.sequences)} calibration sequences"))
+    return compensate_model(model, choice, config.group_size, cal.sequences,
+                            progress=progress, cancel=cancel)
 
 
 def _full(items, choice: dict[str, int]) -> dict[str, int]:

@@ -1,0 +1,70 @@
+"""Flips: the share of a fixed set of greedy prompts whose answer changes against the source.
+
+Mean KL can improve while a quant answers a plain fact wrongly (the demo's
+optiq-best once said "Monaco" for the capital of France); a flip count on
+fixed prompts catches what an average hides.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Sequence
+
+ANSWER_TOKENS = 24
+
+
+@dataclass(frozen=True)
+class Flips:
+    """Prompts whose greedy answers differ between the source and the model."""
+
+    changed: tuple[int, ...]  # indices into ``prompts``
+    prompts: tuple[str, ...]
+    source_answers: tuple[str, ...]
+    answers: tuple[str, ...]
+
+    @property
+    def rate(self) -> float:
+        return len(self.changed) / len(self.prompts) if self.prompts else float("nan")
+
+
+def flip_prompts() -> list[str]:
+    """The shipped prompt set (optiq_tui/data/flip_prompts.json)."""
+    text = resources.files("optiq_tui").joinpath("data/flip_prompts.json").read_text()
+    return list(json.loads(text)["prompts"])
+
+
+def _render(tokenizer: Any, prompt: str) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+    return prompt
+
+
+def normalize(answer: str) -> str:
+    """Case, spacing and trailing punctuation do not make a different answer."""
+    return re.sub(r"\s+", " ", answer).strip().rstrip(".!").casefold()
+
+
+def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str],
+                   max_tokens: int = ANSWER_TOKENS) -> list[str]:
+    """Each prompt's greedy (temperature 0) answer, through the tokenizer's chat template."""
+    from mlx_lm import generate
+    from mlx_lm.sample_utils import make_sampler
+
+    greedy = make_sampler(0.0)
+    return [generate(model, tokenizer, _render(tokenizer, p), max_tokens=max_tokens,
+                     sampler=greedy) for p in prompts]
+
+
+def count_flips(source: tuple[Any, Any], model: tuple[Any, Any],
+                prompts: Sequence[str] | None = None, max_tokens: int = ANSWER_TOKENS) -> Flips:
+    """Compare greedy answers of two loaded (model, tokenizer) pairs on ``prompts``
+    (default: the shipped set); answers are compared after :func:`normalize`."""
+    prompts = list(prompts) if prompts is not None else flip_prompts()
+    ref = greedy_answers(*source, prompts, max_tokens)
+    got = greedy_answers(*model, prompts, max_tokens)
+    changed = tuple(i for i, (a, b) in enumerate(zip(ref, got)) if normalize(a) != normalize(b))
+    return Flips(changed, tuple(prompts), tuple(ref), tuple(got))

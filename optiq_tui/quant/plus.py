@@ -1,0 +1,131 @@
+"""optiq-plus: every block's layers quantized at their allocated widths with error
+compensation (quant/compensate.py), block by block on calibration inputs.
+
+Inputs reach the blocks through the model's own ``__call__``: one pass with each
+block wrapped records what the model hands it (masks, positions, whatever the
+architecture passes), and the hidden state entering the first block. Then each
+block in turn: its layers' XᵀX from its real call, compensation at each layer's
+width, and a rerun of the compensated block to give the next block its inputs,
+so later blocks compensate for the rounding already done before them.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from optiq_tui.progress import Log, ProgressFn, check_cancel, no_progress
+from optiq_tui.quant.compensate import (
+    Triple,
+    collect_hessians,
+    compensate_quantized,
+    linear_paths,
+)
+from optiq_tui.quant.config import KEEP
+from optiq_tui.quant.layers import get_module
+
+
+class _Stop(Exception):
+    """Raised by the last block's recorder: the head's logits are not needed."""
+
+
+class _Entry(nn.Module):
+    """Records the arguments a block is called with (the first block's hidden state too)."""
+
+    def __init__(self, inner: nn.Module, sink: list, keep_hidden: bool, last: bool) -> None:
+        super().__init__()
+        self.inner = inner
+        object.__setattr__(self, "sink", sink)
+        object.__setattr__(self, "flags", (keep_hidden, last))
+
+    def __getattr__(self, name: str) -> Any:
+        # Models that read a block's attributes (e.g. its attention type) still see the block.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if "inner" not in self:
+                raise
+            return getattr(self["inner"], name)
+
+    def __call__(self, x: mx.array, *args: Any, **kwargs: Any) -> mx.array:
+        keep_hidden, last = self.flags
+        self.sink.append((x if keep_hidden else None, args, kwargs))
+        if last:
+            raise _Stop
+        return self.inner(x, *args, **kwargs)
+
+
+def record_block_calls(model: nn.Module, sequences: Sequence[Sequence[int]]):
+    """(first block's input per sequence, per block: per sequence (other args, kwargs))."""
+    blocks = model.layers
+    sinks: list[list] = [[] for _ in blocks]
+    originals = list(blocks)
+    for i, block in enumerate(originals):
+        blocks[i] = _Entry(block, sinks[i], i == 0, i == len(originals) - 1)
+    try:
+        for seq in sequences:
+            try:
+                model(mx.array([list(seq)]))
+            except _Stop:
+                pass
+            mx.eval(sinks[0][-1][0])
+    finally:
+        for i, block in enumerate(originals):
+            blocks[i] = block
+    first = [x for x, _a, _k in sinks[0]]
+    rest = [[(a, k) for _x, a, k in sink] for sink in sinks]
+    return first, rest
+
+
+def compensate_model(model: nn.Module, choice: dict[str, int], group_size: int,
+                     sequences: Sequence[Sequence[int]], *, progress: ProgressFn = no_progress,
+                     cancel: threading.Event | None = None) -> dict[str, Triple]:
+    """Compensated (codes, scales, biases) for every block layer ``choice`` quantizes.
+
+    The model computes in float32 meanwhile and is left in its own dtype, its
+    compensated layers holding their dequantized values (what the quant computes).
+    """
+    dtype = next(v.dtype for _k, v in _float_params(model))
+    model.set_dtype(mx.float32)
+    paths = {id(m): p for p, m in model.named_modules()}
+    triples: dict[str, Triple] = {}
+    try:
+        hidden, calls = record_block_calls(model, sequences)
+        for i, block in enumerate(model.layers):
+            check_cancel(cancel)
+            prefix = paths[id(block)]
+            block_calls = [((h, *a), k) for h, (a, k) in zip(hidden, calls[i])]
+            xtx, _tokens, _ = collect_hessians(block, block_calls)
+            for rel in linear_paths(block):
+                bits = choice.get(f"{prefix}.{rel}", KEEP)
+                if bits == KEEP:
+                    continue
+                layer = get_module(block, rel)
+                triple = compensate_quantized(layer.weight.astype(dtype), xtx[rel], bits, group_size)
+                triples[f"{prefix}.{rel}"] = triple
+                layer.weight = mx.dequantize(*triple, group_size=group_size,
+                                             bits=bits).astype(mx.float32)
+            del xtx
+            hidden = [block(*args, **kw) for args, kw in block_calls]
+            mx.eval(hidden)
+            progress(Log(f"compensated block {i + 1}/{len(model.layers)}"))
+    finally:
+        model.set_dtype(dtype)
+    return triples
+
+
+def apply_triples(model: nn.Module, triples: dict[str, Triple]) -> None:
+    """Put the compensated codes, scales and biases into the quantized model's layers, exactly
+    (after the writer's ``to_quantized``, whose own rounding of them may differ by an ulp)."""
+    for path, triple in triples.items():
+        module = get_module(model, path)
+        module.weight, module.scales, module.biases = triple
+
+
+def _float_params(model: nn.Module):
+    from mlx.utils import tree_flatten
+
+    return [(k, v) for k, v in tree_flatten(model.parameters()) if mx.issubdtype(v.dtype, mx.floating)]
