@@ -233,11 +233,12 @@ async def test_readable_at_80x24(two_models):
         await wait_until(pilot, lambda: library_ready(app))
         t = table(app)
         details = app.library.query_one(ModelDetails)
-        await wait_until(pilot, lambda: t.region.height > 0 and t.row_count == 2)
         # Narrow terminals stack the details under the table: the table as tall as its
         # rows, the details every line the rest leaves (quantization, format, context).
+        # The table's height follows its rows one layout pass later, so poll for it.
+        await wait_until(pilot, lambda: t.row_count == 2 and t.region.height == t.row_count + 1)
         assert "-narrow" in app.library.classes
-        assert t.region.height == t.row_count + 1 and details.region.height >= 12
+        assert details.region.height >= 12
         assert t.region.width == 80 and details.region.y > t.region.y
         assert "tiny-llama" in widget_text(t) and "Quantization" in widget_text(t)
         shown = widget_text(details)
