@@ -101,7 +101,7 @@ class HeadTap:
     - "compute": logits a vocabulary slice at a time from the stored weight, outside any
       gradient (each slice's float32 cast is freed before the next).
     - "record": the same, keeping input and logits (the Fisher's chain rule by hand).
-    - "replay": the kept logits plus ``probe``, whose gradient is d loss / d logits.
+    - "replay": ``probe``, the kept logits as the argument of a gradient (d loss / d logits).
     - "input": keeps its input and returns zeros (the input's vjp through the model's code).
     """
 
@@ -125,7 +125,7 @@ class HeadTap:
     def _head(self, x: mx.array) -> mx.array:
         self.calls += 1
         if self.mode == "replay":
-            return self.out + self.probe
+            return self.probe
         w = self._module.weight
         if self.mode == "input":
             self.x = x

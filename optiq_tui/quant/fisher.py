@@ -212,24 +212,34 @@ def _tail_chunk(bb: Backbone, taps: dict[str, HeadTap], h: mx.array, key: mx.arr
     logits = bb.tail(h)[0]
     called = {p: t for p, t in taps.items() if t.calls}
     # Each chunk's head input pairs with its logits gradient: one head call per tail call.
-    if not called or any(t.calls > 1 for t in called.values()):
-        raise OptiqError("the model's tail does not call its head once per call; "
+    if any(t.calls > 1 for t in called.values()):
+        raise OptiqError("the model's tail calls its head more than once per call; "
                          "it cannot be measured this way")
     # Labels sampled from the model's own distribution (Gumbel-max): the true Fisher.
     labels = mx.argmax(logits + mx.random.gumbel(logits.shape, key=key), axis=-1)
     mx.eval(labels, *(t.x for t in called.values()), *(t.out for t in called.values()))
     del logits
 
-    def nll(probes):
-        for t, z in zip(called.values(), probes):
-            t.probe = z
+    def nll_of(h):
         logits = bb.tail(h)[0]
         # Not logits - logsumexp: one [chunk, vocab] array fewer alive.
         return (mx.logsumexp(logits, axis=-1)
                 - mx.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]).sum()
 
+    if not called:  # the tail computes with none of these weights (a bare head array)
+        _set_mode(taps.values(), "compute")
+        g_h = mx.grad(nll_of)(h)
+        mx.eval(g_h)
+        return g_h
+
+    def nll(probes):
+        for t, z in zip(called.values(), probes):
+            t.probe = z
+        return nll_of(h)
+
     _set_mode(called.values(), "replay")
-    g_logits = mx.grad(nll)([mx.zeros(t.out.shape) for t in called.values()])
+    # Differentiated at the kept logits themselves: their gradient is d loss / d logits.
+    g_logits = mx.grad(nll)([t.out for t in called.values()])
     mx.eval(g_logits)
     for (p, t), g in zip(called.items(), g_logits):
         grads[p].append(g)
@@ -281,10 +291,13 @@ def _embedding_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_
     raw = {p: dict(tail_raw.get(p, {b: 0.0 for b in qwidths})) for p in paths}
     for s in seqs:
         check_cancel(cancel)
-        uniq = s.uniq if s.uniq is not None else _unique(s.tokens)
-        rows = [weights[p][uniq] for p in paths]
-        for p, g_in, w_rows in zip(paths, _rows_grads(bb, paths, s, uniq, rows), rows):
+        uniqs = _looked_up(bb, paths, s.tokens)
+        rows = [weights[p][uniqs[p]] for p in paths]
+        for p, g_in, w_rows in zip(paths, _rows_grads(bb, paths, s, uniqs, rows), rows):
             tail = (s.tail_rows or {}).get(p)
+            if tail is not None and not mx.array_equal(uniqs[p], s.uniq).item():
+                raise OptiqError("the model looks its embedding up at other ids than its tokens; "
+                                 "its tied head cannot be measured this way")
             # Same sequence, same row: the two gradients add before squaring.
             extra = g_in * g_in if tail is None else (tail + g_in) ** 2 - tail ** 2
             for b in qwidths:
@@ -292,14 +305,38 @@ def _embedding_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_
     return raw
 
 
-def _rows_grads(bb: Backbone, paths: list[str], s: _Seq, uniq: mx.array,
+class _IdsTap:
+    """Stands in for an embedding during one embedding call, recording the ids it looks up
+    (a position embedding's are positions, not tokens)."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+        self.ids: mx.array | None = None
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        self.ids = ids
+        return self._module(ids)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
+def _looked_up(bb: Backbone, paths: list[str], tokens: list[int]) -> dict[str, mx.array]:
+    """The distinct ids each embedding looks up when the model embeds ``tokens``."""
+    taps = {p: _IdsTap(get_module(bb.model, p)) for p in paths}
+    with standing_in(bb.model, taps):
+        bb.embed(tokens)
+    return {p: _unique(np.array(t.ids).reshape(-1).tolist()) for p, t in taps.items()}
+
+
+def _rows_grads(bb: Backbone, paths: list[str], s: _Seq, uniqs: dict[str, mx.array],
                 rows: list[mx.array]) -> list[mx.array]:
-    """Each embedding's input-side gradient on the rows ``uniq`` of sequence ``s``, through
-    the model's own embedding code (scales included)."""
+    """Each embedding's input-side gradient on the rows ``uniqs[path]`` it looks up in
+    sequence ``s``, through the model's own embedding code (scales included)."""
     modules = {p: get_module(bb.model, p) for p in paths}
 
     def embed(*rows32):
-        taps = {p: _RowsTap(modules[p], uniq, r) for p, r in zip(paths, rows32)}
+        taps = {p: _RowsTap(modules[p], uniqs[p], r) for p, r in zip(paths, rows32)}
         with standing_in(bb.model, taps):
             return bb.embed(s.tokens)
 
