@@ -126,6 +126,9 @@ class HeadTap:
         self.calls += 1
         if self.mode == "replay":
             return self.probe
+        if "scales" in self._module and self.mode == "compute":
+            # A quantized head's weight is packed: its own code (no float32 cast to avoid).
+            return self._module.as_linear(x) if hasattr(self._module, "as_linear") else self._module(x)
         w = self._module.weight
         if self.mode == "input":
             self.x = x
