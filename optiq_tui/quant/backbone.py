@@ -35,7 +35,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from optiq_tui.progress import OptiqError
-from optiq_tui.quant.layers import BLOCK_LISTS, get_module
+from optiq_tui.quant.layers import BLOCK_LISTS, ROW_SLICE, get_module
 
 # Bump whenever the measurement forward changes what it computes: the sensitivity cache
 # key includes it, so figures from an older pass (v1 re-implemented the forward and was
@@ -93,6 +93,87 @@ def find_blocks(model: nn.Module) -> tuple[str, list] | None:
     return best
 
 
+class HeadTap:
+    """Stands in for the head module (or a tied embedding acting as one) in every tail call, so
+    that no float32 copy of the head is ever alive (a half-precision head times float32 hidden
+    states would be cast whole). ``mode``:
+
+    - "compute": logits a vocabulary slice at a time from the stored weight, outside any
+      gradient (each slice's float32 cast is freed before the next).
+    - "record": the same, keeping input and logits (the Fisher's chain rule by hand).
+    - "replay": ``probe``, the kept logits as the argument of a gradient (d loss / d logits).
+    - "input": keeps its input and returns zeros (the input's vjp through the model's code).
+    """
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+        self.mode = "compute"
+        self.x: mx.array | None = None
+        self.out: mx.array | None = None
+        self.probe: mx.array | None = None
+        self.calls = 0
+
+    def __call__(self, x: mx.array) -> mx.array:
+        # A tied embedding is still called for its lookup (the tail's dummy tokens).
+        if isinstance(self._module, (nn.Embedding, nn.QuantizedEmbedding)):
+            return self._module(x)
+        return self._head(x)
+
+    def as_linear(self, x: mx.array) -> mx.array:
+        return self._head(x)
+
+    def _head(self, x: mx.array) -> mx.array:
+        self.calls += 1
+        if self.mode == "replay":
+            return self.probe
+        if "scales" in self._module and self.mode == "compute":
+            # A quantized head's weight is packed: its own code (no float32 cast to avoid).
+            return self._module.as_linear(x) if hasattr(self._module, "as_linear") else self._module(x)
+        w = self._module.weight
+        if self.mode == "input":
+            self.x = x
+            return mx.zeros((*x.shape[:-1], w.shape[0]), x.dtype)
+        out = mx.concatenate(by_slice(w, lambda r, ws: x @ ws.T), axis=-1)
+        if "bias" in self._module:
+            out = out + self._module.bias
+        if self.mode == "record":
+            self.x, self.out = x, out
+        return out
+
+    def input_grad(self, g: mx.array) -> mx.array:
+        """d loss / d input from d loss / d logits ``g``, a vocabulary slice at a time."""
+        return sum(by_slice(self._module.weight, lambda r, ws: g[..., r:r + ROW_SLICE] @ ws))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
+def by_slice(w: mx.array, fn: Callable[[int, mx.array], mx.array]) -> list[mx.array]:
+    """``fn(r, float32 rows r:r + ROW_SLICE of w)`` for each slice, evaluated one by one:
+    one lazy graph would cast every slice up front (a float32 copy of the head)."""
+    outs = []
+    for r in range(0, w.shape[0], ROW_SLICE):
+        outs.append(fn(r, w[r:r + ROW_SLICE].astype(mx.float32)))
+        mx.eval(outs[-1])
+    return outs
+
+
+@contextmanager
+def standing_in(model: Any, taps: dict[str, Any]) -> Iterator[None]:
+    """Within, the module at each path is replaced by its tap (path -> tap)."""
+    originals = {}
+    for path, tap in taps.items():
+        parent, _, name = path.rpartition(".")
+        owner = get_module(model, parent) if parent else model
+        originals[path] = (owner, name, owner[name])
+        owner[name] = tap
+    try:
+        yield
+    finally:
+        for owner, name, module in originals.values():
+            owner[name] = module
+
+
 class Backbone:
     """An mlx-lm model's ``__call__`` split at its blocks (see the module docstring)."""
 
@@ -117,6 +198,8 @@ class Backbone:
         # The weights the tail multiplies with: the head, or the embedding acting as one.
         self.tail_paths = heads or list(self.embed_paths)
         self.outside_paths = list(dict.fromkeys(self.embed_paths + heads))
+        # Stand-ins for the tail's head modules (see HeadTap), installed by ``tail``.
+        self.heads = {p: HeadTap(get_module(model, p)) for p in self.tail_paths}
         self._args: dict[int, list[tuple[tuple, dict]]] = {}  # length -> per block (args, kwargs)
         self._mode = ""
         self._seen: list[tuple[tuple, dict]] = []
@@ -205,7 +288,7 @@ class Backbone:
         """Logits [1, t, vocab] of the last block's output ``h`` [1, t, d], by the model's own code."""
         self._inject = h
         try:
-            with self._tapped("inject"):
+            with self._tapped("inject"), standing_in(self.model, self.heads):
                 return self.model(mx.zeros((1, h.shape[1]), mx.int32))
         finally:
             self._inject = None

@@ -13,8 +13,12 @@ Memory: the weights stay in their stored dtype; the pass runs block by block
 from the top, holding for each calibration sequence only the gradient at the
 current block boundary, hidden-state checkpoints every ``stride`` blocks, and
 one block's float32 weights and Fisher at a time. The head (or tied embedding)
-goes through the model's own tail a chunk of positions at a time, with its
-float32 copy, gradient and Fisher alive (three [vocab, d] float32 arrays). Every pass is block-major (a block
+goes through the model's own tail a chunk of positions at a time, the head module
+stood in for by a tap computing its logits a vocabulary slice at a time from the
+stored weight; the damage is linear in the Fisher, so each sequence adds its share
+slice by slice and what stays alive is one sequence's d loss / d logits [T, vocab]:
+no float32 copy, [vocab, d] gradient or Fisher of the head. The embedding's
+input-side gradient is taken on the sequence's own rows. Every pass is block-major (a block
 runs for all sequences, then the next), so with ``Backbone.stream_blocks`` a
 block's weights are read from disk when reached and freed after: the pass
 holds the head and one block, which is how it runs on models larger than memory.
@@ -24,20 +28,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
-from optiq_tui.progress import ProgressFn, Progress, check_cancel, no_progress
-from optiq_tui.quant.backbone import Backbone
+from optiq_tui.progress import OptiqError, ProgressFn, Progress, check_cancel, no_progress
+from optiq_tui.quant.backbone import TOKEN_CHUNK, Backbone, HeadTap, standing_in
 from optiq_tui.quant.config import KEEP
 from optiq_tui.quant.events import LayerScore
 from optiq_tui.quant.layers import ROW_SLICE, QuantItem, get_module
 from optiq_tui.quant.probes import checkpoint_stride, reference_pass
-
-# Positions per backward through the tail: each holds a float32 [vocab, d] head gradient.
-TAIL_CHUNK = 128
 
 
 @dataclass
@@ -60,13 +62,15 @@ def _err2(w: mx.array, bits: int, group: int) -> mx.array:
     return e * e
 
 
-def _damage(fisher: mx.array, w: mx.array, qwidths: list[int], group: int) -> dict[int, float]:
-    """sum F * err^2 at each width, a slice of rows at a time (whole-head temporaries are
-    several float32 copies of a [vocab, d] matrix)."""
+def _damage(fisher_rows: Callable[[int], mx.array], w: mx.array, qwidths: list[int],
+            group: int) -> dict[int, float]:
+    """sum F * err^2 at each width, a slice of rows at a time: ``fisher_rows(r)`` is F's rows
+    r:r + ROW_SLICE (whole-head temporaries are several float32 copies of a [vocab, d] matrix)."""
     raw = {b: 0.0 for b in qwidths}
     for r in range(0, w.shape[0], ROW_SLICE):
+        f = fisher_rows(r)
         for b in qwidths:
-            raw[b] += (fisher[r:r + ROW_SLICE] * _err2(w[r:r + ROW_SLICE], b, group)).sum().item()
+            raw[b] += (f * _err2(w[r:r + ROW_SLICE], b, group)).sum(axis=-1).sum().item()
     return raw
 
 
@@ -138,55 +142,141 @@ def fisher_scores(
     return scores
 
 
+class _RowsTap:
+    """Stands in for an embedding during the model's own embedding call, looking tokens up in
+    ``rows`` (float32 rows of the sequence's distinct tokens ``uniq``): its gradient is then
+    [len(uniq), d], not a dense [vocab, d]."""
+
+    def __init__(self, module: Any, uniq: mx.array, rows: mx.array) -> None:
+        self._module, self._uniq, self.rows = module, uniq, rows
+        index = np.zeros(module.weight.shape[0], np.int32)
+        index[np.array(uniq)] = np.arange(uniq.size)
+        self._index = mx.array(index)
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        pos = self._index[ids]
+        # Ids other than the sequence's tokens would silently read a wrong row.
+        if not mx.array_equal(self._uniq[pos], ids).item():
+            raise OptiqError("the model looks up other ids than its tokens in its embedding; "
+                             "it cannot be measured this way")
+        return self.rows[pos]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
 def _tail_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_size: int,
                  by_path: dict, seed: int, cancel) -> dict[str, dict[int, float]]:
     """Raw Fisher damage of the weights the model's tail computes with (the head, or a tied
     embedding); leaves each sequence's gradient at the last block's output in ``delta`` and,
     for an embedding, the token rows of its gradient (added to the input side's before
-    squaring). Through the model's own tail, ``TAIL_CHUNK`` positions at a time."""
+    squaring). Through the model's own tail, ``TOKEN_CHUNK`` positions at a time, the chain
+    rule taken across the head by hand (see ``HeadTap``)."""
     n_blocks = len(bb.blocks)
     key = mx.random.key(seed)
     paths = [p for p in bb.tail_paths if p in by_path]
-    weights = {p: get_module(bb.model, p).weight for p in paths}
-    w32 = {p: w.astype(mx.float32) for p, w in weights.items()}
-    fisher: dict[str, mx.array | None] = {p: None for p in paths}
-
-    def nll(params, h, labels):
-        with bb.weights_outside(params):
-            logits = bb.tail(h)[0]
-        lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        return -mx.take_along_axis(lp, labels[:, None], axis=-1).sum()
-
-    grad_fn = mx.grad(nll, argnums=(0, 1))
-    for s in seqs:
-        check_cancel(cancel)
-        h_last = s.checkpoints[n_blocks]
-        labels = []
-        for logits in bb.logits_chunks(h_last, w32):  # the float32 copy: no cast per chunk
-            key, sub = mx.random.split(key)
-            # Labels sampled from the model's own distribution (Gumbel-max): the true Fisher.
-            labels.append(mx.argmax(logits + mx.random.gumbel(logits.shape, key=sub), axis=-1))
-            mx.eval(labels[-1])
-        labels = mx.concatenate(labels)
-        total: dict[str, mx.array | None] = {p: None for p in paths}
-        deltas = []
-        for i in range(0, h_last.shape[1], TAIL_CHUNK):
-            g_params, g_h = grad_fn(w32, h_last[:, i:i + TAIL_CHUNK], labels[i:i + TAIL_CHUNK])
+    taps = {p: bb.heads[p] for p in paths}
+    raw = {p: {b: 0.0 for b in qwidths} for p in paths}
+    try:
+        for s in seqs:
+            check_cancel(cancel)
+            h_last = s.checkpoints[n_blocks]
+            grads: dict[str, list[mx.array]] = {p: [] for p in paths}
+            inputs: dict[str, list[mx.array]] = {p: [] for p in paths}
+            deltas = []
+            for i in range(0, h_last.shape[1], TOKEN_CHUNK):
+                key, sub = mx.random.split(key)
+                deltas.append(_tail_chunk(bb, taps, h_last[:, i:i + TOKEN_CHUNK], sub, grads, inputs))
+            s.delta = mx.concatenate(deltas, axis=1)
+            s.tail_rows = {}
+            s.uniq = _unique(s.tokens) if set(paths) & set(bb.embed_paths) else None
             for p in paths:
-                total[p] = g_params[p] if total[p] is None else total[p] + g_params[p]
-            deltas.append(g_h)
-            mx.eval(g_h, *total.values())
-        s.delta = mx.concatenate(deltas, axis=1)
-        s.tail_rows = {}
-        for p in paths:
-            # Per-sequence squared gradients: summed over the sequence's positions first.
-            fisher[p] = total[p] * total[p] if fisher[p] is None else fisher[p] + total[p] * total[p]
-            if p in bb.embed_paths:
-                s.uniq = _unique(s.tokens)
-                s.tail_rows[p] = total[p][s.uniq]
-            mx.eval(fisher[p], *s.tail_rows.values())
-        del total
-    return {p: _damage(fisher[p], weights[p], qwidths, group_size) for p in paths}
+                if not inputs[p]:
+                    continue  # a tied model's other embeddings: no tail gradient
+                w = get_module(bb.model, p).weight
+                for b, v in _sequence_damage(grads[p], inputs[p], w, qwidths, group_size).items():
+                    raw[p][b] += v
+                if p in bb.embed_paths:
+                    s.tail_rows[p] = _grad_rows(grads[p], inputs[p], s.uniq)
+                    mx.eval(s.tail_rows[p])
+    finally:
+        _set_mode(taps.values(), "compute")
+    return raw
+
+
+def _tail_chunk(bb: Backbone, taps: dict[str, HeadTap], h: mx.array, key: mx.array,
+                grads: dict[str, list[mx.array]], inputs: dict[str, list[mx.array]]) -> mx.array:
+    """One chunk of positions: sample labels, append each called head's d loss / d logits and
+    input to ``grads`` / ``inputs``; returns d loss / d h."""
+    _set_mode(taps.values(), "record")
+    logits = bb.tail(h)[0]
+    called = {p: t for p, t in taps.items() if t.calls}
+    # Each chunk's head input pairs with its logits gradient: one head call per tail call.
+    if any(t.calls > 1 for t in called.values()):
+        raise OptiqError("the model's tail calls its head more than once per call; "
+                         "it cannot be measured this way")
+    # Labels sampled from the model's own distribution (Gumbel-max): the true Fisher.
+    labels = mx.argmax(logits + mx.random.gumbel(logits.shape, key=key), axis=-1)
+    mx.eval(labels, *(t.x for t in called.values()), *(t.out for t in called.values()))
+    del logits
+
+    def nll_of(h):
+        logits = bb.tail(h)[0]
+        # Not logits - logsumexp: one [chunk, vocab] array fewer alive.
+        return (mx.logsumexp(logits, axis=-1)
+                - mx.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]).sum()
+
+    if not called:  # the tail computes with none of these weights (a bare head array)
+        _set_mode(taps.values(), "compute")
+        g_h = mx.grad(nll_of)(h)
+        mx.eval(g_h)
+        return g_h
+
+    def nll(probes):
+        for t, z in zip(called.values(), probes):
+            t.probe = z
+        return nll_of(h)
+
+    _set_mode(called.values(), "replay")
+    # Differentiated at the kept logits themselves: their gradient is d loss / d logits.
+    g_logits = mx.grad(nll)([t.out for t in called.values()])
+    mx.eval(g_logits)
+    for (p, t), g in zip(called.items(), g_logits):
+        grads[p].append(g)
+        inputs[p].append(t.x)
+    g_inputs = [t.input_grad(g) for t, g in zip(called.values(), g_logits)]
+
+    def head_inputs(h):
+        _set_mode(called.values(), "input")
+        bb.tail(h)
+        return [t.x for t in called.values()]
+
+    _, (g_h,) = mx.vjp(head_inputs, [h], g_inputs)
+    mx.eval(g_h)
+    return g_h
+
+
+def _set_mode(taps: Iterable[HeadTap], mode: str) -> None:
+    for t in taps:
+        t.mode, t.calls, t.probe = mode, 0, None
+        if mode in ("compute", "record"):
+            t.x = t.out = None
+
+
+def _sequence_damage(g_logits: list[mx.array], inputs: list[mx.array], w: mx.array,
+                     qwidths: list[int], group: int) -> dict[int, float]:
+    """One sequence's share of the head's raw damage: its squared gradient (d loss / d logits^T
+    @ head inputs, summed over its positions before squaring) times the rounding errors. The
+    damage is linear in the Fisher, so no [vocab, d] Fisher is kept across sequences."""
+    return _damage(lambda r: _grad_rows(g_logits, inputs, slice(r, r + ROW_SLICE)) ** 2,
+                   w, qwidths, group)
+
+
+def _grad_rows(g_logits: list[mx.array], inputs: list[mx.array], rows: slice | mx.array) -> mx.array:
+    """Rows ``rows`` of one sequence's head gradient, chunk by chunk (concatenating the chunks
+    would copy the [T, vocab] logits gradient)."""
+    return sum(g.reshape(-1, g.shape[-1])[:, rows].T @ x.reshape(-1, x.shape[-1])
+               for g, x in zip(g_logits, inputs))
 
 
 def _embedding_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_size: int,
@@ -198,25 +288,60 @@ def _embedding_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_
     if not paths:
         return {}
     weights = {p: get_module(bb.model, p).weight for p in paths}
-    w32 = {p: w.astype(mx.float32) for p, w in weights.items()}
     raw = {p: dict(tail_raw.get(p, {b: 0.0 for b in qwidths})) for p in paths}
     for s in seqs:
         check_cancel(cancel)
-
-        def embed(*ws, tokens=s.tokens):
-            return bb.embed(tokens, dict(zip(paths, ws)))
-
-        _, grads = mx.vjp(embed, [w32[p] for p in paths], [s.delta])
-        uniq = s.uniq if s.uniq is not None else _unique(s.tokens)
-        for p, grad in zip(paths, grads):
-            g_in = grad[uniq]
+        uniqs = _looked_up(bb, paths, s.tokens)
+        rows = [weights[p][uniqs[p]] for p in paths]
+        for p, g_in, w_rows in zip(paths, _rows_grads(bb, paths, s, uniqs, rows), rows):
             tail = (s.tail_rows or {}).get(p)
+            if tail is not None and not mx.array_equal(uniqs[p], s.uniq).item():
+                raise OptiqError("the model looks its embedding up at other ids than its tokens; "
+                                 "its tied head cannot be measured this way")
             # Same sequence, same row: the two gradients add before squaring.
             extra = g_in * g_in if tail is None else (tail + g_in) ** 2 - tail ** 2
-            rows = weights[p][uniq]
             for b in qwidths:
-                raw[p][b] += (extra * _err2(rows, b, group_size)).sum().item()
+                raw[p][b] += (extra * _err2(w_rows, b, group_size)).sum().item()
     return raw
+
+
+class _IdsTap:
+    """Stands in for an embedding during one embedding call, recording the ids it looks up
+    (a position embedding's are positions, not tokens)."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+        self.ids: mx.array | None = None
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        self.ids = ids
+        return self._module(ids)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
+def _looked_up(bb: Backbone, paths: list[str], tokens: list[int]) -> dict[str, mx.array]:
+    """The distinct ids each embedding looks up when the model embeds ``tokens``."""
+    taps = {p: _IdsTap(get_module(bb.model, p)) for p in paths}
+    with standing_in(bb.model, taps):
+        bb.embed(tokens)
+    return {p: _unique(np.array(t.ids).reshape(-1).tolist()) for p, t in taps.items()}
+
+
+def _rows_grads(bb: Backbone, paths: list[str], s: _Seq, uniqs: dict[str, mx.array],
+                rows: list[mx.array]) -> list[mx.array]:
+    """Each embedding's input-side gradient on the rows ``uniqs[path]`` it looks up in
+    sequence ``s``, through the model's own embedding code (scales included)."""
+    modules = {p: get_module(bb.model, p) for p in paths}
+
+    def embed(*rows32):
+        taps = {p: _RowsTap(modules[p], uniqs[p], r) for p, r in zip(paths, rows32)}
+        with standing_in(bb.model, taps):
+            return bb.embed(s.tokens)
+
+    _, grads = mx.vjp(embed, [r.astype(mx.float32) for r in rows], [s.delta])
+    return grads
 
 
 def _unique(tokens: list[int]) -> mx.array:
