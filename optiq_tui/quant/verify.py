@@ -65,26 +65,29 @@ def _compare(bb: Backbone, ref: list[mx.array],
     for i, seq in enumerate(seqs):
         check_cancel(cancel)
         targets = mx.array(seq[1:])
-        chunks = zip(bb.logits_chunks(ref[i], chunk=TOKEN_CHUNK),
-                     *(bb.logits_chunks(states[i], w, chunk=TOKEN_CHUNK) for states, w in others.values()))
-        for n, (ref_logits, *logits) in enumerate(chunks):
+        ref_chunks = bb.logits_chunks(ref[i], chunk=TOKEN_CHUNK)
+        other_chunks = [bb.logits_chunks(states[i], w, chunk=TOKEN_CHUNK) for states, w in others.values()]
+        for n, ref_logits in enumerate(ref_chunks):
             t = n * TOKEN_CHUNK
             n_pred = max(0, min(TOKEN_CHUNK, len(seq) - 1 - t))  # positions with a true next token
             tgt = targets[t:t + n_pred]
             ref_lp = log_softmax(ref_logits)
+            del ref_logits
             ref_p = mx.exp(ref_lp)
-            mx.eval(ref_lp, ref_p)
             ref_top = mx.argmax(ref_lp, axis=-1)
             ref_nll.append(-mx.take_along_axis(ref_lp[:n_pred], tgt[:, None], axis=-1)[:, 0])
-            outs = [ref_nll[-1]]
-            for name, model_logits in zip(others, logits):
-                lp = log_softmax(model_logits)
+            mx.eval(ref_lp, ref_p, ref_top, ref_nll[-1])
+            # One model's [128, vocab] logits at a time, each freed before the next is made
+            # (a zip over the generators held every model's, and the previous chunk's: +230 MB).
+            for name, chunks in zip(others, other_chunks):
+                lp = log_softmax(next(chunks))
                 s = stats[name]
                 s["kl"].append(mx.maximum(mx.sum(ref_p * (ref_lp - lp), axis=-1), 0.0))
                 s["top1"].append(mx.argmax(lp, axis=-1) == ref_top)
                 s["nll"].append(-mx.take_along_axis(lp[:n_pred], tgt[:, None], axis=-1)[:, 0])
-                outs += [s["kl"][-1], s["top1"][-1], s["nll"][-1]]
-                mx.eval(outs)  # one model's log-probs alive at a time
+                mx.eval(s["kl"][-1], s["top1"][-1], s["nll"][-1])
+                del lp
+            del ref_lp, ref_p
     return ref_nll, stats
 
 
@@ -145,6 +148,8 @@ def held_out_quality(
     quant_fn = loaded_weight_fn(quant_model)
     quant_outside = qbb.outside_weights(quant_fn)
     quant_states = _final_states(qbb, seqs, quant_fn, quant_outside, cancel)
+    del quant_fn, quant_model  # its blocks are done and its embedding / head are copied out
+    gc.collect()
 
     # The source's own tail is the skeleton's: its embedding / head read from the source files.
     ref_nll, stats = _compare(
