@@ -32,6 +32,7 @@ KINDS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {
     "load": (tasks.load, "mlx"),
     "release": (tasks.release, "mlx"),
     "chat": (tasks.chat, "mlx"),
+    "complete": (tasks.complete, "mlx"),
     "quantize": (tasks.quantize, "mlx"),
     "eval": (tasks.evaluate, "mlx"),
     "compare": (tasks.compare, "mlx"),

@@ -160,6 +160,25 @@ def chat(
             "stats": stats}
 
 
+# The OpenAI faces' session key in ``EngineContext.sessions`` (never a conversation id).
+API_SESSION = "api"
+
+
+def complete(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str, messages: list,
+             tools: list | None = None, sampler: dict | None = None, effort: str | None = None,
+             stop: list | None = None) -> dict[str, Any]:
+    """One OpenAI-style completion of a whole message list (see engine/completion.py)."""
+    from optiq_tui.engine.completion import MessagesSession, complete_messages
+
+    loaded = _ensure_loaded(ctx, model, emit, cancel)
+    session = ctx.sessions.get(API_SESSION)
+    if not isinstance(session, MessagesSession) or session.loaded is not loaded:
+        session = MessagesSession(loaded)
+        ctx.sessions[API_SESSION] = session
+    return complete_messages(session, emit, cancel, messages=messages, tools=tools, sampler=sampler,
+                             effort=effort, stop=stop)
+
+
 def quantize(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str,
              config: dict | None = None) -> dict[str, Any]:
     """``config``: QuantConfig fields (preset, target_bpw, bits, group_size, name, uniform_bits, ...)."""

@@ -1,0 +1,233 @@
+"""The OpenAI-compatible API, driven by the official `openai` client against a real engine process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.engine_proc import ROOT, engine_env, kill_engines, poll, record
+
+pytestmark = pytest.mark.timeout(300)
+SCRIPTED = ROOT / "tests" / "engine_scripted.py"
+ANALYSIS_THEN_FINAL = ("<|channel|>analysis<|message|>User asks capital of France. Paris.<|end|>"
+                       "<|start|>assistant<|channel|>final<|message|>The capital of France is Paris.<|return|>")
+TOOL_CALL = '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}<|call|>'
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                                 "parameters": {"type": "object",
+                                                                "properties": {"city": {"type": "string"}}}}}
+
+
+class Engine:
+    def __init__(self, home: Path, steer: Path) -> None:
+        self.home, self.steer = home, steer
+        self.address = record(home)["address"]
+        self.client = openai.OpenAI(base_url=f"{self.address}/v1", api_key="unused-on-loopback", max_retries=0)
+
+    def script(self, text: str | None) -> None:
+        """Make the next generations emit ``text`` (harmony tokens), or (None) whatever the model says."""
+        path = self.steer / "script.json"
+        if text is None:
+            path.unlink(missing_ok=True)
+        else:
+            from optiq_tui.engine.harmony import harmony_encoding
+
+            path.write_text(json.dumps(harmony_encoding().encode(text, allowed_special="all")))
+
+    def prompts(self) -> list[str]:
+        path = self.steer / "prompts.txt"
+        return path.read_text().split("\n<<END>>\n")[:-1] if path.exists() else []
+
+    def job(self, job_id: str) -> dict:
+        return httpx.get(f"{self.address}/v1/jobs/{job_id}").json()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, tiny_llama_dir, tiny_gpt_oss_dir):
+    home = tmp_path_factory.mktemp("openai-home")
+    steer = tmp_path_factory.mktemp("steer")
+    (home / "models").mkdir(parents=True)
+    for name, folder in (("tiny-llama", tiny_llama_dir), ("tiny-gpt-oss", tiny_gpt_oss_dir)):
+        (home / "models" / name).symlink_to(folder)
+    env = engine_env(OPTIQ_HOME=str(home), OPTIQ_TEST_DIR=str(steer), HF_HUB_OFFLINE="1",
+                     HF_HOME=str(home / "hf"))
+    proc = subprocess.Popen([sys.executable, str(SCRIPTED), "serve", "--idle-timeout", "0"], env=env,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        poll(lambda: (record(home) or {}).get("pid") == proc.pid or proc.poll() is not None, what="engine record")
+        assert proc.poll() is None, proc.stdout.read()
+        yield Engine(home, steer)
+    finally:
+        kill_engines(home, proc)
+
+
+def test_models_lists_the_library_with_quantization(engine):
+    models = {m.id: m for m in engine.client.models.list()}
+    assert {"tiny-llama", "tiny-gpt-oss"} <= models.keys()
+    assert models["tiny-llama"].owned_by == "optiq"
+    assert models["tiny-llama"].model_extra["quantization"]  # e.g. "bf16" or "4-bit"
+
+
+def test_chat_completion_streamed_equals_not_streamed(engine):
+    engine.script(None)
+    ask = dict(model="tiny-llama", messages=[{"role": "user", "content": "Hello"}], temperature=0.0,
+               max_tokens=8, seed=1)
+    raw = engine.client.chat.completions.with_raw_response.create(**ask)
+    done = raw.parse()
+    assert "x-optiq-effort" not in raw.headers
+    text = done.choices[0].message.content
+    assert text and done.choices[0].finish_reason == "length"
+    assert done.usage.completion_tokens == 8 and done.usage.prompt_tokens > 0
+    assert done.usage.total_tokens == done.usage.prompt_tokens + 8
+    chunks = list(engine.client.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].usage.completion_tokens == 8
+    # A repeated conversation reuses the engine's prompt cache.
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens > 0
+
+
+def test_stop_string_cuts_the_answer(engine):
+    engine.script("<|channel|>final<|message|>Sunny and warm, then rain.<|return|>")
+    done = engine.client.chat.completions.create(model="tiny-gpt-oss", messages=[{"role": "user", "content": "x"}],
+                                                 stop=[", then"], max_tokens=20)
+    assert done.choices[0].message.content == "Sunny and warm"
+    assert done.choices[0].finish_reason == "stop"
+
+
+def test_harmony_reasoning_in_both_fields_never_in_content(engine):
+    engine.script(ANALYSIS_THEN_FINAL)
+    ask = dict(model="tiny-gpt-oss", messages=[{"role": "user", "content": "Capital of France?"}], max_tokens=64)
+    done = engine.client.chat.completions.create(**ask)
+    message = done.choices[0].message
+    assert message.content == "The capital of France is Paris."
+    assert message.model_extra["reasoning"] == message.model_extra["reasoning_content"] == \
+        "User asks capital of France. Paris."
+    assert done.usage.completion_tokens_details.reasoning_tokens == 8
+    chunks = list(engine.client.chat.completions.create(**ask, stream=True))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert "".join(d.content or "" for d in deltas) == "The capital of France is Paris."
+    reasoning = [(d.model_extra or {}).get("reasoning") or "" for d in deltas]
+    assert "".join(reasoning) == "User asks capital of France. Paris."
+    assert reasoning == [(d.model_extra or {}).get("reasoning_content") or "" for d in deltas]
+    assert not any("<|" in (d.content or "") for d in deltas)
+
+
+def test_reasoning_effort_reaches_the_harmony_prompt_and_is_reported(engine):
+    engine.script("<|channel|>final<|message|>Hi.<|return|>")
+    user = {"role": "user", "content": "Hello"}
+    earlier = [{"role": "user", "content": "Before"},
+               {"role": "assistant", "content": "Answer before", "reasoning_content": "SECRET THOUGHT"}, user]
+    for effort in ("high", "low"):
+        raw = engine.client.chat.completions.with_raw_response.create(
+            model="tiny-gpt-oss", messages=earlier, reasoning_effort=effort, max_tokens=8)
+        assert raw.headers["x-optiq-effort"] == effort
+        prompt = engine.prompts()[-1]
+        assert f"Reasoning: {effort}" in prompt
+        assert "Answer before" in prompt and "SECRET THOUGHT" not in prompt
+    # An effort the model cannot honour is accepted, and the header says what was done instead.
+    raw = engine.client.chat.completions.with_raw_response.create(
+        model="tiny-gpt-oss", messages=[user], reasoning_effort="minimal", max_tokens=8)
+    assert raw.headers["x-optiq-effort"] == "medium (asked 'minimal'; this model takes low, medium, high)"
+    assert "Reasoning: medium" in engine.prompts()[-1]
+    engine.script(None)
+    raw = engine.client.chat.completions.with_raw_response.create(
+        model="tiny-llama", messages=[user], reasoning_effort="high", max_tokens=2)
+    assert raw.headers["x-optiq-effort"].startswith("ignored (")
+
+
+def test_tool_call_round_trip(engine):
+    engine.script(TOOL_CALL)
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    done = engine.client.chat.completions.create(model="tiny-gpt-oss", messages=ask, tools=[WEATHER_TOOL],
+                                                 max_tokens=40)
+    choice = done.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    assert not choice.message.content
+    assert "get_weather" in engine.prompts()[-1] and "namespace functions" in engine.prompts()[-1]
+    chunks = list(engine.client.chat.completions.create(model="tiny-gpt-oss", messages=ask, tools=[WEATHER_TOOL],
+                                                        max_tokens=40, stream=True))
+    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert calls[0].id and calls[0].function.name == "get_weather"
+    assert json.loads("".join(tc.function.arguments or "" for tc in calls)) == {"city": "Paris"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    # The tool's result goes back; the model answers from it.
+    engine.script("<|channel|>final<|message|>Sunny.<|return|>")
+    follow = [*ask, choice.message.model_dump(exclude_none=True),
+              {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny"}'}]
+    answer = engine.client.chat.completions.create(model="tiny-gpt-oss", messages=follow, tools=[WEATHER_TOOL],
+                                                   max_tokens=20)
+    assert answer.choices[0].message.content == "Sunny."
+    prompt = engine.prompts()[-1]
+    assert "to=functions.get_weather" in prompt
+    assert '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{"sky": "sunny"}' in prompt
+
+
+def test_responses_with_streaming_events_and_follow_up(engine):
+    engine.script(ANALYSIS_THEN_FINAL)
+    first = engine.client.responses.create(model="tiny-gpt-oss", input="Capital of France?",
+                                           reasoning={"effort": "low"}, max_output_tokens=64)
+    assert first.output_text == "The capital of France is Paris."
+    assert [item.type for item in first.output] == ["reasoning", "message"]
+    assert first.output[0].content[0].text == "User asks capital of France. Paris."
+    assert first.usage.output_tokens_details.reasoning_tokens == 8
+    assert "Reasoning: low" in engine.prompts()[-1]
+    events = list(engine.client.responses.create(
+        model="tiny-gpt-oss", input=[{"role": "user", "content": "And Germany?"}], stream=True,
+        previous_response_id=first.id, max_output_tokens=64))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "response.reasoning_text.delta" in kinds and "response.output_text.delta" in kinds
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == events[-1].response.output_text == "The capital of France is Paris."
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    prompt = engine.prompts()[-1]  # the follow-up carries the first answer, not its reasoning
+    assert "Capital of France?" in prompt and "The capital of France is Paris." in prompt
+    assert "User asks" not in prompt and "And Germany?" in prompt
+
+
+def test_disconnect_mid_stream_cancels_the_generation(engine):
+    engine.script(None)
+    (engine.steer / "armed").touch()
+    try:
+        with engine.client.chat.completions.with_streaming_response.create(
+                model="tiny-llama", messages=[{"role": "user", "content": "Hello"}], max_tokens=200,
+                temperature=0.0, stream=True) as raw:
+            job_id = raw.headers["x-optiq-job"]
+            poll(lambda: (engine.steer / "held").exists(), what="the generation to reach the gate")
+            assert engine.job(job_id)["state"] == "running"
+        # The client is gone: the engine asks the job to stop while it is still held.
+        poll(lambda: engine.job(job_id)["cancel_requested"], what="the cancel")
+    finally:
+        (engine.steer / "open").touch()
+    poll(lambda: engine.job(job_id)["state"] == "cancelled", what="the job to end")
+    events = httpx.get(f"{engine.address}/v1/jobs/{job_id}/events").text.splitlines()
+    texts = [e for e in events if '"AnswerDelta"' in e or '"ReasoningDelta"' in e]
+    assert len(texts) <= 2  # stopped within a token of the gate, not after 200
+    (engine.steer / "armed").unlink()
+    again = engine.client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "Hi"}],
+                                                  max_tokens=2)
+    assert again.choices[0].finish_reason == "length"  # the engine is free again
+
+
+def test_errors_are_openai_error_objects(engine):
+    c = engine.client
+    with pytest.raises(openai.NotFoundError, match="no model named"):
+        c.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        c.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "x"}],
+                                  temperature="hot")  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError, match="role"):
+        c.chat.completions.create(model="tiny-llama", messages=[{"role": "robot", "content": "x"}])
+    r = httpx.post(f"{engine.address}/v1/chat/completions", content=b"{oops")
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.post(f"{engine.address}/v1/chat/completions", content=b" " * (2 << 20))
+    assert r.status_code == 413 and "request body over" in r.json()["error"]["message"]
