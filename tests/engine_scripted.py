@@ -5,7 +5,7 @@ Files in ``$OPTIQ_TEST_DIR`` (the test writes them, polls for the ones the engin
 * ``script.json``: token ids the next generations are made to emit, through a
   logits processor (the real model still runs every step), as the harmony
   tests in test_engine_harmony.py do with a random tiny gpt_oss;
-* ``prompts.txt``: every harmony prompt the engine renders, decoded, is appended;
+* ``prompts.txt``: every prompt the engine renders (harmony or template), decoded, is appended;
 * ``armed``: a generation stops after its first event, touches ``held`` and
   waits until the test creates ``open``.
 """
@@ -20,7 +20,7 @@ from optiq_tui.engine import formats, session
 
 folder = Path(os.environ["OPTIQ_TEST_DIR"])
 real_generate = session.ChatSession.generate
-real_render = formats.HarmonyFormat.render
+real_renders = {cls: cls.render for cls in (formats.HarmonyFormat, formats.TemplateFormat)}
 
 
 def forcing(sequence):
@@ -49,15 +49,20 @@ def scripted_generate(self, *args, **kwargs):
                 time.sleep(0.02)
 
 
-def recording_render(self, messages, effort=None, tools=None):
-    ids = real_render(self, messages, effort, tools)
-    with open(folder / "prompts.txt", "a") as f:
-        f.write(self.encoding.decode(ids) + "\n<<END>>\n")
-    return ids
+def recording(cls):
+    def render(self, messages, effort=None, tools=None):
+        ids = real_renders[cls](self, messages, effort, tools)
+        decode = self.encoding.decode if cls is formats.HarmonyFormat else self.tokenizer.decode
+        with open(folder / "prompts.txt", "a") as f:
+            f.write(decode(ids) + "\n<<END>>\n")
+        return ids
+
+    return render
 
 
 session.ChatSession.generate = scripted_generate
-formats.HarmonyFormat.render = recording_render
+for cls in real_renders:
+    cls.render = recording(cls)
 
 if __name__ == "__main__":
     from optiq_tui.cli import main

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,18 @@ SCRIPTED = ROOT / "tests" / "engine_scripted.py"
 ANALYSIS_THEN_FINAL = ("<|channel|>analysis<|message|>User asks capital of France. Paris.<|end|>"
                        "<|start|>assistant<|channel|>final<|message|>The capital of France is Paris.<|return|>")
 TOOL_CALL = '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}<|call|>'
+# A Hermes/Qwen2.5-style template: mlx-lm's tokenizer wrapper knows its <tool_call> JSON format.
+TOOLS_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\n# Tools\n{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}"
+    "<|im_end|>\n{% endif %}"
+    "{% for message in messages %}"
+    "{% if message.tool_calls %}<|im_start|>assistant\n{% for tool_call in message.tool_calls %}"
+    "{% if tool_call.function is defined %}{% set tool_call = tool_call.function %}{% endif %}"
+    "<tool_call>{\"name\": \"{{ tool_call.name }}\", \"arguments\": {{ tool_call.arguments | tojson }}}</tool_call>"
+    "{% endfor %}<|im_end|>\n"
+    "{% else %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                                                  "parameters": {"type": "object",
                                                                 "properties": {"city": {"type": "string"}}}}}
@@ -29,15 +42,21 @@ class Engine:
         self.address = record(home)["address"]
         self.client = openai.OpenAI(base_url=f"{self.address}/v1", api_key="unused-on-loopback", max_retries=0)
 
-    def script(self, text: str | None) -> None:
-        """Make the next generations emit ``text`` (harmony tokens), or (None) whatever the model says."""
+    def script(self, text: str | None, tokenizer: Path | None = None) -> None:
+        """Make the next generations emit ``text`` (harmony tokens, or ``tokenizer``'s then its end
+        of turn), or (None) whatever the model says."""
         path = self.steer / "script.json"
         if text is None:
             path.unlink(missing_ok=True)
-        else:
+        elif tokenizer is None:
             from optiq_tui.engine.harmony import harmony_encoding
 
             path.write_text(json.dumps(harmony_encoding().encode(text, allowed_special="all")))
+        else:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(tokenizer / "tokenizer.json"))
+            path.write_text(json.dumps([*tok.encode(text).ids, tok.token_to_id("<|im_end|>")]))
 
     def prompts(self) -> list[str]:
         path = self.steer / "prompts.txt"
@@ -48,12 +67,17 @@ class Engine:
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory, tiny_llama_dir, tiny_gpt_oss_dir):
+def engine(tmp_path_factory, tiny_llama_dir, tiny_gpt_oss_dir, tiny_qwen3_dir):
     home = tmp_path_factory.mktemp("openai-home")
     steer = tmp_path_factory.mktemp("steer")
     (home / "models").mkdir(parents=True)
-    for name, folder in (("tiny-llama", tiny_llama_dir), ("tiny-gpt-oss", tiny_gpt_oss_dir)):
+    for name, folder in (("tiny-llama", tiny_llama_dir), ("tiny-gpt-oss", tiny_gpt_oss_dir),
+                         ("tiny-qwen3", tiny_qwen3_dir)):
         (home / "models" / name).symlink_to(folder)
+    tools = home / "models" / "tiny-tools"
+    shutil.copytree(tiny_llama_dir, tools)
+    config = json.loads((tools / "tokenizer_config.json").read_text())
+    (tools / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TOOLS_TEMPLATE}))
     env = engine_env(OPTIQ_HOME=str(home), OPTIQ_TEST_DIR=str(steer), HF_HUB_OFFLINE="1",
                      HF_HOME=str(home / "hf"))
     proc = subprocess.Popen([sys.executable, str(SCRIPTED), "serve", "--idle-timeout", "0"], env=env,
@@ -142,6 +166,17 @@ def test_reasoning_effort_reaches_the_harmony_prompt_and_is_reported(engine):
     assert raw.headers["x-optiq-effort"].startswith("ignored (")
 
 
+def test_think_template_effort_switches_thinking(engine):
+    engine.script(None)
+    ask = dict(model="tiny-qwen3", messages=[{"role": "user", "content": "Hello"}], max_tokens=2)
+    on = engine.client.chat.completions.with_raw_response.create(**ask, reasoning_effort="high")
+    off = engine.client.chat.completions.with_raw_response.create(**ask, reasoning_effort="low")
+    assert on.headers["x-optiq-effort"] == "on (asked 'high'; this model takes on, off)"
+    assert off.headers["x-optiq-effort"] == "off (asked 'low'; this model takes on, off)"
+    assert off.parse().usage.prompt_tokens > on.parse().usage.prompt_tokens  # the empty think block
+    assert "<think>\n\n</think>" in engine.prompts()[-1] and "<think>" not in engine.prompts()[-2]
+
+
 def test_tool_call_round_trip(engine):
     engine.script(TOOL_CALL)
     ask = [{"role": "user", "content": "Weather in Paris?"}]
@@ -169,6 +204,31 @@ def test_tool_call_round_trip(engine):
     prompt = engine.prompts()[-1]
     assert "to=functions.get_weather" in prompt
     assert '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{"sky": "sunny"}' in prompt
+
+
+def test_template_tool_call_round_trip(engine):
+    """A chat template's <tool_call> JSON, parsed by mlx-lm's parser for it (json_tools)."""
+    tools_dir = engine.home / "models" / "tiny-tools"
+    engine.script('<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>', tools_dir)
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    chunks = list(engine.client.chat.completions.create(model="tiny-tools", messages=ask, tools=[WEATHER_TOOL],
+                                                        max_tokens=200, temperature=0.0, stream=True))
+    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert [tc.function.name for tc in calls] == ["get_weather"]
+    assert json.loads(calls[0].function.arguments) == {"city": "Paris"}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ""
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert '"name": "get_weather"' in engine.prompts()[-1]  # the tools reached the template
+    engine.script("Sunny.", tools_dir)
+    follow = [*ask, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": calls[0].id, "type": "function", "function": {"name": "get_weather", "arguments": calls[0].function.arguments}}]},
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny"}]
+    answer = engine.client.chat.completions.create(model="tiny-tools", messages=follow, tools=[WEATHER_TOOL],
+                                                   max_tokens=20, temperature=0.0)
+    assert answer.choices[0].message.content == "Sunny."
+    prompt = engine.prompts()[-1]
+    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' in prompt
+    assert "<|im_start|>tool\nsunny" in prompt
 
 
 def test_responses_with_streaming_events_and_follow_up(engine):
@@ -231,3 +291,50 @@ def test_errors_are_openai_error_objects(engine):
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = httpx.post(f"{engine.address}/v1/chat/completions", content=b" " * (2 << 20))
     assert r.status_code == 413 and "request body over" in r.json()["error"]["message"]
+
+
+# ---- the same routes in-process, behind the engine's key check (a non-loopback bind) ----
+
+
+@pytest.fixture
+def keyed(optiq_home, tiny_llama_dir):
+    from starlette.testclient import TestClient
+
+    from optiq_tui.engine.service import EngineService
+    from optiq_tui.server import state
+    from optiq_tui.server.app import build_app
+    from optiq_tui.server.openai import openai_routes
+
+    (optiq_home / "models").mkdir(parents=True, exist_ok=True)
+    (optiq_home / "models" / "tiny-llama").symlink_to(tiny_llama_dir)
+    service = EngineService()
+    key = state.api_key(create=True)
+    http = TestClient(build_app(service, api_key=key, extra_routes=openai_routes(service)))
+    yield service, key, http
+    service.close()
+
+
+def test_without_the_key_401(keyed):
+    service, key, http = keyed
+    for given in ("wrong", ""):
+        client = openai.OpenAI(base_url="http://testserver/v1", api_key=given or "x", http_client=http, max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "x"}])
+        with pytest.raises(openai.AuthenticationError):
+            client.models.list()
+    assert service.jobs() == []
+    client = openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=http, max_retries=0)
+    assert "tiny-llama" in [m.id for m in client.models.list()]
+
+
+def test_a_model_that_will_not_fit_is_503_and_starts_nothing(keyed, monkeypatch):
+    from optiq_tui.engine import loader
+
+    service, key, http = keyed
+    monkeypatch.setattr(loader, "available_memory", lambda: (1 << 20, "test: 1 MiB free"))
+    client = openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=http, max_retries=0)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 503 and caught.value.code == "model_too_large"
+    assert "needs about" in caught.value.message
+    assert service.jobs() == []

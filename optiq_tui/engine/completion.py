@@ -235,8 +235,18 @@ def complete_messages(session: MessagesSession, emit: Callable[[Any], None], can
     settings, _source = resolve_sampler(loaded.info.path, **options)
 
     calls: dict[int, dict[str, str]] = {}
+    started = False
+
+    def begin() -> None:
+        # At the first thing generate produces, i.e. after its context check: a prompt
+        # that does not fit fails the job before this.
+        nonlocal started
+        if not started:
+            started = True
+            emit(CompletionStarted(len(session.prompt), used, note))
 
     def on_call(delta: ToolCallDelta) -> None:
+        begin()
         call = calls.setdefault(delta.index, {"id": delta.id or "", "name": delta.name or "", "arguments": ""})
         call["arguments"] += delta.arguments
         emit(delta)
@@ -253,10 +263,8 @@ def complete_messages(session: MessagesSession, emit: Callable[[Any], None], can
     reasoning: list[str] = []
     finished: Finished | None = None
     try:
-        for n, event in enumerate(session.generate("", settings, used, _Either(cancel, stopped))):  # type: ignore[arg-type]
-            if n == 0:
-                # After generate's context check, so a prompt that does not fit fails the job before this.
-                emit(CompletionStarted(len(session.prompt), used, note))
+        for event in session.generate("", settings, used, _Either(cancel, stopped)):  # type: ignore[arg-type]
+            begin()
             if isinstance(event, Finished):
                 rest = stops.finish()
                 if rest:
