@@ -338,3 +338,20 @@ def test_a_model_that_will_not_fit_is_503_and_starts_nothing(keyed, monkeypatch)
     assert caught.value.status_code == 503 and caught.value.code == "model_too_large"
     assert "needs about" in caught.value.message
     assert service.jobs() == []
+
+
+@pytest.mark.demo
+def test_demo_model_answers_streamed_and_not(engine, demo_model_dir):
+    (engine.home / "models" / demo_model_dir.name).symlink_to(demo_model_dir)
+    engine.script(None)
+    ask = dict(model=demo_model_dir.name, messages=[{"role": "user", "content": "What is the capital of France?"}],
+               temperature=0.0, max_completion_tokens=12)
+    done = engine.client.chat.completions.create(**ask)
+    text = done.choices[0].message.content
+    assert "Paris" in text
+    streamed = "".join(c.choices[0].delta.content or "" for c in engine.client.chat.completions.create(**ask, stream=True)
+                       if c.choices)
+    assert streamed == text
+    reply = engine.client.responses.create(model=demo_model_dir.name, input="What is the capital of France?",
+                                           temperature=0.0, max_output_tokens=12)
+    assert reply.output_text == text
