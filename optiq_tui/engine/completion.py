@@ -17,7 +17,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from optiq_tui.engine.events import AnswerDelta, Finished, ReasoningDelta, TextDelta
+from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, ReasoningDelta, TextDelta
 from optiq_tui.engine.formats import StreamParser
 from optiq_tui.engine.sampling import resolve_sampler
 from optiq_tui.engine.session import ChatSession
@@ -210,88 +210,165 @@ class StopStrings:
         return out
 
 
-class _Either:
-    """Set when either event is (the job's cancel, or a stop string reached): what generate checks."""
+@dataclass(frozen=True)
+class CompletionDone:
+    """The request's result, sent as soon as its own generation ends (a batch may go on for others)."""
 
-    def __init__(self, a: threading.Event, b: threading.Event) -> None:
-        self.a, self.b = a, b
+    result: dict
+
+
+class Completion:
+    """One request's state, whichever loop generates it: alone through ChatSession, or in a batch."""
+
+    def __init__(self, loaded: "LoadedModel", emit: Callable[[Any], None], cancel: threading.Event, *,
+                 messages: list, tools: list | None, sampler: dict | None, effort: str | None,
+                 stop: list | None) -> None:
+        self.loaded, self.emit, self.cancel, self.tools = loaded, emit, cancel, tools
+        fmt = loaded.format
+        self.effort, self.note = effort_choice(fmt, effort)
+        if self.note:
+            log.warning("%s: reasoning effort %s", loaded.info.name, self.note)
+        self.prompt = fmt.render(messages, self.effort, tools or None)
+        options = dict(sampler or {})
+        options.setdefault("max_tokens", loaded.context_length)  # the API's default: until the context is full
+        self.settings, _source = resolve_sampler(loaded.info.path, **options)
+        self.calls: dict[int, dict[str, str]] = {}
+        self.stops = StopStrings(stop or [])
+        self.stopped = threading.Event()
+        self.answer: list[str] = []
+        self.reasoning: list[str] = []
+        self.tokens: list[int] = []  # generated so far, and the detokenized characters fed to the parser
+        self.shown = 0
+        self.parser: StreamParser | None = None
+        self.handing_over = False
+        self.finished: Finished | None = None
+        # Figures of the part generated alone, when the request moved into a batch.
+        self.base_stats: GenStats | None = None
+        self._started = False
+        self._done = False
+
+    def wrap(self, parser: StreamParser) -> StreamParser:
+        """The format's parser with tool-call extraction, recording what it was fed."""
+        if self.tools and self.loaded.format.kind == "harmony":
+            parser = HarmonyToolCalls(parser, self.on_call)
+        elif self.tools and getattr(self.loaded.tokenizer, "has_tool_calling", False):
+            parser = TaggedToolCalls(parser, self.loaded.tokenizer, self.tools, self.on_call)
+        self.parser = _Recorder(parser, self)
+        return self.parser
+
+    def begin(self) -> None:
+        # At the first thing generation produces, i.e. after the context check: a prompt
+        # that does not fit fails the job before this.
+        if not self._started:
+            self._started = True
+            self.emit(CompletionStarted(len(self.prompt), self.effort, self.note))
+
+    def on_call(self, delta: ToolCallDelta) -> None:
+        self.begin()
+        call = self.calls.setdefault(delta.index, {"id": delta.id or "", "name": delta.name or "", "arguments": ""})
+        call["arguments"] += delta.arguments
+        self.emit(delta)
+
+    def take(self, event: Any) -> None:
+        """An event of the generation: stop strings applied, text kept, then sent on."""
+        self.begin()
+        if isinstance(event, Finished):
+            rest = self.stops.finish()
+            if rest:
+                self.answer.append(rest)
+                self.emit(AnswerDelta(rest))
+            reason = "stop" if self.stopped.is_set() and not self.cancel.is_set() else event.reason
+            if reason == "stop" and self.calls:
+                reason = "tool_calls"
+            event = self.finished = Finished(reason, event.stats, event.error)  # type: ignore[arg-type]
+        elif type(event) is AnswerDelta:
+            text = self.stops.feed(event.text)
+            if self.stops.hit:
+                self.stopped.set()
+            if not text:
+                return
+            event = AnswerDelta(text)
+            self.answer.append(text)
+        elif type(event) is ReasoningDelta:
+            self.reasoning.append(event.text)
+        self.emit(event)
+
+    def result(self) -> dict[str, Any]:
+        """The request's result; sent once as :class:`CompletionDone`, so its client need not wait for its job."""
+        assert self.finished is not None
+        out = {"model": self.loaded.info.name, "format": self.loaded.format.kind, "effort": self.effort,
+               "effort_note": self.note, "answer": "".join(self.answer), "reasoning": "".join(self.reasoning),
+               "tool_calls": [self.calls[i] for i in sorted(self.calls)], "finish_reason": self.finished.reason,
+               "error": self.finished.error, "prompt_tokens": len(self.prompt),
+               "stats": asdict(self.finished.stats)}
+        if not self._done:
+            self._done = True
+            self.emit(CompletionDone(out))
+        return out
+
+
+class _Recorder:
+    """Passes tokens to the parser, counting them; when the request moves into a batch, it is not finished."""
+
+    def __init__(self, inner: StreamParser, owner: Completion) -> None:
+        self.inner, self.owner = inner, owner
+
+    def feed(self, token: int, text: str = "") -> list[TextDelta]:
+        self.owner.tokens.append(token)
+        self.owner.shown += len(text)
+        return self.inner.feed(token, text)
+
+    def finish(self) -> list[TextDelta]:
+        return [] if self.owner.handing_over else self.inner.finish()
+
+
+class _Any:
+    """Set when any of the events is (cancel, stop string reached, moving into a batch): what generate checks."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
 
     def is_set(self) -> bool:
-        return self.a.is_set() or self.b.is_set()
+        return any(e.is_set() for e in self.events)
 
 
 def complete_messages(session: MessagesSession, emit: Callable[[Any], None], cancel: threading.Event, *,
-                      messages: list, tools: list | None, sampler: dict | None, effort: str | None,
-                      stop: list | None) -> dict[str, Any]:
-    """Answer ``messages``; events: CompletionStarted, text deltas, ToolCallDelta, StatsUpdate, Finished."""
-    loaded = session.loaded
-    fmt = loaded.format
-    used, note = effort_choice(fmt, effort)
-    if note:
-        log.warning("%s: reasoning effort %s", loaded.info.name, note)
-    session.prompt = fmt.render(messages, used, tools or None)
-    options = dict(sampler or {})
-    options.setdefault("max_tokens", loaded.context_length)  # the API's default: until the context is full
-    settings, _source = resolve_sampler(loaded.info.path, **options)
+                      adopt: Callable[[], list] | None = None, **request: Any) -> dict[str, Any]:
+    """Answer a request's messages alone; when others queue meanwhile, go on together in a batch.
 
-    calls: dict[int, dict[str, str]] = {}
-    started = False
-
-    def begin() -> None:
-        # At the first thing generate produces, i.e. after its context check: a prompt
-        # that does not fit fails the job before this.
-        nonlocal started
-        if not started:
-            started = True
-            emit(CompletionStarted(len(session.prompt), used, note))
-
-    def on_call(delta: ToolCallDelta) -> None:
-        begin()
-        call = calls.setdefault(delta.index, {"id": delta.id or "", "name": delta.name or "", "arguments": ""})
-        call["arguments"] += delta.arguments
-        emit(delta)
-
-    session.wrap_parser = None
-    if tools:
-        if fmt.kind == "harmony":
-            session.wrap_parser = lambda p: HarmonyToolCalls(p, on_call)
-        elif getattr(loaded.tokenizer, "has_tool_calling", False):
-            session.wrap_parser = lambda p: TaggedToolCalls(p, loaded.tokenizer, tools, on_call)
-    stops = StopStrings(stop or [])
-    stopped = threading.Event()
-    answer: list[str] = []
-    reasoning: list[str] = []
-    finished: Finished | None = None
+    Events: CompletionStarted, text deltas, ToolCallDelta, StatsUpdate, Finished, CompletionDone.
+    """
+    completion = Completion(session.loaded, emit, cancel, **request)
+    session.prompt = completion.prompt
+    session.wrap_parser = completion.wrap
+    handover = threading.Event()
+    others: list = []
     try:
-        for event in session.generate("", settings, used, _Either(cancel, stopped)):  # type: ignore[arg-type]
-            begin()
-            if isinstance(event, Finished):
-                rest = stops.finish()
-                if rest:
-                    answer.append(rest)
-                    emit(AnswerDelta(rest))
-                reason = "stop" if stopped.is_set() and not cancel.is_set() else event.reason
-                if reason == "stop" and calls:
-                    reason = "tool_calls"
-                event = finished = Finished(reason, event.stats, event.error)  # type: ignore[arg-type]
-            elif type(event) is AnswerDelta:
-                text = stops.feed(event.text)
-                if stops.hit:
-                    stopped.set()
-                if not text:
+        for event in session.generate("", completion.settings, completion.effort,
+                                      _Any(cancel, completion.stopped, handover)):  # type: ignore[arg-type]
+            if handover.is_set() and isinstance(event, Finished):
+                if event.reason == "cancelled" and not cancel.is_set() and not completion.stopped.is_set():
+                    completion.base_stats = event.stats  # broken off here: the batch goes on
                     continue
-                event = AnswerDelta(text)
-                answer.append(text)
-            elif type(event) is ReasoningDelta:
-                reasoning.append(event.text)
-            emit(event)
+                # It ended by itself at that very token: finish the parse the handover held back.
+                completion.handing_over = False
+                for delta in completion.parser.finish() if completion.parser else []:
+                    completion.take(delta)
+            completion.take(event)
+            if adopt is not None and not handover.is_set() and type(event) in (AnswerDelta, ReasoningDelta) \
+                    and not cancel.is_set():
+                others = adopt()
+                if others:
+                    completion.handing_over = True
+                    handover.set()
     finally:
         session.turns.clear()  # the client sends the whole conversation each time
         session.wrap_parser = None
+    if others:
+        from optiq_tui.engine.batching import run_batch
+
+        session.reset()  # its KV cache is not the batch's
+        run_batch(session.loaded, None if completion.finished else completion, others, adopt)
     if cancel.is_set():
         raise Cancelled()
-    assert finished is not None
-    return {"model": loaded.info.name, "format": fmt.kind, "effort": used, "effort_note": note,
-            "answer": "".join(answer), "reasoning": "".join(reasoning),
-            "tool_calls": [calls[i] for i in sorted(calls)], "finish_reason": finished.reason,
-            "error": finished.error, "prompt_tokens": len(session.prompt), "stats": asdict(finished.stats)}
+    return completion.result()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -27,6 +28,8 @@ class EngineContext:
 
     loaded: "LoadedModel | None" = None
     sessions: dict[str, "ChatSession"] = field(default_factory=dict)
+    # The engine's hook to hand queued jobs of a kind to a running one (batched API requests).
+    adopt: Callable[[str, Callable[[dict], bool]], list] | None = None
     _store: "ConversationStore | None" = None
 
     @property
@@ -175,8 +178,10 @@ def complete(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: 
     if not isinstance(session, MessagesSession) or session.loaded is not loaded:
         session = MessagesSession(loaded)
         ctx.sessions[API_SESSION] = session
-    return complete_messages(session, emit, cancel, messages=messages, tools=tools, sampler=sampler,
-                             effort=effort, stop=stop)
+    name = loaded.info.name
+    adopt = None if ctx.adopt is None else partial(ctx.adopt, "complete", lambda a: a.get("model") == name)
+    return complete_messages(session, emit, cancel, adopt=adopt, messages=messages, tools=tools,
+                             sampler=sampler, effort=effort, stop=stop)
 
 
 def quantize(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str,

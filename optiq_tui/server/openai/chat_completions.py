@@ -22,7 +22,6 @@ from optiq_tui.engine.events import AnswerDelta, ReasoningDelta
 from optiq_tui.server.openai.errors import ApiError, api_route, parse_body
 from optiq_tui.server.openai.sse import (
     effort_headers,
-    failure,
     sampler_options,
     sse,
     submit_completion,
@@ -135,10 +134,11 @@ def chat_completions_route(service: "EngineService"):
             async for batch in follower.batches():
                 for delta in _deltas(batch):
                     yield chunk([{"index": 0, "delta": delta}])
-            info = follower.end()
-            result = info.result or {}
-            if info.state != "done" or result.get("finish_reason") == "error":
-                error = failure(info) if info.state != "done" else ApiError(500, result.get("error") or "failed")
+            try:
+                result = follower.outcome()
+                if result["finish_reason"] == "error":
+                    raise ApiError(500, result["error"] or "the generation failed")
+            except ApiError as error:
                 yield sse(error.body())
             else:
                 yield chunk([{"index": 0, "delta": {}, "finish_reason": result["finish_reason"]}])

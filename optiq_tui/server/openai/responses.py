@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from optiq_tui.engine.events import AnswerDelta, ReasoningDelta
 from optiq_tui.server.openai.errors import ApiError, api_route, parse_body
-from optiq_tui.server.openai.sse import effort_headers, failure, sampler_options, sse, submit_completion, usage_numbers
+from optiq_tui.server.openai.sse import effort_headers, sampler_options, sse, submit_completion, usage_numbers
 from optiq_tui.server.openai.tools import engine_messages
 
 if TYPE_CHECKING:
@@ -195,11 +195,8 @@ def responses_route(service: "EngineService"):
                     else:
                         yield event("response.output_text.delta", item_id=f"msg_{ident}", output_index=index,
                                     content_index=0, delta=e.text, logprobs=[])
-            info = follower.end()
             try:
-                if info.state != "done" or info.result is None:
-                    raise failure(info)
-                final = finish(info.result)
+                final = finish(follower.outcome())
             except ApiError as exc:
                 yield sse({"type": "error", "sequence_number": seq, **exc.body()["error"]}, "error")
                 return

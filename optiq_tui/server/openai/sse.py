@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 import anyio
 from starlette.requests import Request
 
-from optiq_tui.engine.completion import CompletionStarted
+from optiq_tui.engine.completion import CompletionDone, CompletionStarted
 from optiq_tui.engine.jobs import JobInfo
 from optiq_tui.server.openai.errors import ApiError
 
@@ -47,18 +47,29 @@ class JobFollower:
         self.service, self.request, self.job_id = service, request, job_id
         self.after = 0
         self.started: CompletionStarted | None = None
+        # The result, as soon as the answer ended (its job may go on driving a batch for others).
+        self.done: dict[str, Any] | None = None
+        self.over = False
         self._held: list[Any] = []
 
     async def _batch(self) -> tuple[list[Any], bool]:
+        """New events (up to the result), and whether the answer is over (result sent or job ended)."""
         batch, ended = await anyio.to_thread.run_sync(self.service.events, self.job_id, self.after, POLL_S)
-        if batch:
-            self.after = batch[-1][0]
+        events = []
+        for seq, event in batch:
+            self.after = seq
+            if isinstance(event, CompletionDone):
+                self.done = event.result
+                self.over = True
+                return events, True
+            events.append(event)
         if not ended and await self.request.is_disconnected():
             self.cancel()
-        return [e for _, e in batch], ended
+        self.over = ended
+        return events, ended
 
     def cancel(self) -> None:
-        if not self.service.job(self.job_id).ended:
+        if self.done is None and not self.service.job(self.job_id).ended:
             self.service.cancel(self.job_id)
 
     async def start(self) -> CompletionStarted:
@@ -71,37 +82,38 @@ class JobFollower:
                     break
             else:
                 if ended:
-                    raise failure(self.service.job(self.job_id))
+                    self.outcome()  # raises the job's error
+                    raise ApiError(500, "the answer ended before it started")
         return self.started
 
     async def batches(self) -> AsyncIterator[list[Any]]:
-        """Event batches after the start, until the job ends (then read :meth:`end`)."""
+        """Event batches after the start, until the answer is over (then read :meth:`outcome`)."""
         try:
             if self._held:
                 held, self._held = self._held, []
                 yield held
-            while True:
-                events, ended = await self._batch()
+            while not self.over:
+                events, _over = await self._batch()
                 if events:
                     yield events
-                if ended and not events:
-                    return
         finally:
             self.cancel()  # the response ended early (client gone, server stopping): stop generating
 
-    def end(self) -> JobInfo:
-        return self.service.job(self.job_id)
+    def outcome(self) -> dict[str, Any]:
+        """The result of an answer that is over; raises the job's error when there is none."""
+        if self.done is not None:
+            return self.done
+        info = self.service.job(self.job_id)
+        if info.state != "done" or info.result is None:
+            raise failure(info)
+        return info.result
 
     async def result(self) -> dict[str, Any]:
-        """Wait for the job's result (non-streaming requests)."""
+        """Wait for the result (non-streaming requests)."""
         await self.start()
-        while True:
-            _events, ended = await self._batch()
-            if ended:
-                info = self.end()
-                if info.state != "done" or info.result is None:
-                    raise failure(info)
-                return info.result
+        while not self.over:
+            await self._batch()
+        return self.outcome()
 
 
 def effort_headers(started_or_result: Any) -> dict[str, str]:
