@@ -62,8 +62,22 @@ class Engine:
         path = self.steer / "prompts.txt"
         return path.read_text().split("\n<<END>>\n")[:-1] if path.exists() else []
 
-    def job(self, job_id: str) -> dict:
+    def job(self, job_id: str | int) -> dict:
         return httpx.get(f"{self.address}/v1/jobs/{job_id}").json()
+
+    def jobs(self, state: str) -> list[dict]:
+        return [j for j in httpx.get(f"{self.address}/v1/jobs").json()["jobs"]
+                if j["kind"] == "complete" and j["state"] == state]
+
+    def arm_gate(self) -> None:
+        """The next generation stops after its first event until :meth:`open_gate`."""
+        for name in ("held", "open"):
+            (self.steer / name).unlink(missing_ok=True)
+        (self.steer / "armed").touch()
+
+    def open_gate(self) -> None:
+        (self.steer / "armed").unlink(missing_ok=True)
+        (self.steer / "open").touch()
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +270,7 @@ def test_responses_with_streaming_events_and_follow_up(engine):
 
 def test_disconnect_mid_stream_cancels_the_generation(engine):
     engine.script(None)
-    (engine.steer / "armed").touch()
+    engine.arm_gate()
     try:
         with engine.client.chat.completions.with_streaming_response.create(
                 model="tiny-llama", messages=[{"role": "user", "content": "Hello"}], max_tokens=200,
@@ -267,15 +281,45 @@ def test_disconnect_mid_stream_cancels_the_generation(engine):
         # The client is gone: the engine asks the job to stop while it is still held.
         poll(lambda: engine.job(job_id)["cancel_requested"], what="the cancel")
     finally:
-        (engine.steer / "open").touch()
+        engine.open_gate()
     poll(lambda: engine.job(job_id)["state"] == "cancelled", what="the job to end")
     events = httpx.get(f"{engine.address}/v1/jobs/{job_id}/events").text.splitlines()
     texts = [e for e in events if '"AnswerDelta"' in e or '"ReasoningDelta"' in e]
     assert len(texts) <= 2  # stopped within a token of the gate, not after 200
-    (engine.steer / "armed").unlink()
     again = engine.client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "Hi"}],
                                                   max_tokens=2)
     assert again.choices[0].finish_reason == "length"  # the engine is free again
+
+
+def test_concurrent_requests_are_batched_with_the_same_answers(engine):
+    """Requests queued behind a running one join it in one batch; greedy answers stay those of each alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine.script(None)
+    questions = ["Hello", "What is the capital of France?", "def add(a, b):"]
+
+    def ask(question: str) -> str:
+        reply = engine.client.chat.completions.create(
+            model="tiny-llama", messages=[{"role": "user", "content": question}], temperature=0.0, max_tokens=12)
+        return reply.choices[0].message.content
+
+    alone = [ask(q) for q in questions]
+    engine.arm_gate()
+    with ThreadPoolExecutor(3) as pool:
+        try:
+            first = pool.submit(ask, questions[0])
+            poll(lambda: (engine.steer / "held").exists(), what="the first answer to reach the gate")
+            rest = [pool.submit(ask, q) for q in questions[1:]]
+            poll(lambda: len(engine.jobs("queued")) == 2, what="the others to queue behind it")
+            queued = [j["id"] for j in engine.jobs("queued")]
+            driver = engine.jobs("running")[0]["id"]
+        finally:
+            engine.open_gate()
+        together = [first.result(), *(f.result() for f in rest)]
+    assert together == alone
+    # Taken into the running job's batch: they started before it ended (alone, they would queue behind it).
+    assert all(engine.job(j)["started"] < engine.job(driver)["finished"] for j in queued)
+    assert all(engine.job(j)["state"] == "done" for j in [driver, *queued])
 
 
 def test_errors_are_openai_error_objects(engine):

@@ -87,6 +87,7 @@ def run_batch(loaded: "LoadedModel", driver: Completion | None, adopted: list, a
     members: dict[int, _Member] = {}
 
     def add(c: Completion, end: Callable[..., None] | None) -> None:
+        c.handing_over = False  # from here its parser is finished normally, at its end in the batch
         room = min(c.settings.max_tokens, loaded.context_length - len(c.prompt)) - len(c.tokens)
         detokenizer = tokenizer.detokenizer
         for token in c.tokens:  # its text so far was shown already (c.shown characters)
