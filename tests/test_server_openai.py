@@ -399,3 +399,35 @@ def test_demo_model_answers_streamed_and_not(engine, demo_model_dir):
     reply = engine.client.responses.create(model=demo_model_dir.name, input="What is the capital of France?",
                                            temperature=0.0, max_output_tokens=12)
     assert reply.output_text == text
+
+
+# ---- the stream-side pieces on their own ----
+
+
+@pytest.mark.parametrize("text", [
+    '<|channel|>analysis to=functions.get_weather<|message|>{"city":"Rome"}<|call|>',
+    '<|channel|>analysis<|message|>Need weather.<|end|><|start|>assistant to=functions.get_weather'
+    '<|channel|>commentary <|constrain|>json<|message|>{"city":"Rome"}<|call|>',
+])
+def test_harmony_tool_calls_on_commentary_or_analysis(text):
+    from optiq_tui.engine.completion import HarmonyToolCalls
+    from optiq_tui.engine.harmony import HarmonyParser, harmony_encoding
+
+    enc = harmony_encoding()
+    calls, out = [], []
+    parser = HarmonyToolCalls(HarmonyParser(enc), calls.append)
+    for token in enc.encode(text, allowed_special="all"):
+        out += parser.feed(token)
+    out += parser.finish()
+    assert [c.name for c in calls if c.id] == ["get_weather"]
+    assert json.loads("".join(c.arguments for c in calls)) == {"city": "Rome"}
+    assert "Rome" not in "".join(d.text for d in out)  # the call is not reasoning or answer
+
+
+def test_stop_strings_split_across_pieces():
+    from optiq_tui.engine.completion import StopStrings
+
+    stops = StopStrings(["END", "\n\n"])
+    pieces = [stops.feed(p) for p in ["Hello E", "N", "ough said", "E", "ND more"]]
+    assert "".join(pieces) == "Hello ENough said" and stops.hit
+    assert stops.finish() == ""

@@ -164,6 +164,7 @@ class EngineService:
             ended = [j for j in self._jobs.values() if j.info().ended]
             for old in ended[: max(0, len(ended) - KEEP_ENDED)]:
                 del self._jobs[old.id]
+                self._adopted.discard(old.id)
 
     def _adopt(self, kind: str, accept: Callable[[dict[str, Any]], bool]) -> list[Adopted]:
         """Queued jobs of ``kind`` (oldest first) that a running one takes over; they show as running."""
