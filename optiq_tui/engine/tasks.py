@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import gc
 import threading
-from functools import partial
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
