@@ -134,15 +134,17 @@ def main() -> int:
             t.start()
         for t in threads:
             t.join()
-        one_tps = solo[0][1] / (solo[0][4] - solo[0][3])
+        # One client: the best of the four questions asked alone (conservative on a shared machine).
+        one_tps = max(n / (end - start) for _text, n, _tps, start, end in solo)
         wall = max(r[4] for r in together) - min(r[3] for r in together)
         all_tps = sum(r[1] for r in together) / wall
         print(f"{name}, greedy, {args.tokens} tokens")
         print(f"  single stream, best of {args.repeats} (tokens/s): raw mlx_lm.stream_generate {max(raw):.1f}, "
               f"HTTP {max(http):.1f}; HTTP / raw = {max(http) / max(raw):.3f} (target >= 0.95)")
         print(f"    rounds raw: {', '.join(f'{x:.1f}' for x in raw)}; HTTP: {', '.join(f'{x:.1f}' for x in http)}")
-        print(f"  4 concurrent clients: {all_tps:.1f} tokens/s aggregate vs one client {one_tps:.1f}; "
-              f"ratio {all_tps / one_tps:.2f} (target >= 2)")
+        print(f"  4 concurrent clients: {all_tps:.1f} tokens/s aggregate (tokens over wall time, prefill "
+              f"included) vs one client alone, best of the 4 questions, {one_tps:.1f}; ratio "
+              f"{all_tps / one_tps:.2f} (target >= 2)")
         for i, (alone, batched) in enumerate(zip(solo, together)):
             if alone[0] == batched[0]:
                 print(f"  question {i + 1}: same text as alone ({batched[1]} tokens)")
