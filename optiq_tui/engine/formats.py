@@ -66,7 +66,9 @@ class ChatFormat:
             return "off" if effort in ("off", "none", "low") else "on"
         return {"off": "low", "on": self.default_effort}.get(effort, self.default_effort)
 
-    def render(self, messages: Sequence[dict], effort: str | None = None) -> list[int]:
+    def render(self, messages: Sequence[dict], effort: str | None = None,
+               tools: Sequence[dict] | None = None) -> list[int]:
+        """Prompt ids; ``tools`` (OpenAI-style function tools) reach formats that can show them."""
         # No template: the plain text of the conversation, the model continues it.
         text = "\n\n".join(m["content"] for m in messages if m["content"])
         return list(self.tokenizer.encode(text))
@@ -82,10 +84,13 @@ class TemplateFormat(ChatFormat):
     def _template_kwargs(self, effort: str | None) -> dict:
         return {}
 
-    def render(self, messages: Sequence[dict], effort: str | None = None) -> list[int]:
+    def render(self, messages: Sequence[dict], effort: str | None = None,
+               tools: Sequence[dict] | None = None) -> list[int]:
         from jinja2 import TemplateError
 
         kwargs = self._template_kwargs(self.normalize_effort(effort))
+        if tools:
+            kwargs["tools"] = list(tools)
         msgs = [dict(m) for m in messages]
         try:
             return list(self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, **kwargs))
@@ -145,12 +150,13 @@ class HarmonyFormat(ChatFormat):
             if hasattr(tokenizer, "add_eos_token"):
                 tokenizer.add_eos_token(str(token))
 
-    def render(self, messages: Sequence[dict], effort: str | None = None) -> list[int]:
+    def render(self, messages: Sequence[dict], effort: str | None = None,
+               tools: Sequence[dict] | None = None) -> list[int]:
         from optiq_tui.engine.harmony import render_prompt
 
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         rest = [m for m in messages if m["role"] != "system"]
-        return render_prompt(self.encoding, rest, self.normalize_effort(effort), system or None)
+        return render_prompt(self.encoding, rest, self.normalize_effort(effort), system or None, tools)
 
     def new_parser(self, prompt: Sequence[int] = ()) -> StreamParser:
         from optiq_tui.engine.harmony import HarmonyParser

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import json
 import os
 import shutil
 from pathlib import Path
@@ -94,39 +95,67 @@ def render_prompt(
     messages: Sequence[dict],
     effort: str | None,
     system_prompt: str | None,
+    tools: Sequence[dict] | None = None,
 ) -> list[int]:
     """Token ids of a conversation ready for the assistant's next message.
 
     The reasoning effort goes into the system message and the user's system
     prompt into the developer message, as the harmony format prescribes. Earlier
     assistant turns enter with their ``final`` text only: their reasoning is
-    dropped, as the format requires.
+    dropped, as the format requires. ``tools`` are OpenAI-style function tools;
+    assistant ``tool_calls`` and ``tool`` results (with their function's ``name``)
+    become commentary messages to and from ``functions.NAME``.
     """
     from openai_harmony import (
+        Author,
         Conversation,
         DeveloperContent,
         Message,
         ReasoningEffort,
         Role,
         SystemContent,
+        ToolDescription,
     )
 
     system = SystemContent.new()
     if effort in EFFORTS:
         system = system.with_reasoning_effort(ReasoningEffort(effort.capitalize()))
     convo = [Message.from_role_and_content(Role.SYSTEM, system)]
-    if system_prompt:
-        convo.append(
-            Message.from_role_and_content(
-                Role.DEVELOPER, DeveloperContent.new().with_instructions(system_prompt)
+    if system_prompt or tools:
+        developer = DeveloperContent.new()
+        if system_prompt:
+            developer = developer.with_instructions(system_prompt)
+        if tools:
+            functions = [t.get("function", t) for t in tools]
+            developer = developer.with_function_tools(
+                [ToolDescription.new(f["name"], f.get("description") or "", f.get("parameters")) for f in functions]
             )
-        )
+        convo.append(Message.from_role_and_content(Role.DEVELOPER, developer))
     for m in messages:
         if m["role"] == "user":
             convo.append(Message.from_role_and_content(Role.USER, m["content"]))
         elif m["role"] == "assistant":
+            if m.get("content"):
+                convo.append(
+                    Message.from_role_and_content(Role.ASSISTANT, m["content"]).with_channel("final")
+                )
+            for call in m.get("tool_calls") or ():
+                function = call.get("function", call)
+                arguments = function.get("arguments")
+                convo.append(
+                    Message.from_role_and_content(
+                        Role.ASSISTANT, arguments if isinstance(arguments, str) else json.dumps(arguments)
+                    )
+                    .with_channel("commentary")
+                    .with_recipient(f"functions.{function['name']}")
+                    .with_content_type("<|constrain|>json")
+                )
+        elif m["role"] == "tool":
             convo.append(
-                Message.from_role_and_content(Role.ASSISTANT, m["content"]).with_channel("final")
+                Message.from_author_and_content(Author.new(Role.TOOL, f"functions.{m.get('name') or 'tool'}"),
+                                                m["content"] or "")
+                .with_channel("commentary")
+                .with_recipient("assistant")
             )
     return list(
         encoding.render_conversation_for_completion(Conversation.from_messages(convo), Role.ASSISTANT)
@@ -168,6 +197,11 @@ class HarmonyParser:
         self._header_state = StreamState.HEADER
         self._header: list[int] = []
         self._raw: _RawText | None = None
+
+    @property
+    def recipient(self) -> str | None:
+        """Whom the current message is addressed to (``functions.x`` for a tool call), if anyone."""
+        return None if self._raw is not None else self._parser.current_recipient
 
     @property
     def fell_back(self) -> bool:

@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, get_type_hints
 
 from optiq_tui.engine import tasks
@@ -32,6 +34,7 @@ KINDS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {
     "load": (tasks.load, "mlx"),
     "release": (tasks.release, "mlx"),
     "chat": (tasks.chat, "mlx"),
+    "complete": (tasks.complete, "mlx"),
     "quantize": (tasks.quantize, "mlx"),
     "eval": (tasks.evaluate, "mlx"),
     "compare": (tasks.compare, "mlx"),
@@ -40,6 +43,16 @@ KINDS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {
     # On the MLX thread so a model is never deleted while it is being loaded or used.
     "delete": (tasks.delete, "mlx"),
 }
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """A queued job that a running job of its kind took over (batched generation): it ends it too."""
+
+    args: dict[str, Any]
+    emit: Callable[[Any], None]
+    cancel: threading.Event
+    end: Callable[..., None]  # end(result=...) | end(error=...) | end(cancelled=True)
 
 
 class BadRequest(OptiqError):
@@ -86,7 +99,9 @@ class EngineService:
         self._threads = {"mlx": EngineThread("optiq-mlx"), "io": EngineThread("optiq-io")}
         self._jobs: dict[int, Job] = {}
         self._lock = threading.Lock()
-        self.ctx = tasks.EngineContext()
+        self.ctx = tasks.EngineContext(adopt=self._adopt)
+        # Jobs a running job took over: their queued run does nothing when its turn comes.
+        self._adopted: set[int] = set()
         self.journal: Journal | None = None
         self.interrupted: list[JobInfo] = []
         first_id = 1
@@ -120,19 +135,24 @@ class EngineService:
             self._jobs[job.id] = job
         self._record(job)
 
-        def run(_emit: Callable[[Any], None], _cancel: threading.Event) -> dict[str, Any]:
+        def run(_emit: Callable[[Any], None], _cancel: threading.Event) -> dict[str, Any] | None:
+            if job.id in self._adopted:
+                return None
             if job.cancel_event.is_set():
                 raise Cancelled()
             job.set_state("running")
             self._record(job)
             return fn(self.ctx, job.emit, job.cancel_event, **args)
 
+        def unless_adopted(end: Callable[..., None]) -> Callable[..., None]:
+            return lambda *a: None if job.id in self._adopted else end(*a)
+
         self._threads[thread].submit(
             run,
             name=f"{kind}-{job.id}",
-            on_done=lambda _h, result: self._end(job, "done", result=result),
-            on_error=lambda _h, exc: self._end(job, "failed", error=_message(exc)),
-            on_cancelled=lambda _h: self._end(job, "cancelled"),
+            on_done=unless_adopted(lambda _h, result: self._end(job, "done", result=result)),
+            on_error=unless_adopted(lambda _h, exc: self._end(job, "failed", error=_message(exc))),
+            on_cancelled=unless_adopted(lambda _h: self._end(job, "cancelled")),
         )
         return job.info()
 
@@ -144,6 +164,22 @@ class EngineService:
             ended = [j for j in self._jobs.values() if j.info().ended]
             for old in ended[: max(0, len(ended) - KEEP_ENDED)]:
                 del self._jobs[old.id]
+                self._adopted.discard(old.id)
+
+    def _adopt(self, kind: str, accept: Callable[[dict[str, Any]], bool]) -> list[Adopted]:
+        """Queued jobs of ``kind`` (oldest first) that a running one takes over; they show as running."""
+        with self._lock:
+            taken = [j for j in self._jobs.values() if j.kind == kind and j.id not in self._adopted
+                     and j.state == "queued" and not j.cancel_event.is_set() and accept(j.args)]
+            self._adopted.update(j.id for j in taken)
+        for job in taken:
+            job.set_state("running")
+            self._record(job)
+        return [Adopted(job.args, job.emit, job.cancel_event, partial(self._end_adopted, job)) for job in taken]
+
+    def _end_adopted(self, job: Job, *, result: dict | None = None, error: str | None = None,
+                     cancelled: bool = False) -> None:
+        self._end(job, "cancelled" if cancelled else "failed" if error else "done", error=error, result=result)
 
     def _record(self, job: Job) -> None:
         if self.journal is not None:

@@ -190,6 +190,10 @@ class ChatSession:
         finally:
             self.turns = kept
 
+    def _new_parser(self, prompt: list[int]) -> Any:
+        """The stream parser for one answer (a subclass may wrap it, e.g. to find tool calls)."""
+        return self.loaded.format.new_parser(prompt)
+
     def _fits(self, prompt: Sequence[int], max_tokens: int) -> bool:
         return len(prompt) + min(max_tokens, MIN_ANSWER_ROOM) <= self.loaded.context_length
 
@@ -244,7 +248,7 @@ class ChatSession:
 
         turn = Turn(user_text)
         self.turns.append(turn)
-        parser = fmt.new_parser(prompt)
+        parser = self._new_parser(prompt)
         cache, feed = self._prepare_cache(prompt)
         mx.reset_peak_memory()
 

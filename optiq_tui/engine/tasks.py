@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import threading
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ class EngineContext:
 
     loaded: "LoadedModel | None" = None
     sessions: dict[str, "ChatSession"] = field(default_factory=dict)
+    # The engine's hook to hand queued jobs of a kind to a running one (batched API requests).
+    adopt: Callable[[str, Callable[[dict], bool]], list] | None = None
     _store: "ConversationStore | None" = None
 
     @property
@@ -158,6 +161,27 @@ def chat(
             "dtype_note": loaded.dtype_note, "conversation": conversation, "answer": "".join(answer),
             "reasoning": "".join(reasoning), "finish_reason": finished.reason, "error": finished.error,
             "stats": stats}
+
+
+# The OpenAI faces' session key in ``EngineContext.sessions`` (never a conversation id).
+API_SESSION = "api"
+
+
+def complete(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str, messages: list,
+             tools: list | None = None, sampler: dict | None = None, effort: str | None = None,
+             stop: list | None = None) -> dict[str, Any]:
+    """One OpenAI-style completion of a whole message list (see engine/completion.py)."""
+    from optiq_tui.engine.completion import MessagesSession, complete_messages
+
+    loaded = _ensure_loaded(ctx, model, emit, cancel)
+    session = ctx.sessions.get(API_SESSION)
+    if not isinstance(session, MessagesSession) or session.loaded is not loaded:
+        session = MessagesSession(loaded)
+        ctx.sessions[API_SESSION] = session
+    name = loaded.info.name
+    adopt = None if ctx.adopt is None else partial(ctx.adopt, "complete", lambda a: a.get("model") == name)
+    return complete_messages(session, emit, cancel, adopt=adopt, messages=messages, tools=tools,
+                             sampler=sampler, effort=effort, stop=stop)
 
 
 def quantize(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str,

@@ -87,7 +87,7 @@ class Guard:
             self.activity.last = time.monotonic()
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def json_body(request: Request) -> dict[str, Any]:
     raw = b""
     async for chunk in request.stream():
         raw += chunk
@@ -122,7 +122,7 @@ def build_app(service: EngineService, *, api_key: str | None = None, address: st
         return JSONResponse({"jobs": [j.to_dict() for j in service.jobs()]})
 
     async def submit(request: Request) -> JSONResponse:
-        args = await _body(request)
+        args = await json_body(request)
         # Submitting may touch the disk (a new conversation file): off the event loop.
         info = await anyio.to_thread.run_sync(lambda: service.submit(request.path_params["kind"], **args))
         return JSONResponse(info.to_dict(), status_code=202)

@@ -33,6 +33,7 @@ def serve(host: str = "127.0.0.1", port: int = 0, idle_s: float | None = None) -
 
     from optiq_tui.engine.service import EngineService
     from optiq_tui.server.app import Activity, build_app
+    from optiq_tui.server.openai import openai_routes
 
     idle_s = idle_timeout() if idle_s is None else idle_s
     lock = state.take_lock()
@@ -63,7 +64,7 @@ def serve(host: str = "127.0.0.1", port: int = 0, idle_s: float | None = None) -
             task.cancel()
 
     app = build_app(service, api_key=key, address=address, on_shutdown=stop, activity=activity,
-                    lifespan=lifespan)
+                    lifespan=lifespan, extra_routes=openai_routes(service))
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
     state.write_record(state.EngineRecord(os.getpid(), address, service.started, host, key is not None))
