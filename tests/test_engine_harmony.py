@@ -74,6 +74,11 @@ def test_model_that_ignores_harmony_still_shows_its_text(enc):
     assert stream(enc, ids(enc, "Paris is the capital.")) == ("", "Paris is the capital.")
 
 
+def test_text_without_a_header_that_ends_with_return_is_the_answer(enc):
+    # The parser alone takes it for an unfinished header and drops it at <|return|>.
+    assert stream(enc, ids(enc, "Sunny and warm.<|return|>")) == ("", "Sunny and warm.")
+
+
 def test_text_after_end_without_start_falls_back_to_plain_text(enc):
     text = "<|channel|>final<|message|>Yes.<|end|> and more"
     assert stream(enc, ids(enc, text)) == ("", "Yes. and more")

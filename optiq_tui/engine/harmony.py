@@ -197,6 +197,7 @@ class HarmonyParser:
         self._header_state = StreamState.HEADER
         self._header: list[int] = []
         self._raw: _RawText | None = None
+        self._stops = set(encoding.stop_tokens_for_assistant_actions())
 
     @property
     def recipient(self) -> str | None:
@@ -214,6 +215,10 @@ class HarmonyParser:
             return self._answer(self._raw.text([token]))
         from openai_harmony import HarmonyError
 
+        if self._header and token in self._stops:
+            # Text that never got a header ends the message: it is the answer (the parser
+            # would drop it as an unfinished header).
+            return self._fall_back(self._header)
         try:
             self._parser.process(token)
         except HarmonyError:
