@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from optiq_tui.engine.completion import Completion
 from optiq_tui.engine.events import Finished, GenStats, ReasoningDelta, StatsUpdate
-from optiq_tui.engine.session import MIN_ANSWER_ROOM, PREFILL_STEP, STATS_INTERVAL_S, ContextOverflow, _rss_bytes, _seeded
+from optiq_tui.engine.session import MIN_ANSWER_ROOM, PREFILL_STEP, STATS_INTERVAL_S, ContextOverflow, current_rss_bytes, seeded
 
 if TYPE_CHECKING:
     from optiq_tui.engine.loader import LoadedModel
@@ -61,7 +61,7 @@ def _stats(member: _Member, now: float) -> GenStats:
                     prompt_tps=base.prompt_tps, gen_tokens=n,
                     gen_tps=(n - base.gen_tokens) / (now - since) if now > since else 0.0,
                     mlx_active_bytes=mx.get_active_memory(), mlx_peak_bytes=mx.get_peak_memory(),
-                    rss_bytes=_rss_bytes(), reasoning_tokens=base.reasoning_tokens + member.reasoning_tokens,
+                    rss_bytes=current_rss_bytes(), reasoning_tokens=base.reasoning_tokens + member.reasoning_tokens,
                     elapsed_s=base.elapsed_s + now - member.joined)
 
 
@@ -97,7 +97,7 @@ def run_batch(loaded: "LoadedModel", driver: Completion | None, adopted: list, a
             _end(member, "length")
             return
         s = c.settings
-        sampler = _seeded(make_sampler(temp=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p), s.seed)
+        sampler = seeded(make_sampler(temp=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p), s.seed)
         uid = gen.insert([c.prompt + c.tokens], max_tokens=[room], samplers=[sampler])[0]
         members[uid] = member
 

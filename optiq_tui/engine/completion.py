@@ -21,7 +21,7 @@ from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, ReasoningDe
 from optiq_tui.engine.formats import StreamParser
 from optiq_tui.engine.sampling import resolve_sampler
 from optiq_tui.engine.session import ChatSession
-from optiq_tui.engine.think import _partial_tag_suffix
+from optiq_tui.engine.think import partial_tag_suffix
 from optiq_tui.progress import Cancelled
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ class TaggedToolCalls:
                     out.append(AnswerDelta(before))
                 self._in_call = not self._in_call
             if not self._in_call:
-                keep = _partial_tag_suffix(self._pending, self.start)
+                keep = partial_tag_suffix(self._pending, self.start)
                 if len(self._pending) > keep:
                     out.append(AnswerDelta(self._pending[: len(self._pending) - keep]))
                     self._pending = self._pending[len(self._pending) - keep:]
@@ -201,7 +201,7 @@ class StopStrings:
             self.hit = True
             out, self._pending = self._pending[: min(found)], ""
             return out
-        keep = max(_partial_tag_suffix(self._pending, s) for s in self.stops)
+        keep = max(partial_tag_suffix(self._pending, s) for s in self.stops)
         out, self._pending = self._pending[: len(self._pending) - keep], self._pending[len(self._pending) - keep:]
         return out
 

@@ -76,7 +76,7 @@ class ContextOverflow(OptiqError):
 _process: Any = None
 
 
-def _rss_bytes() -> int:
+def current_rss_bytes() -> int:
     global _process
     if _process is None:
         import psutil
@@ -93,7 +93,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _seeded(sample: Callable[[Any], Any], seed: int | None) -> Callable[[Any], Any]:
+def seeded(sample: Callable[[Any], Any], seed: int | None) -> Callable[[Any], Any]:
     """``sample`` drawing token n from a key made of (seed, n) when a seed is given.
 
     MLX samples from one global random state; seeding it at each draw makes an answer
@@ -277,7 +277,7 @@ class ChatSession:
                 gen_tps=r.generation_tps if r else 0.0,
                 mlx_active_bytes=mx.get_active_memory(),
                 mlx_peak_bytes=mx.get_peak_memory(),
-                rss_bytes=_rss_bytes(),
+                rss_bytes=current_rss_bytes(),
                 reasoning_tokens=reasoning_tokens,
                 elapsed_s=now - start,
             )
@@ -287,7 +287,7 @@ class ChatSession:
             self.loaded.tokenizer,
             mx.array(feed),
             max_tokens=max_tokens,
-            sampler=_seeded(
+            sampler=seeded(
                 make_sampler(temp=sampler.temperature, top_p=sampler.top_p, top_k=sampler.top_k, min_p=sampler.min_p),
                 sampler.seed,
             ),

@@ -14,7 +14,7 @@ OPEN_TAG = "<think>"
 CLOSE_TAG = "</think>"
 
 
-def _partial_tag_suffix(text: str, tag: str) -> int:
+def partial_tag_suffix(text: str, tag: str) -> int:
     """Length of the longest end of ``text`` that could be the start of ``tag``."""
     for n in range(min(len(tag) - 1, len(text)), 0, -1):
         if text.endswith(tag[:n]):
@@ -60,8 +60,8 @@ class ThinkSplitter:
             self.in_reasoning = not self.in_reasoning
             self._trim_start = True
         hold = max(
-            _partial_tag_suffix(self._pending, CLOSE_TAG),
-            0 if self.in_reasoning else _partial_tag_suffix(self._pending, OPEN_TAG),
+            partial_tag_suffix(self._pending, CLOSE_TAG),
+            0 if self.in_reasoning else partial_tag_suffix(self._pending, OPEN_TAG),
         )
         self._emit(out, self._pending[: len(self._pending) - hold])
         self._pending = self._pending[len(self._pending) - hold :]

@@ -262,7 +262,7 @@ def _run_streams(
     """Step the sides' generations one event at a time, each round in a random order, to the end.
 
     A seeded side draws each token from a key of (seed, token index) (see
-    session._seeded), so its answer does not depend on how the two interleave.
+    session.seeded), so its answer does not depend on how the two interleave.
     """
     from optiq_tui.engine.events import Finished
 
