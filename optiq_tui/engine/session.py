@@ -106,12 +106,12 @@ def seeded(sample: Callable[[Any], Any], seed: int | None) -> Callable[[Any], An
 
     draws = itertools.count()
 
-    def seeded(logprobs: Any) -> Any:
+    def draw(logprobs: Any) -> Any:
         n = next(draws)
         mx.random.seed(seed if n == 0 else (seed * 1_000_003 + n) % 2**63)
         return sample(logprobs)
 
-    return seeded
+    return draw
 
 
 class ChatSession:
