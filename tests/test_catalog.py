@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from optiq_tui.library import catalog
+from optiq_tui.library.model_files import OPTIQ_QUANT_FILE
 from optiq_tui.progress import OptiqError
 from optiq_tui.settings import paths
 
@@ -82,14 +83,14 @@ def test_mixed_and_optiq(quantized_models, tmp_path):
     assert info.n_params == n_params and info.bpw == pytest.approx(bpw, abs=0.01)
 
     optiq = shutil.copytree(quantized_models["mixed"], tmp_path / "optiq")
-    (optiq / catalog.OPTIQ_QUANT_FILE).write_text(json.dumps({"source_model": "tiny-llama"}))
+    (optiq / OPTIQ_QUANT_FILE).write_text(json.dumps({"source_model": "tiny-llama"}))
     info = catalog.inspect_model(optiq)
     assert (info.quant_kind, info.quant, info.source_model) == ("optiq", "OptiQ 4/8 (4:9 8:6)", "tiny-llama")
 
 
 def test_uniform_baseline_from_the_quantizer(quantized_models, tmp_path):
     baseline = shutil.copytree(quantized_models["uniform"], tmp_path / "baseline")
-    (baseline / catalog.OPTIQ_QUANT_FILE).write_text(json.dumps({"method": "uniform", "source_model": "tiny"}))
+    (baseline / OPTIQ_QUANT_FILE).write_text(json.dumps({"method": "uniform", "source_model": "tiny"}))
     info = catalog.inspect_model(baseline)
     assert (info.quant_kind, info.quant, info.source_model) == ("uniform", "uniform 4-bit g64", "tiny")
 

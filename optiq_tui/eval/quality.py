@@ -223,7 +223,8 @@ def source_path(info: Any) -> Path | None:
     """
     import json
 
-    from optiq_tui.library.catalog import OPTIQ_QUANT_FILE, resolve
+    from optiq_tui.library.catalog import resolve
+    from optiq_tui.library.model_files import OPTIQ_QUANT_FILE
 
     if getattr(info, "quant_kind", None) == "gguf":
         return None

@@ -17,10 +17,10 @@ from optiq_tui.eval.retrieval import ProbeCase
 from optiq_tui.progress import OptiqError
 from optiq_tui.settings import paths
 from optiq_tui.sizes import human_bytes
+from optiq_tui.library.model_files import OPTIQ_QUANT_FILE
 
 CARD_START = "<!-- optiq-eval:start -->"
 CARD_END = "<!-- optiq-eval:end -->"
-OPTIQ_QUANT_FILE = "optiq_quant.json"
 
 
 def reports_dir() -> Path:

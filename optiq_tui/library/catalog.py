@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from optiq_tui.library import model_files as mf
+from optiq_tui.library.model_files import OPTIQ_QUANT_FILE
 from optiq_tui.progress import OptiqError
 from optiq_tui.settings import paths
 
-# Written by the OptiQ quantizer next to the weights; marks its mixed-precision output.
-OPTIQ_QUANT_FILE = "optiq_quant.json"
 # Written by the GGUF importer: where the weights came from.
 GGUF_IMPORT_FILE = "optiq_import.json"
 DEMO_ALIAS = "demo"

@@ -26,6 +26,8 @@ _DTYPE_BYTES = {
 
 # Where a folder keeps its recommended sampler (Hugging Face's name for it).
 GENERATION_CONFIG = "generation_config.json"
+# Written by the OptiQ quantizer next to the weights: how it was made (and its planned KV bits).
+OPTIQ_QUANT_FILE = "optiq_quant.json"
 
 
 def write_generation_config(folder: Path, values: dict[str, float | int]) -> None:

@@ -20,8 +20,8 @@ from typing import Any, Iterator
 from optiq_tui.progress import Log, OptiqError, ProgressFn, check_cancel, no_progress
 from optiq_tui.quant.config import KEEP, QuantConfig
 from optiq_tui.quant.events import STAGES, LayerScore, StageChanged
+from optiq_tui.library.model_files import OPTIQ_QUANT_FILE
 
-OPTIQ_QUANT_FILE = "optiq_quant.json"
 
 
 @dataclass(frozen=True)
