@@ -114,3 +114,39 @@ def test_plan_cli(tiny_llama_dir, capsys):
     assert err.startswith("error: ") and "does not fit" in err and len(err.strip().splitlines()) == 1
     assert main(["plan", str(tiny_llama_dir), "--memory", "lots"]) == 1
     assert "16GB" in capsys.readouterr().err
+
+
+def test_planned_kv_bits_reach_chat(tiny_llama_dir, tmp_path, capsys, monkeypatch):
+    # plan --kv-bits suggests the quantize that records them; chat then generates with a
+    # quantized KV cache (mlx-lm's QuantizedKVCache), and says so. Heads of 64 (mlx-lm
+    # packs the cache in groups of 64); the 16-wide heads of tiny-llama keep a float cache.
+    from mlx_lm.models.cache import QuantizedKVCache
+
+    from optiq_tui.engine import session
+    from tests.tiny import build_tiny_llama
+
+    wide = build_tiny_llama(tmp_path / "wide-heads", hidden=128, heads=2, kv_heads=1)
+
+    assert main(["plan", str(tiny_llama_dir), "--memory", "19.9MB", "--context", "1024", "--kv-bits", "8"]) == 0
+    assert "--kv-bits 8" in capsys.readouterr().out
+    assert main(["quantize", str(tiny_llama_dir), "--uniform", "4", "--kv-bits", "7", "--name", "kv7"]) == 1
+    assert "--kv-bits 7 is not a width" in capsys.readouterr().err
+    for source, name in ((wide, "kv8"), (tiny_llama_dir, "kv8-narrow")):
+        assert main(["quantize", str(source), "--uniform", "4", "--kv-bits", "8", "--name", name,
+                     "--no-verify", "--json"]) == 0
+    capsys.readouterr()
+    caches = []
+    real = session.ChatSession._prepare_cache
+
+    def spy(self, prompt):
+        cache, feed = real(self, prompt)
+        caches.append(cache)
+        return cache, feed
+
+    monkeypatch.setattr(session.ChatSession, "_prepare_cache", spy)
+    assert main(["run", "kv8", "Hello", "--max-tokens", "4", "--temp", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kv_bits"] == 8
+    assert all(isinstance(c, QuantizedKVCache) and c.bits == 8 for c in caches[-1])
+    assert main(["run", "kv8-narrow", "Hello", "--max-tokens", "4", "--temp", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kv_bits"] is None
+    assert not any(isinstance(c, QuantizedKVCache) for c in caches[-1])

@@ -55,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
           f"{human_bytes(p.kv_cache)}, working memory {human_bytes(p.working)})")
     if not result.unquantized_fits:
         print(f"optiq-chat quantize {args.model} --target-bpw {result.target_bpw:.2f}"
-              + (f" --group-size {args.group_size}" if args.group_size != 64 else ""))
+              + (f" --group-size {args.group_size}" if args.group_size != 64 else "")
+              + (f" --kv-bits {args.kv_bits}" if args.kv_bits else ""))
     return 0

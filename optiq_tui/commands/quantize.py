@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write a plain uniform B-bit mlx-lm quant instead (the baseline)")
     parser.add_argument("--dequantize", action="store_true",
                         help="accept an already-quantized source by dequantizing it first")
+    parser.add_argument("--kv-bits", type=int, default=None, metavar="B",
+                        help="record that this quant is planned with a B-bit KV cache (optiq-chat plan "
+                        "--kv-bits); chat and serve then quantize its KV cache to B bits")
     parser.add_argument("--no-verify", action="store_true", help="skip the held-out quality check")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_engine_argument(parser)
@@ -53,6 +56,8 @@ def _options(args: argparse.Namespace) -> dict:
         options["bits"] = list(args.bits)
     if args.group_size is not None:
         options["group_size"] = args.group_size
+    if args.kv_bits is not None:
+        options["kv_bits"] = args.kv_bits
     return options
 
 

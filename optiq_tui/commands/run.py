@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     if result is None:
         return code
     if args.json:
-        keys = ("model", "format", "effort", "dtype_note", "answer", "reasoning", "finish_reason", "error", "stats")
+        keys = ("model", "format", "effort", "dtype_note", "kv_bits", "answer", "reasoning", "finish_reason", "error", "stats")
         out = {k: result[k] for k in keys}
         print(json.dumps({**out, "sampler": asdict(sampler), "sampler_source": sampler_source}, indent=2))
     else:
@@ -116,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(f"[{result['finish_reason']}] {stats_text(result['stats'])}", file=sys.stderr)
         print(f"sampler: {sampler.describe()} ({sampler_source})", file=sys.stderr)
+        if result["kv_bits"]:
+            print(f"KV cache: {result['kv_bits']}-bit (the quant's plan)", file=sys.stderr)
         if result["error"]:
             print(f"error: {result['error']}", file=sys.stderr)
     return 1 if result["finish_reason"] == "error" else 0

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optiq_tui.library import model_files as mf
+from optiq_tui.library.model_files import KV_GROUP
 from optiq_tui.progress import OptiqError, Progress, ProgressFn, check_cancel, no_progress
 from optiq_tui.sizes import human_bytes
 
@@ -41,6 +43,8 @@ class LoadedModel:
     memory_bytes: int
     # Set when the weights were cast at load (see cpu_float32); empty otherwise.
     dtype_note: str = ""
+    # The KV-cache width the quant was planned for; generation quantizes its cache to it.
+    kv_bits: int | None = None
 
 
 def as_info(model: "ModelInfo | str | os.PathLike[str]") -> "ModelInfo":
@@ -77,7 +81,6 @@ def cpu_float32(path: Path) -> bool:
     half precision.
     """
     from optiq_tui.engine.blas import loaded_blas
-    from optiq_tui.library import model_files as mf
 
     if os.environ.get("OPTIQ_CPU_FLOAT32", "1") == "0" or not sys.platform.startswith("linux"):
         return False
@@ -91,7 +94,6 @@ def _memory_weights_bytes(path: Path) -> int:
     """Bytes the weights take once loaded (twice the half-precision ones when cast to float32)."""
     if not cpu_float32(path):
         return _weights_bytes(path)
-    from optiq_tui.library import model_files as mf
 
     return sum(n * 2 if dtype in ("F16", "BF16") else n for dtype, _s, n in mf.tensor_table(path).values())
 
@@ -203,7 +205,16 @@ def load(
         context_length=info.context_length or DEFAULT_CONTEXT,
         memory_bytes=total,
         dtype_note=dtype_note,
+        kv_bits=_usable_kv_bits(mf.planned_kv_bits(Path(info.path)), config),
     )
+
+
+def _usable_kv_bits(kv_bits: int | None, config: dict) -> int | None:
+    """The planned KV width, unless the heads cannot be packed in mlx-lm's groups of 64."""
+    text = config.get("text_config") or config
+    heads = text.get("num_attention_heads") or 1
+    head_dim = text.get("head_dim") or (text.get("hidden_size") or 0) // heads
+    return kv_bits if kv_bits and head_dim and head_dim % KV_GROUP == 0 else None
 
 
 def release_memory() -> None:

@@ -295,6 +295,8 @@ class ChatSession:
             prompt_cache=cache,
             prefill_step_size=PREFILL_STEP,
             prompt_progress_callback=prefill_progress,
+            # From the first token (mlx-lm's default start): the plan counted the whole cache at kv_bits.
+            **({"kv_bits": self.loaded.kv_bits, "quantized_kv_start": 0} if self.loaded.kv_bits else {}),
         )
         try:
             for response in stream:

@@ -99,7 +99,7 @@ def _sampler(options: dict | None) -> Any:
 def load(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str) -> dict[str, Any]:
     loaded = _ensure_loaded(ctx, model, emit, cancel)
     return {"model": loaded.info.name, "format": loaded.format.kind, "memory_bytes": loaded.memory_bytes,
-            "context_length": loaded.context_length, "dtype_note": loaded.dtype_note}
+            "context_length": loaded.context_length, "dtype_note": loaded.dtype_note, "kv_bits": loaded.kv_bits}
 
 
 def release(ctx: EngineContext, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
@@ -158,7 +158,8 @@ def chat(
         ctx.store.append(conversation, "assistant", "".join(answer), reasoning="".join(reasoning),
                          model=loaded.info.name, stats=stats)
     return {"model": loaded.info.name, "format": loaded.format.kind, "effort": effort,
-            "dtype_note": loaded.dtype_note, "conversation": conversation, "answer": "".join(answer),
+            "dtype_note": loaded.dtype_note, "kv_bits": loaded.kv_bits, "conversation": conversation,
+            "answer": "".join(answer),
             "reasoning": "".join(reasoning), "finish_reason": finished.reason, "error": finished.error,
             "stats": stats}
 

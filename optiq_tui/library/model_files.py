@@ -28,6 +28,21 @@ _DTYPE_BYTES = {
 GENERATION_CONFIG = "generation_config.json"
 # Written by the OptiQ quantizer next to the weights: how it was made (and its planned KV bits).
 OPTIQ_QUANT_FILE = "optiq_quant.json"
+# KV-cache widths mlx-lm's generation can quantize to (its kv_bits).
+KV_BITS = (2, 3, 4, 5, 6, 8)
+KV_GROUP = 64  # mlx-lm's kv_group_size default: one scale and one bias per 64 values
+
+
+def planned_kv_bits(folder: Path) -> int | None:
+    """The KV-cache width a quant was planned for (``quantize --kv-bits``), if any."""
+    path = folder / OPTIQ_QUANT_FILE
+    if not path.exists():
+        return None
+    try:
+        value = read_json(path).get("kv_bits")
+    except OptiqError:
+        return None  # a broken sidecar is the library's to report, not generation's
+    return value if value in KV_BITS else None
 
 
 def write_generation_config(folder: Path, values: dict[str, float | int]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from optiq_tui.library.model_files import KV_BITS
 from optiq_tui.progress import OptiqError
 
 # Widths mlx's affine quantizer packs; 16 means "keep unquantized" (source dtype).
@@ -66,6 +67,8 @@ class QuantConfig:
     seq_len: int = 512
     verify: bool = True
     verify_tokens: int = 2048
+    # The KV-cache width the quant is planned for (optiq-chat plan --kv-bits); chat and serve use it.
+    kv_bits: int | None = None
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> "QuantConfig":
@@ -98,6 +101,9 @@ class QuantConfig:
                     f"bit width {b} is not supported; choose from "
                     f"{', '.join(map(str, SUPPORTED_BITS))} (16 = keep unquantized)"
                 )
+        if self.kv_bits is not None and self.kv_bits not in KV_BITS:
+            raise OptiqError(f"--kv-bits {self.kv_bits} is not a width mlx can pack; use one of "
+                             f"{', '.join(map(str, KV_BITS))}")
         if self.group_size not in SUPPORTED_GROUPS:
             raise OptiqError(
                 f"group size {self.group_size} is not supported; use 32, 64 or 128"

@@ -245,6 +245,7 @@ def _metadata(name, source, config, choice, scores, items, achieved, cal_meta, t
         "peak_memory_bytes": peak,
         "peak_memory_by_stage": stages_peaks,
         "source_bytes": source.size_bytes,
+        "kv_bits": config.kv_bits,
     }
 
 

@@ -20,10 +20,9 @@ from typing import Any
 
 from optiq_tui.progress import OptiqError
 from optiq_tui.sizes import human_bytes, parse_size
+from optiq_tui.library.model_files import KV_BITS, KV_GROUP
 
 KV_STEP = 256  # mlx-lm's KVCache / RotatingKVCache grow their buffers by this many tokens
-KV_GROUP = 64  # mlx-lm's kv_group_size default: one scale and one bias per 64 values
-KV_BITS = (2, 3, 4, 5, 6, 8)
 MIN_BPW_BITS = 2  # the lowest width mlx packs
 # Working set beyond weights and KV, fitted to MLX's peak generating with the demo on this
 # CPU at 2,048 and 8,192 tokens (bench_plan.py): one chunk's attention scores count about
