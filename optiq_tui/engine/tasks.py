@@ -180,7 +180,9 @@ def complete(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: 
         session = MessagesSession(loaded)
         ctx.sessions[API_SESSION] = session
     name = loaded.info.name
-    adopt = None if ctx.adopt is None else partial(ctx.adopt, "complete", lambda a: a.get("model") == name)
+    # mlx-lm's BatchGenerator keeps a float KV cache: a quant planned with KV bits answers one at a time.
+    batchable = ctx.adopt is not None and not loaded.kv_bits
+    adopt = partial(ctx.adopt, "complete", lambda a: a.get("model") == name) if batchable else None
     return complete_messages(session, emit, cancel, adopt=adopt, messages=messages, tools=tools,
                              sampler=sampler, effort=effort, stop=stop)
 
