@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,47 @@ def test_cli_json_summary(tiny_llama_dir, capsys):
     assert out["name"] == "cli" and out["achieved_bpw"] <= 5.5
     code = main(["quantize", str(tiny_llama_dir), "--target-bpw", "2", "--json"])
     assert code == 1 and "below the smallest" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_calibration_from_saved_conversations_reads_them_and_changes_nothing(tiny_llama_dir, capsys):
+    import hashlib
+
+    from optiq_tui.cli import main
+    from optiq_tui.engine.conversations import ConversationStore
+    from optiq_tui.library.model_files import OPTIQ_QUANT_FILE
+    from optiq_tui.quant.calibration import build_calibration, conversation_documents
+
+    assert main(["quantize", str(tiny_llama_dir), "--calibration-from-conversations", "--no-verify"]) == 1
+    assert "no saved conversation" in capsys.readouterr().err  # refused before loading anything
+    store = ConversationStore()
+    ids = []
+    for topic in ("tides", "sourdough"):
+        cid = store.create("tiny-llama", topic)
+        store.append(cid, "user", f"Tell me about {topic}.")
+        store.append(cid, "assistant", f"Here is what I know about {topic}: " + "details " * 40,
+                     reasoning="private thoughts")
+        ids.append(cid)
+    before = {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+              for p in store.folder.iterdir()}
+
+    docs = conversation_documents(("all",))
+    assert len(docs) == 2 and all("private thoughts" not in str(d) for d in docs)
+    from mlx_lm.utils import load_tokenizer
+
+    tok = load_tokenizer(tiny_llama_dir)
+    plain, mixed = build_calibration(tok, seq_len=64), build_calibration(tok, seq_len=64, conversations=docs)
+    assert mixed.digest != plain.digest  # a measurement made without them is not reused
+    first = tok.decode(mixed.sequences[0])  # the user's chats come first, in their own template
+    assert "<|im_start|>user\nTell me about" in first
+
+    assert main(["quantize", str(tiny_llama_dir), "--calibration-from-conversations", ids[0] + ",nope",
+                 "--no-verify"]) == 1
+    assert "'nope' is not a conversation id" in capsys.readouterr().err
+    assert main(["quantize", str(tiny_llama_dir), "--target-bpw", "5.5", "--name", "own-chats",
+                 "--calibration-from-conversations", "--no-verify", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    meta = json.loads((Path(out["path"]) / OPTIQ_QUANT_FILE).read_text())
+    assert meta["calibration"]["source"] == "shipped + 2 saved conversations"
+    after = {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+             for p in store.folder.iterdir()}
+    assert after == before

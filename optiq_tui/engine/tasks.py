@@ -202,6 +202,8 @@ def quantize(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: 
         options["bits"] = tuple(options["bits"])
     if options.get("calibration"):
         options["calibration"] = Path(options["calibration"])
+    if options.get("conversations"):
+        options["conversations"] = tuple(options["conversations"])
     try:
         cfg = QuantConfig.from_preset(preset, **options).validate()
     except TypeError as exc:

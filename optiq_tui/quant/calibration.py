@@ -81,22 +81,57 @@ def _user_stream(path: Path, tokenizer: Any) -> list[int]:
     return ids
 
 
-def build_calibration(tokenizer: Any, *, path: Path | None = None, n_sequences: int = 8,
+def conversation_documents(ids: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+    """The user's saved conversations as chat documents (reasoning left out, as a chat
+    template leaves earlier turns' reasoning out); read only, never written."""
+    from optiq_tui.engine.conversations import ConversationStore
+
+    store = ConversationStore()
+    wanted = [s.id for s in store.list()] if tuple(ids) == ("all",) else list(ids)
+    docs = []
+    for conversation_id in wanted:
+        messages = [{"role": m.role, "content": m.content}
+                    for m in store.load(conversation_id).messages
+                    if m.role in ("user", "assistant") and m.content.strip()]
+        if messages:
+            docs.append({"messages": messages})
+    if not docs:
+        raise OptiqError("no saved conversation with messages to calibrate on "
+                         "(chat first, or leave out --calibration-from-conversations)")
+    return docs
+
+
+def calibration_for(tokenizer: Any, config: Any) -> Calibration:
+    """The calibration a QuantConfig asks for (its file or the shipped mix, and its conversations)."""
+    docs = conversation_documents(config.conversations) if config.conversations else None
+    return build_calibration(tokenizer, path=config.calibration, conversations=docs,
+                             n_sequences=config.n_calibration, seq_len=config.seq_len)
+
+
+def build_calibration(tokenizer: Any, *, path: Path | None = None,
+                      conversations: list[dict[str, Any]] | None = None, n_sequences: int = 8,
                       seq_len: int = 512, held_back: int = 2) -> Calibration:
     """Cut the calibration text into up to ``n_sequences + held_back`` sequences.
 
-    The last ``held_back`` sequences (when the text has room for them) are kept
-    out of the measurement and used to check low-width choices.
+    ``conversations`` (chat documents) are interleaved with the shipped mix, or put
+    before a user's file, so the first sequences carry the user's own chats. The last
+    ``held_back`` sequences (when the text has room for them) are kept out of the
+    measurement and used to check low-width choices.
     """
+    own = conversations or []
     if path is None:
         # The file alternates kinds, so every sequence mixes prose, code, math, chat and tools.
+        shipped = shipped_documents()
+        docs = [d for pair in zip(own, shipped) for d in pair] + own[len(shipped):] + shipped[len(own):]
         ids: list[int] = []
-        for doc in shipped_documents():
+        for doc in docs:
             ids.extend(_render(doc, tokenizer))
         source = "shipped"
     else:
-        ids = _user_stream(Path(path), tokenizer)
+        ids = [t for doc in own for t in _render(doc, tokenizer)] + _user_stream(Path(path), tokenizer)
         source = str(path)
+    if own:
+        source += f" + {len(own)} saved conversation{'s' if len(own) != 1 else ''}"
     bos = getattr(tokenizer, "bos_token_id", None)
     body = seq_len - 1 if bos is not None else seq_len
     seqs = []

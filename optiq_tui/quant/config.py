@@ -59,6 +59,8 @@ class QuantConfig:
     group_size: int = 64
     preset: str = DEFAULT_PRESET
     calibration: Path | None = None
+    # Saved conversations mixed into the calibration (ids; ("all",) for every one).
+    conversations: tuple[str, ...] = ()
     name: str | None = None
     uniform_bits: int | None = None
     dequantize: bool = False
@@ -117,6 +119,10 @@ class QuantConfig:
             from optiq_tui.quant.calibration import read_calibration_text
 
             read_calibration_text(self.calibration)
+        if self.conversations:
+            from optiq_tui.quant.calibration import conversation_documents
+
+            conversation_documents(self.conversations)  # unknown ids and an empty store fail here
         return self
 
 

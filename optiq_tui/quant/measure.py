@@ -22,7 +22,7 @@ from optiq_tui.progress import Log, OptiqError, Progress, ProgressFn, check_canc
 from optiq_tui.quant.allocate import Allocation, allocate
 from optiq_tui.quant.backbone import Backbone
 from optiq_tui.quant.cache import cache_key, load_scores, save_scores, source_fingerprint
-from optiq_tui.quant.calibration import build_calibration
+from optiq_tui.quant.calibration import calibration_for
 from optiq_tui.quant.config import KEEP, QuantConfig
 from optiq_tui.quant.events import LayerScore
 from optiq_tui.quant.fisher import fisher_scores
@@ -48,8 +48,7 @@ def measure_and_allocate(source, config: QuantConfig, bb: Backbone, tokenizer: A
     # another preset or budget of the same source reuses the cache.
     measured = tuple(sorted(set(widths) | set(STANDARD_WIDTHS)))
     with stages.run("calibrate"):
-        cal = build_calibration(tokenizer, path=config.calibration,
-                                n_sequences=config.n_calibration, seq_len=config.seq_len)
+        cal = calibration_for(tokenizer, config)
         progress(Log(f"calibration: {len(cal.sequences)} sequences, {cal.n_tokens} tokens "
                      f"({cal.source}), {sum(len(s) for s in cal.held_back)} held back"))
         # The guard: nothing is measured on a forward pass that differs from the model's own.

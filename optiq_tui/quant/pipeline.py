@@ -199,11 +199,10 @@ def _compensate(model, tokenizer, config: QuantConfig, choice, progress, cancel)
     """Compensated layers for a preset that asks for them (on the measurement's calibration)."""
     if config.uniform_bits is not None or not config.preset_info.compensate:
         return {}
-    from optiq_tui.quant.calibration import build_calibration
+    from optiq_tui.quant.calibration import calibration_for
     from optiq_tui.quant.plus import compensate_model
 
-    cal = build_calibration(tokenizer, path=config.calibration,
-                            n_sequences=config.n_calibration, seq_len=config.seq_len)
+    cal = calibration_for(tokenizer, config)
     progress(Log(f"error compensation on {len(cal.sequences)} calibration sequences"))
     return compensate_model(model, choice, config.group_size, cal.sequences,
                             progress=progress, cancel=cancel)
