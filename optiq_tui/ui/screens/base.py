@@ -23,6 +23,13 @@ from optiq_tui.progress import OptiqError, Progress
 PROGRESS_INTERVAL_S = 0.05
 
 
+def event_name(event: Any) -> str:
+    """An event's class name, also for one that arrived from an engine process as a WireEvent."""
+    from optiq_tui.engine.wire import WireEvent
+
+    return event.type if isinstance(event, WireEvent) else type(event).__name__
+
+
 class ProgressThrottle:
     """Passes a Progress event at most every PROGRESS_INTERVAL_S per stage, and always the last one."""
 
