@@ -1,0 +1,78 @@
+"""The TUI on a real engine process: jobs outlive the TUI (an SSH drop), and the next TUI picks them up.
+
+Each test starts a gated engine (tests/engine_gated.py) on its own OPTIQ_HOME and
+kills it at the end; the TUI finds it through its record, as `optiq-chat` does.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from optiq_tui.ui.app import OptiqApp
+from optiq_tui.ui.screens.quantize import QuantizeScreen
+from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
+from optiq_tui.ui.widgets.model_table import ModelTable
+from optiq_tui.ui.widgets.sensitivity_chart import SensitivityChart
+from tests.engine_proc import kill_engines, start_engine
+from tests.ui_util import install_model, library_ready, wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def engine(optiq_home, tiny_llama_dir, tmp_path, monkeypatch):
+    """A gated engine process on the test's home (with the tiny llama); yields the gate file."""
+    install_model(tiny_llama_dir, optiq_home, "tiny-llama")
+    monkeypatch.delenv("OPTIQ_ENGINE")
+    gate = tmp_path / "gate"
+    proc = start_engine(optiq_home, "--idle-timeout", "0", gate=gate)
+    yield gate
+    kill_engines(optiq_home, proc)
+
+
+async def attached(app, pilot) -> None:
+    """The app painted its library and attached to the engine process (not an in-process one)."""
+    await wait_until(pilot, lambda: library_ready(app) and app.engine is not None, 60, "the engine")
+    assert not app.in_process
+    await wait_until(pilot, lambda: "engine pid" in app.library.engine_text, 30, "the engine line")
+
+
+def engine_jobs():
+    from optiq_tui.server.process import connect
+
+    client = connect()
+    try:
+        return client.jobs()
+    finally:
+        client.close()
+
+
+async def test_a_quantize_outlives_the_tui_and_the_next_one_shows_it(engine, optiq_home):
+    gate = engine
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await attached(app, pilot)
+        await wait_until(pilot, lambda: app.library.query_one(ModelTable).row_count == 1)
+        await pilot.press("q")
+        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
+        await wait_until(pilot, gate.with_name("gate.reached").exists, 120, "the quantize to reach the gate")
+        app.exit()  # as a hang-up does: the TUI goes, the engine's job does not
+    [job] = [j for j in engine_jobs() if j.kind == "quantize"]
+    assert job.state == "running"
+
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await attached(app, pilot)
+        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen), 30, "the progress view")
+        progress = app.screen
+        assert progress.state == "running" and progress.info.name == "tiny-llama"
+        # Its events were read from the start: the chart has every layer measured before this TUI came.
+        await wait_until(pilot, lambda: progress.query_one(SensitivityChart).bars, 30, "the replayed chart")
+        gate.touch()
+        await wait_until(pilot, lambda: progress.state == "done", 120, "the quantize to finish")
+        await pilot.press("enter")
+        table = app.library.query_one(ModelTable)
+        await wait_until(pilot, lambda: app.screen is app.library and table.row_count == 2, 30, "the new quant")
+        assert (optiq_home / "models" / progress.result["name"]).is_dir()
