@@ -134,13 +134,15 @@ class EngineService:
             run,
             name=f"{kind}-{job.id}",
             on_done=lambda _h, result: self._end(job, "done", result=result),
-            on_error=lambda _h, exc: self._end(job, "failed", error=_message(exc)),
+            on_error=lambda _h, exc: self._end(job, "failed", error=_message(exc),
+                                               error_type=type(exc).__name__),
             on_cancelled=lambda _h: self._end(job, "cancelled"),
         )
         return job.info()
 
-    def _end(self, job: Job, state: str, *, error: str | None = None, result: dict | None = None) -> None:
-        job.set_state(state, error=error, result=result)
+    def _end(self, job: Job, state: str, *, error: str | None = None, result: dict | None = None,
+             error_type: str | None = None) -> None:
+        job.set_state(state, error=error, result=result, error_type=error_type)
         self._record(job)
         with self._lock:
             # Ended jobs keep their events for late readers, up to a limit (a long-lived engine).

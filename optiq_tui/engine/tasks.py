@@ -93,10 +93,15 @@ def _sampler(options: dict | None) -> Any:
     return SamplerSettings(**(options or {}))
 
 
-def load(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str) -> dict[str, Any]:
+def load(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str,
+         effort: str | None = None) -> dict[str, Any]:
+    """Load ``model``; the result says what reasoning control it has (``effort``: the one asked for, mapped)."""
     loaded = _ensure_loaded(ctx, model, emit, cancel)
-    return {"model": loaded.info.name, "format": loaded.format.kind, "memory_bytes": loaded.memory_bytes,
-            "context_length": loaded.context_length, "dtype_note": loaded.dtype_note}
+    fmt = loaded.format
+    return {"model": loaded.info.name, "format": fmt.kind, "memory_bytes": loaded.memory_bytes,
+            "context_length": loaded.context_length, "dtype_note": loaded.dtype_note,
+            "efforts": list(fmt.efforts) if fmt.efforts is not None else None,
+            "effort": fmt.normalize_effort(effort), "effort_unavailable_reason": fmt.effort_unavailable_reason}
 
 
 def release(ctx: EngineContext, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
@@ -117,21 +122,35 @@ def chat(
     sampler: dict | None = None,
     effort: str | None = None,
     save: bool = True,
+    drop_oldest: bool = False,
 ) -> dict[str, Any]:
-    """One chat turn: deltas and stats as events; the answer is saved whether or not anyone listens."""
+    """One chat turn: deltas and stats as events; the answer is saved whether or not anyone listens.
+
+    ``drop_oldest``: the last turn of this conversation overflowed the context; leave out as
+    many of its oldest turns as that needs (they stay in the saved conversation).
+    """
     from optiq_tui.engine.events import Finished, ReasoningDelta, TextDelta
     from optiq_tui.engine.session import ChatSession, ContextOverflow
+    from optiq_tui.progress import Log
 
     loaded = _ensure_loaded(ctx, model, emit, cancel)
     settings = _sampler(sampler)
     session = ctx.sessions.get(conversation) if conversation else None
+    saved = ctx.store.load(conversation).messages if conversation else []
+    if session is not None and not _follow_saved(session, saved):
+        session = None  # the file changed otherwise (another client, an edit): rebuild from it
     if session is None:
         session = ChatSession(loaded, system)
+        for m in saved:
+            session.add_message(m.role, m.content)
         if conversation:
-            for m in ctx.store.load(conversation).messages:
-                session.add_message(m.role, m.content)
             # Only the latest conversation keeps its session: each holds a KV cache.
             ctx.sessions = {conversation: session}
+    if system is not None:
+        session.system_prompt = system or None
+    if drop_oldest:
+        dropped = session.drop_oldest_turns()
+        emit(Log(f"Dropped the {dropped} oldest turn{'' if dropped == 1 else 's'} to make room."))
     if conversation and save:
         if system and not session.turns:
             ctx.store.append(conversation, "system", system)
@@ -158,6 +177,35 @@ def chat(
             "dtype_note": loaded.dtype_note, "conversation": conversation, "answer": "".join(answer),
             "reasoning": "".join(reasoning), "finish_reason": finished.reason, "error": finished.error,
             "stats": stats}
+
+
+def _follow_saved(session: Any, saved: list[Any]) -> bool:
+    """Take back the turns a client took back in the saved file (its KV cache stays); False if it differs otherwise."""
+    want = _saved_history(saved, session.dropped_turns)
+    while session.turns and len(_history(session)) > len(want) and _history(session) != want:
+        session.pop_turn()
+    return _history(session) == want
+
+
+def _history(session: Any) -> list[tuple[str, str]]:
+    """The exchanges a session holds, as (role, text), empty answers left out."""
+    out = []
+    for turn in session.turns:
+        out.append(("user", turn.user))
+        if turn.answer:
+            out.append(("assistant", turn.answer))
+    return out
+
+
+def _saved_history(messages: list[Any], skip_turns: int) -> list[tuple[str, str]]:
+    """The same for a saved conversation, its first ``skip_turns`` exchanges left out."""
+    out: list[tuple[str, str]] = []
+    users = 0
+    for m in messages:
+        users += m.role == "user"
+        if users > skip_turns and (m.role == "user" or (m.role == "assistant" and m.content)):
+            out.append((m.role, m.content))
+    return out
 
 
 def quantize(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str,

@@ -9,7 +9,7 @@ at a time per screen: starting another while one runs says "Still running".
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from textual import work
 from textual.screen import Screen
@@ -53,8 +53,6 @@ class JobScreen(Screen):
 
     # What the guard says when a second job is asked for while one runs.
     BUSY_TEXT = "Still running: Esc stops it first."
-    # Events every ``job_event`` call sees; streams that batch their own set False.
-    THROTTLE_PROGRESS = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -96,10 +94,14 @@ class JobScreen(Screen):
             raise
         self.job = job
         await self.job_started(job)
-        throttle = ProgressThrottle() if self.THROTTLE_PROGRESS else None
-        async for event in engine.events(job.id):
-            if throttle is None or throttle.admit(event):
-                await self.job_event(job, event)
+        sink = self.job_sink(job)
+        if sink is not None:
+            await engine.drain(job.id, sink)
+        else:
+            throttle = ProgressThrottle()
+            async for event in engine.events(job.id):
+                if throttle.admit(event):
+                    await self.job_event(job, event)
         final = await engine.job(job.id)
         self.job = None
         if final.state == "done":
@@ -124,8 +126,13 @@ class JobScreen(Screen):
     async def job_started(self, job: JobInfo) -> None:
         """The engine took the job (it has an id now)."""
 
+    def job_sink(self, job: JobInfo) -> Callable[[Any], None] | None:
+        """A thread-safe callable taking every event of ``job`` off the loop (a stream that batches
+        its own updates, see StreamBatch), or None: events come to ``job_event``, progress thinned."""
+        return None
+
     async def job_event(self, job: JobInfo, event: Any) -> None:
-        """One event of the job (Progress, Log, StageChanged, a chat delta...)."""
+        """One event of the job (Progress, Log, StageChanged...)."""
 
     async def job_done(self, job: JobInfo) -> None:
         """The job ended with ``job.result``."""
