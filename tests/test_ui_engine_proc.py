@@ -76,3 +76,39 @@ async def test_a_quantize_outlives_the_tui_and_the_next_one_shows_it(engine, opt
         table = app.library.query_one(ModelTable)
         await wait_until(pilot, lambda: app.screen is app.library and table.row_count == 2, 30, "the new quant")
         assert (optiq_home / "models" / progress.result["name"]).is_dir()
+
+
+async def test_an_answer_outlives_the_tui_and_is_saved_complete(engine, tiny_llama_dir):
+    from optiq_tui.engine.conversations import ConversationStore
+    from optiq_tui.library.catalog import inspect_model
+    from optiq_tui.ui.screens.chat import ChatScreen
+
+    gate = engine
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await attached(app, pilot)
+        app.settings.max_tokens, app.settings.temperature, app.settings.seed = 8, 0.0, 0
+        screen = ChatScreen(inspect_model(tiny_llama_dir))
+        await app.push_screen(screen)
+        await wait_until(pilot, lambda: screen.ready is not None, 60, "the model")
+        await pilot.press(*"Hello", "enter")
+        await wait_until(pilot, gate.with_name("gate.chat").exists, 60, "the answer to start")
+        conversation = screen.conversation_id
+        assert conversation is not None
+        app.exit()  # mid-answer, as a hang-up
+    [job] = [j for j in engine_jobs() if j.kind == "chat"]
+    assert job.state == "running"
+
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await attached(app, pilot)
+        # The library says what the engine is still doing.
+        await wait_until(pilot, lambda: any("Running in the engine: chat" in n.message for n in app._notifications), 30,
+                         "the running answer's notice")
+        gate.touch()
+        await wait_until(pilot, lambda: all(j.ended for j in engine_jobs()), 60, "the answer to finish")
+    [job] = [j for j in engine_jobs() if j.kind == "chat"]
+    assert job.state == "done" and job.result["answer"]
+    saved = ConversationStore().load(conversation).messages
+    assert [(m.role, m.content) for m in saved if m.role != "system"] == [
+        ("user", "Hello"), ("assistant", job.result["answer"])]
