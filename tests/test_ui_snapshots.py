@@ -177,7 +177,7 @@ async def compare_turn(pilot, *, blind: bool, vote: str | None = None):
     await library_loaded(pilot)
     screen = CompareScreen(info(UNIFORM), info(OPTIQ), blind=blind, seed=1)
     await app.push_screen(screen)
-    await wait_until(pilot, lambda: screen.session is not None, 60, "both models")
+    await wait_until(pilot, lambda: screen.ready, 60, "both models")
     await pilot.press(*"What is the capital of France?", "enter")
     await wait_until(pilot, lambda: screen.result is not None and not screen.running, 120, "both answers")
     if vote:

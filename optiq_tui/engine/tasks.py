@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from optiq_tui.engine.conversations import ConversationStore
     from optiq_tui.engine.loader import LoadedModel
     from optiq_tui.engine.session import ChatSession
+    from optiq_tui.eval.compare import CompareSession
 
 Emit = Callable[[Any], None]
 
@@ -27,6 +28,9 @@ class EngineContext:
 
     loaded: "LoadedModel | None" = None
     sessions: dict[str, "ChatSession"] = field(default_factory=dict)
+    # A pair kept loaded between compare turns (the TUI's compare screen), and what it was made for.
+    compare: "CompareSession | None" = None
+    compare_key: tuple = ()
     _store: "ConversationStore | None" = None
 
     @property
@@ -59,9 +63,12 @@ def prepare(kind: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _free(ctx: EngineContext) -> None:
-    """Drop the loaded model and return its memory to the system."""
+    """Drop the loaded model (or compare pair) and return its memory to the system."""
     ctx.loaded = None
     ctx.sessions.clear()
+    if ctx.compare is not None:
+        ctx.compare.close()
+        ctx.compare, ctx.compare_key = None, ()
     gc.collect()
     import mlx.core as mx
 
@@ -74,7 +81,7 @@ def _ensure_loaded(ctx: EngineContext, model: str, emit: Emit, cancel: threading
     info = loader.as_info(model)
     if ctx.loaded is not None and str(ctx.loaded.info.path) == str(info.path):
         return ctx.loaded
-    if ctx.loaded is not None:
+    if ctx.loaded is not None or ctx.compare is not None:
         _free(ctx)  # one model at a time: memory is never doubled
     ctx.loaded = loader.load(info, progress=emit, cancel=cancel)
     return ctx.loaded
@@ -243,16 +250,34 @@ def evaluate(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, models:
 
 
 def compare(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model_a: str, model_b: str,
-            prompt: str, system: str | None = None, sampler: dict | None = None,
-            effort: str | None = None) -> dict[str, Any]:
-    """One compare turn: both models answer; events arrive as SideEvent."""
-    from optiq_tui.engine.loader import as_info
-    from optiq_tui.eval.compare import run_compare
+            prompt: str = "", system: str | None = None, sampler: dict | None = None,
+            effort: str | None = None, keep: bool = False, prepare: bool = False,
+            new: bool = False) -> dict[str, Any]:
+    """One compare turn: both models answer; events arrive as SideEvent.
 
-    _free(ctx)
+    ``keep``: the pair stays loaded and remembers its turns for the next one (a compare
+    screen's conversation; ``new`` starts it over); ``prepare``: only load the pair, no prompt.
+    """
+    from optiq_tui.engine.loader import as_info
+    from optiq_tui.eval.compare import CompareSession, run_compare
+    from optiq_tui.progress import Log
+
     info_a, info_b = as_info(model_a), as_info(model_b)
-    plan, turn = run_compare(info_a, info_b, prompt, system_prompt=system, sampler=_sampler(sampler),
-                             effort=effort, progress=emit, cancel=cancel)
+    if not keep:
+        _free(ctx)
+        plan, turn = run_compare(info_a, info_b, prompt, system_prompt=system, sampler=_sampler(sampler),
+                                 effort=effort, progress=emit, cancel=cancel)
+    else:
+        key = (str(info_a.path), str(info_b.path), system)
+        if new or ctx.compare is None or ctx.compare_key != key:
+            _free(ctx)
+            ctx.compare, ctx.compare_key = CompareSession(info_a, info_b, system), key
+            emit(Log(ctx.compare.plan.describe()))
+        plan = ctx.compare.plan
+        if prepare:
+            ctx.compare.prepare(progress=emit, cancel=cancel)
+            return {"memory": asdict(plan), "both_loaded": plan.both_loaded, "plan": plan.describe()}
+        turn = ctx.compare.ask(prompt, _sampler(sampler), effort, progress=emit, cancel=cancel)
 
     def side(info: Any, answer: str, finished: Any) -> dict[str, Any]:
         done = None if finished is None else {"reason": finished.reason, "error": finished.error,
@@ -265,6 +290,7 @@ def compare(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model_a:
         "b": side(info_b, turn.answer_b, turn.finished_b),
         "both_loaded": plan.both_loaded,
         "memory": asdict(plan),
+        "plan": plan.describe(),
         "agreement": None if agreement is None else {**asdict(agreement), "identical": agreement.identical},
         "related": turn.related,
         "kl_a_under_b": None if turn.kl_a_under_b is None else asdict(turn.kl_a_under_b),
