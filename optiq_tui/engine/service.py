@@ -20,6 +20,7 @@ import traceback
 from typing import Any, Callable, get_type_hints
 
 from optiq_tui.engine import tasks
+from optiq_tui.engine.blas import use_openblas
 from optiq_tui.engine.jobs import Job, JobInfo
 from optiq_tui.engine.journal import Journal
 from optiq_tui.engine.worker import EngineThread
@@ -126,6 +127,8 @@ class EngineService:
         def run(_emit: Callable[[Any], None], _cancel: threading.Event) -> dict[str, Any]:
             if job.cancel_event.is_set():
                 raise Cancelled()
+            # Before a job first imports MLX: a TUI with its engine in-process paints without it.
+            use_openblas()
             job.set_state("running")
             self._record(job)
             return fn(self.ctx, job.emit, job.cancel_event, **args)

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import gc
 import os
+import traceback
 from functools import partial
 from typing import Iterable
 
@@ -22,16 +23,25 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from optiq_tui.engine.aclient import AsyncEngine
-from optiq_tui.engine.client import engine_line
+from optiq_tui.engine.client import InProcessClient, engine_line
 from optiq_tui.progress import OptiqError
 from optiq_tui.settings import Settings
-from optiq_tui.ui.bridge import EngineBridge, error_details
 from optiq_tui.ui.screens.library import LibraryScreen
 from optiq_tui.ui.screens.modals import ErrorModal
 
 
-# How long quitting waits for a cancelled job to tidy up (a quantize stops between layers).
+# How long quitting waits for a cancelled job of an in-process engine to tidy up.
 QUIT_WAIT_S = 30.0
+
+
+def error_details(error: BaseException) -> str:
+    """What the error modal shows under the message: the cause chain or the traceback."""
+    if isinstance(error, OptiqError):
+        cause = error.__cause__ or error.__context__
+        if cause is None:
+            return ""
+        return "".join(traceback.format_exception_only(type(cause), cause)).strip()
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__)).strip()
 
 
 class OptiqApp(App[int]):
@@ -47,7 +57,6 @@ class OptiqApp(App[int]):
     def __init__(self, *, settings: Settings | None = None) -> None:
         super().__init__()
         self.settings = settings or Settings.load()
-        self.bridge = EngineBridge()
         self.library = LibraryScreen()
         self.engine: AsyncEngine | None = None
         self._engine_ready = asyncio.Event()
@@ -62,7 +71,7 @@ class OptiqApp(App[int]):
 
     @property
     def in_process(self) -> bool:
-        return self.engine is not None and not hasattr(self.engine.client, "address")
+        return self.engine is not None and isinstance(self.engine.client, InProcessClient)
 
     async def engine_text(self) -> str:
         """Which engine this TUI is on: "engine pid N on ADDRESS, up 2 h, 1 job running" or "in-process"."""
@@ -153,16 +162,16 @@ class OptiqApp(App[int]):
     async def action_quit(self) -> None:
         # An engine process keeps its jobs (they are its, not this TUI's); one in this process
         # lets the running job see its cancel and clean up, so nothing half-made is left.
-        service = getattr(self.engine.client, "service", None) if self.engine is not None else None
-        if self.bridge.busy or (service is not None and service.busy):
+        if self.in_process and self.engine.client.service.busy:
             self.notify("Stopping the running job first…", timeout=30)
             await asyncio.to_thread(self._close, QUIT_WAIT_S)
         self.exit(0)
 
-    def _close(self, timeout: float = 2.0) -> None:
-        self.bridge.shutdown(timeout)
-        if self.engine is not None:
-            self.engine.client.close()
+    def _close(self, timeout: float = 5.0) -> None:
+        if self.in_process:
+            self.engine.client.service.close(timeout)
+        elif self.engine is not None:
+            self.engine.client.close()  # the engine process and its jobs go on
 
     def on_unmount(self) -> None:
         self._close()
