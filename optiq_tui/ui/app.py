@@ -30,6 +30,8 @@ from optiq_tui.ui.screens.library import LibraryScreen
 from optiq_tui.ui.screens.modals import ErrorModal
 
 
+# How often the status line asks the engine process how it is (uptime, running jobs).
+ENGINE_LINE_S = 30.0
 # How long quitting waits for a cancelled job of an in-process engine to tidy up.
 QUIT_WAIT_S = 30.0
 
@@ -94,6 +96,17 @@ class OptiqApp(App[int]):
         self._engine_ready.set()
         self.library.engine_changed(await self.engine_text())
         await self.library.attach_running_jobs()
+        if not self.in_process:
+            # Its uptime and running jobs change: the status line follows them.
+            self.set_interval(ENGINE_LINE_S, self._refresh_engine_line)
+
+    @work(exclusive=True, group="engine-line", exit_on_error=False)
+    async def _refresh_engine_line(self) -> None:
+        try:
+            text = await self.engine_text()
+        except Exception as exc:  # noqa: BLE001 - said on the status line; jobs report their own errors
+            text = f"engine not answering ({exc})"
+        self.library.engine_changed(text)
 
     def get_default_screen(self) -> Screen:
         return self.library

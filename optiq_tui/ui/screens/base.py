@@ -2,8 +2,11 @@
 
 A job belongs to the engine, not to the screen: the screen starts it through
 the app's engine client, reads its events in a Textual worker (so the UI
-never waits on the engine) and hears how it ended through four hooks. One job
-at a time per screen: starting another while one runs says "Still running".
+never waits on the engine) and hears how it ended through four hooks. A
+stream of thousands of events a second (an answer) goes instead to a
+thread-safe sink (``job_sink``) off the loop. One job at a time per screen:
+starting another while one runs says "Still running"; a worker that raises
+meets the one error handler here.
 """
 
 from __future__ import annotations
