@@ -27,7 +27,9 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 SYSTEM = "You are a helpful assistant."
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
@@ -128,17 +130,15 @@ def tui_rounds(
         async with app.run_test(size=(120, 36)):
             screen = ChatScreen(info)
             await app.push_screen(screen)
-            await until(lambda: screen.session is not None)
-            screen.loaded.tokenizer.eos_token_ids = set()
+            await until(lambda: screen.ready is not None)
+            service = app.engine.client.service  # the in-process engine (see engine_in_process)
+            service.ctx.loaded.tokenizer.eos_token_ids = set()
             for _ in range(repeats):
-                done: list[float] = []
-                app.bridge.submit_call(
-                    screen, lambda: done.append(raw_round(screen.loaded, prompt_ids, tokens)), name="bench-raw"
-                )
-                await until(lambda: bool(done))
-                raw.append(done[0])
+                # Raw, on the engine's MLX thread and the model it loaded, as a job of its own.
+                job = service.submit("bench_raw")
+                raw.append(service.wait(job.id).result["tps"])
                 await screen.transcript.remove_children()
-                screen.session.reset()
+                screen.conversation_id = None  # a new conversation: no history, no cached prompt
                 before = screen.stats_line.stats
                 cpu = time.thread_time()
                 sent = screen.send(PROMPT)
@@ -150,26 +150,61 @@ def tui_rounds(
                 stats = screen.stats_line.stats
                 assert stats is not None and stats.gen_tokens == tokens, stats
                 tui.append(stats.gen_tps)
-            app.bridge.shutdown()
 
-    asyncio.run(main())
+    with engine_in_process(bench_raw=lambda ctx: {"tps": raw_round(ctx.loaded, prompt_ids, tokens)}):
+        asyncio.run(main())
     return tui, raw, ui_cpu
 
 
-def paced_replay(words: list[str], rate: float):
-    """An engine job that emits ``words`` as answer tokens at ``rate`` per second (busy-waits: exact pacing)."""
+@contextmanager
+def engine_in_process(**kinds: Callable[[Any], dict]) -> Iterator[None]:
+    """The TUI's engine in this process (what is measured is the TUI, not HTTP), with extra job
+    kinds ``name=fn(ctx)`` on its MLX thread for the benchmark's own work."""
+    from optiq_tui.engine import service
+
+    saved_env, saved = os.environ.get("OPTIQ_ENGINE"), dict(service.KINDS)
+    os.environ["OPTIQ_ENGINE"] = "in-process"
+    for name, fn in kinds.items():
+        service.KINDS[name] = ((lambda f: lambda ctx, emit, cancel: f(ctx))(fn), "mlx")
+    try:
+        yield
+    finally:
+        service.KINDS.clear()
+        service.KINDS.update(saved)
+        if saved_env is None:
+            os.environ.pop("OPTIQ_ENGINE", None)
+        else:
+            os.environ["OPTIQ_ENGINE"] = saved_env
+
+
+@contextmanager
+def replayed(events: Callable[[], Iterator[Any]]) -> Iterator[None]:
+    """The engine answers every chat turn with ``events()`` instead of the model (a paced replay)."""
+    from optiq_tui.engine.session import ChatSession
+
+    real = ChatSession.generate
+
+    def generate(self, *_args, **_kwargs):
+        yield from events()
+
+    ChatSession.generate = generate  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ChatSession.generate = real  # type: ignore[method-assign]
+
+
+def paced_replay(words: list[str], rate: float) -> Iterator[Any]:
+    """``words`` as answer events at ``rate`` tokens per second (busy-waits: exact pacing)."""
     from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, StatsUpdate
 
-    def job(emit, cancel) -> None:
-        start = time.perf_counter()
-        for i, word in enumerate(words):
-            emit(AnswerDelta(word))
-            emit(StatsUpdate(GenStats(gen_tokens=i + 1)))
-            while time.perf_counter() - start < (i + 1) / rate and not cancel.is_set():
-                pass
-        emit(Finished("stop", GenStats(gen_tokens=len(words))))
-
-    return job
+    start = time.perf_counter()
+    for i, word in enumerate(words):
+        yield AnswerDelta(word)
+        yield StatsUpdate(GenStats(gen_tokens=i + 1))
+        while time.perf_counter() - start < (i + 1) / rate:
+            pass
+    yield Finished("stop", GenStats(gen_tokens=len(words)))
 
 
 def ui_share(info, tokens: int, rate: float) -> float:
@@ -183,7 +218,6 @@ def ui_share(info, tokens: int, rate: float) -> float:
     from optiq_tui.settings import Settings
     from optiq_tui.ui.app import OptiqApp
     from optiq_tui.ui.screens.chat import ChatScreen
-    from optiq_tui.ui.widgets.chat_message import ChatMessage
 
     words = [f"w{i} " if i % 40 else f"w{i}\n\n" for i in range(tokens)]
     share: list[float] = []
@@ -193,21 +227,21 @@ def ui_share(info, tokens: int, rate: float) -> float:
         async with app.run_test(size=(120, 36)):
             screen = ChatScreen(info)
             await app.push_screen(screen)
-            while screen.session is None:
+            while screen.ready is None:
                 await asyncio.sleep(0.02)
             # The first stream also pays one-time costs (Markdown's parser and CSS): not counted.
             for run in (words[:20], words):
                 await screen.transcript.remove_children()
-                message = ChatMessage("assistant", streaming=True)
-                await screen.transcript.mount(message)
                 cpu = time.thread_time()
-                screen.stream(paced_replay(run, rate), message, name="replay")
-                while screen.generating:
-                    await asyncio.sleep(0.02)
+                with replayed(lambda: paced_replay(run, rate)):
+                    await screen.send("Go")
+                    await asyncio.sleep(0.05)  # the job's start: then "generating" holds until it ends
+                    while screen.generating:
+                        await asyncio.sleep(0.02)
             share.append((time.thread_time() - cpu) / (tokens / rate))
-            app.bridge.shutdown()
 
-    asyncio.run(main())
+    with engine_in_process():
+        asyncio.run(main())
     return share[0]
 
 
@@ -224,7 +258,6 @@ def ui_frames(info, tokens: int, rate: float, *, paced: bool = True) -> dict:
     from optiq_tui.settings import Settings
     from optiq_tui.ui.app import OptiqApp
     from optiq_tui.ui.screens.chat import ChatScreen
-    from optiq_tui.ui.widgets.chat_message import ChatMessage
 
     # Markdown-like prose: a paragraph every 40 words, a list now and then.
     words = [f"w{i} " if i % 40 else (f"w{i}\n\n- item\n- item\n\n" if i % 200 == 0 else f"w{i}\n\n")
@@ -236,7 +269,7 @@ def ui_frames(info, tokens: int, rate: float, *, paced: bool = True) -> dict:
         async with app.run_test(size=(120, 36)):
             screen = ChatScreen(info)
             await app.push_screen(screen)
-            while screen.session is None:
+            while screen.ready is None:
                 await asyncio.sleep(0.02)
             if not paced:
                 stream_batch.FlushPacer.next_interval = lambda self: stream_batch.FLUSH_INTERVAL_S  # type: ignore[method-assign]
@@ -254,16 +287,15 @@ def ui_frames(info, tokens: int, rate: float, *, paced: bool = True) -> dict:
             for run in (words[:20], words):  # the first pays one-time costs (parser, CSS): not counted
                 frames.clear()
                 await screen.transcript.remove_children()
-                # An earlier turn fills the screen, so every frame repaints a full screen
+                # A long question fills the screen, so every frame repaints a full screen
                 # (as in any chat past its first answer) and frames differ only by the answer's length.
-                await screen.transcript.mount(ChatMessage("user", "\n".join(f"line {i}" for i in range(40))))
-                message = ChatMessage("assistant", streaming=True)
-                await screen.transcript.mount(message)
                 cpu = last[0] = time.thread_time()
                 start = time.perf_counter()
-                screen.stream(paced_replay(run, rate), message, name="replay")
-                while screen.generating:
-                    await asyncio.sleep(0.02)
+                with replayed(lambda: paced_replay(run, rate)):
+                    await screen.send("\n".join(f"line {i}" for i in range(40)))
+                    await asyncio.sleep(0.05)  # the job's start: then "generating" holds until it ends
+                    while screen.generating:
+                        await asyncio.sleep(0.02)
             wall = time.perf_counter() - start
             out["share"] = (time.thread_time() - cpu) / wall
             # Medians: a garbage collection now and then makes a 100 ms frame wherever it lands.
@@ -272,9 +304,9 @@ def ui_frames(info, tokens: int, rate: float, *, paced: bool = True) -> dict:
             late = statistics.median(c for _, c in frames[-tenth:])
             out.update(frames=len(frames), first_tenth_ms=first * 1e3, last_tenth_ms=late * 1e3, growth=late / first,
                        frame_ms=[round(c * 1e3, 1) for _, c in frames])
-            app.bridge.shutdown()
 
-    asyncio.run(main())
+    with engine_in_process():
+        asyncio.run(main())
     return out
 
 

@@ -13,6 +13,12 @@ over the time from the first to the last one received, counted the way
 mlx-lm counts ``generation_tps``. Targets (issue 11): remote >= 0.95 x raw,
 in-process >= 0.98 x raw.
 
+Then the TUI's first paint (a fresh ``optiq-chat`` process, from its start to its
+library's first frame; median of the rounds), when it attaches to a running engine
+and when it has to start one (target < 0.5 s both: paint first, connect after),
+against the same TUI with an in-process engine; and when it was connected.
+``--first-paint-only`` skips the chat rounds (no model needed).
+
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \\
         python benchmarks/bench_engine.py --tokens 128 --repeats 3
 """
@@ -98,13 +104,143 @@ def start_engine(home: Path) -> tuple[subprocess.Popen, object]:
     raise SystemExit("the engine did not start")
 
 
+# A fresh TUI process: seconds from its start to the library's first frame, and to its engine.
+FIRST_PAINT = """
+import time
+t0 = time.perf_counter()
+import asyncio, json
+from pathlib import Path
+import optiq_tui.ui.app
+from optiq_tui.ui.app import OptiqApp
+
+marks = {}
+
+class Timed(OptiqApp):
+    CSS_PATH = str(Path(optiq_tui.ui.app.__file__).with_name("app.tcss"))
+
+    def on_mount(self):
+        super().on_mount()
+        self.call_after_refresh(lambda: marks.setdefault("paint", time.perf_counter() - t0))
+
+async def main():
+    app = Timed()
+    async with app.run_test(size=(100, 30)) as pilot:
+        while "paint" not in marks or app.engine is None:
+            await pilot.pause(0.01)
+        marks["connected"] = time.perf_counter() - t0
+        marks["engine"] = await app.engine_text()
+    print(json.dumps(marks))
+
+asyncio.run(main())
+"""
+
+
+def first_paint(home: Path, in_process: bool = False) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "OPTIQ_ENGINE"}
+    env["OPTIQ_HOME"] = str(home)
+    if in_process:
+        env["OPTIQ_ENGINE"] = "in-process"
+    # A file, not -c: Textual finds an App subclass's CSS next to its source file.
+    script = home / "first_paint.py"
+    script.write_text(FIRST_PAINT)
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=Path(__file__).resolve().parents[1])
+    if out.returncode != 0:
+        raise SystemExit(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def stop_engine(home: Path, wait: bool = False) -> None:
+    """Stop the engine recorded for ``home``; ``wait``: give one being started a moment to appear."""
+    from optiq_tui.server.process import connect
+
+    with environment(OPTIQ_HOME=str(home)):
+        deadline = time.monotonic() + (3.0 if wait else 0.0)
+        client = connect()
+        while client is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            client = connect()
+        if client is not None:
+            client.shutdown()
+            client.close()
+
+
+@contextmanager
+def environment(**values: str | None) -> Iterator[None]:
+    saved = dict(os.environ)
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def first_paint_rounds(attach_home: Path, repeats: int) -> dict:
+    """Median first paint of `optiq-chat` in a pty (bench_chat's measure), and when it was connected:
+    in-process, attaching to a running engine, starting one."""
+    import statistics
+
+    from bench_chat import first_paint_s
+
+    runs: dict[str, list[dict]] = {"in_process": [], "attach": [], "start": []}
+    for _ in range(repeats):
+        for key in runs:
+            home = attach_home if key != "start" else Path(tempfile.mkdtemp(prefix="bench-paint-"))
+            mode = "in-process" if key == "in_process" else None
+            # A TUI ended right after its paint may have started an engine: let that one go soon.
+            with environment(OPTIQ_HOME=str(home), OPTIQ_ENGINE=mode, OPTIQ_ENGINE_IDLE_S="5"):
+                paint = first_paint_s()
+                if key == "start":
+                    stop_engine(home, wait=True)
+            measured = first_paint(home, in_process=key == "in_process")
+            if key == "start":
+                stop_engine(home)  # the engine that TUI started in the background
+            runs[key].append({**measured, "pty_paint": paint})
+    return {k: {"paint_s": statistics.median(r["pty_paint"] for r in v),
+                "app_paint_s": statistics.median(r["paint"] for r in v),
+                "connected_s": statistics.median(r["connected"] for r in v),
+                "engine": v[-1]["engine"]} for k, v in runs.items()}
+
+
+def print_first_paint(paint: dict) -> None:
+    base = paint["in_process"]["paint_s"]
+    print("TUI first paint (`optiq-chat` in a pty, process start to the first frame; median),")
+    print("and in a headless app (from its first line: paint, then connected to its engine):")
+    for key, label in (("in_process", "in-process engine"), ("attach", "attach to a running engine"),
+                       ("start", "start an engine")):
+        p = paint[key]
+        print(f"  {label:<28} paint {p['paint_s']:.3f} s ({p['paint_s'] / base:.2f}x in-process)"
+              f"   in the app: paint {p['app_paint_s']:.3f} s, connected {p['connected_s']:.3f} s"
+              f"   [{p['engine']}]")
+    print("  target: paint < 0.5 s when attaching and when starting")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="an MLX model folder (default: the demo model)")
     parser.add_argument("--tokens", type=int, default=128, help="most tokens per answer")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per contender")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--first-paint-only", action="store_true", help="only the TUI's first paint")
     args = parser.parse_args()
+    if args.first_paint_only:
+        home = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+        engine, remote = start_engine(home)
+        try:
+            paint = first_paint_rounds(home, args.repeats)
+        finally:
+            remote.close()
+            engine.kill()
+            engine.wait()
+        print(json.dumps(paint, indent=2) if args.json else "", end="")
+        if not args.json:
+            print_first_paint(paint)
+        return 0
 
     from optiq_tui.engine.blas import use_openblas
 
@@ -144,6 +280,7 @@ def main() -> int:
             rounds["remote"].append(tps)
             rounds["remote_engine_side"].append(engine_tps)
         local.close()
+        paint = first_paint_rounds(home, args.repeats)
     finally:
         engine.kill()
         engine.wait()
@@ -155,7 +292,8 @@ def main() -> int:
               # Same answers, two clocks: what the client saw against what the engine measured;
               # steadier than cross-contender ratios on a shared machine.
               "remote_client_vs_engine_side": min(c / e for c, e in zip(rounds["remote"],
-                                                                         rounds["remote_engine_side"]))}
+                                                                         rounds["remote_engine_side"])),
+              "first_paint": paint}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -168,6 +306,7 @@ def main() -> int:
     print(f"  remote client / engine's own figure, worst round = {result['remote_client_vs_engine_side']:.3f}")
     print("  CPU time per token, least of the rounds (less load-dependent than wall time): "
           + ", ".join(f"{k} {v:.1f} ms" for k, v in cpu_ms.items()))
+    print_first_paint(paint)
     return 0
 
 

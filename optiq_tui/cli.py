@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_app()
     args = build_parser(only=command).parse_args(argv)
-    # Before any command imports MLX; the TUI does this on its engine thread instead.
+    # Before any command imports MLX; the TUI leaves it to its engine's first job.
     from optiq_tui.engine.blas import use_openblas
 
     use_openblas()

@@ -34,7 +34,7 @@ from optiq_tui.engine.blas import use_openblas  # noqa: E402
 # Before anything imports MLX: the shots run float32 MLX work (quantize, eval, chat).
 use_openblas()
 from demo_model import demo_dir  # noqa: E402
-from tests.replay import replay_job  # noqa: E402
+from tests.replay import replay_generate  # noqa: E402
 
 DEMO_DIR = demo_dir()
 
@@ -199,7 +199,7 @@ async def open_chat(app, pilot, name: str):
     await library_loaded(app, pilot)
     screen = ChatScreen(resolve(name))
     await app.push_screen(screen)
-    await wait_until(pilot, lambda: screen.session is not None, what=f"{name} to load")
+    await wait_until(pilot, lambda: screen.ready is not None, what=f"{name} to load")
     return screen
 
 
@@ -216,19 +216,24 @@ async def shot_chat(app, pilot) -> None:
 async def reasoning_shot(app, pilot, *, finish: bool) -> None:
     import threading
 
-    from optiq_tui.ui.widgets.chat_message import ChatMessage
+    from optiq_tui.engine.session import ChatSession
 
     screen = await open_chat(app, pilot, "tiny-qwen3")
-    await screen.transcript.mount(ChatMessage("user", RECORDED_QUESTION))
-    message = ChatMessage("assistant", label="tiny-qwen3 (recorded stream)", streaming=True)
-    await screen.transcript.mount(message)
     gate = threading.Event()
-    screen.stream(replay_job(screen.loaded, RECORDED_THINK, gate), message, name="replay")
-    reasoning = RECORDED_THINK.split("</think>")[0].removeprefix("<think>").strip()
-    await wait_until(pilot, lambda: message.reasoning_text.strip() == reasoning, what="the reasoning")
-    if finish:
+    # The recorded stream in place of the model's generation, inside the engine's chat job.
+    real, ChatSession.generate = ChatSession.generate, replay_generate(RECORDED_THINK, gate)
+    try:
+        await pilot.press(*RECORDED_QUESTION, "enter")
+        await wait_until(pilot, lambda: screen.transcript.last("assistant") is not None, what="the answer to start")
+        message = screen.transcript.last("assistant")
+        reasoning = RECORDED_THINK.split("</think>")[0].removeprefix("<think>").strip()
+        await wait_until(pilot, lambda: message.reasoning_text.strip() == reasoning, what="the reasoning")
+        if finish:
+            gate.set()
+            await wait_until(pilot, lambda: not screen.generating, what="the answer")
+    finally:
         gate.set()
-        await wait_until(pilot, lambda: not screen.generating, what="the answer")
+        ChatSession.generate = real
     screen.stats_line.show_text(REPLAY_NOTE)
     await pilot.pause(0.3)
 
@@ -265,7 +270,7 @@ async def compare_shot(app, pilot, *, blind: bool) -> None:
     a, b = demo_pair()
     screen = CompareScreen(a, b, blind=blind, seed=1)
     await app.push_screen(screen)
-    await wait_until(pilot, lambda: screen.session is not None, timeout=300, what="both models")
+    await wait_until(pilot, lambda: screen.ready, timeout=300, what="both models")
     await pilot.press(*"What is the capital of France?", "enter")
     await wait_until(pilot, lambda: screen.result is not None and not screen.running, timeout=900, what="both answers")
     await pilot.pause(0.3)
@@ -339,6 +344,8 @@ def main(argv: list[str]) -> int:
         # Never show (or touch) the user's own library or Hugging Face cache.
         os.environ["HF_HOME"] = str(Path(tmp) / "hf")
         os.environ["HF_HUB_OFFLINE"] = "1"
+        # The engine in this process: replays stand in for its generation, and no engine outlives the shots.
+        os.environ["OPTIQ_ENGINE"] = "in-process"
         homes: dict[str, Path] = {}
         for shot in wanted:
             if shot.home not in homes:

@@ -1,4 +1,4 @@
-"""The app shell: import layering, first paint without MLX, the engine bridge, about, errors."""
+"""The app shell: import layering, first paint without MLX, engine jobs on a screen, about, errors."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import sys
 import threading
 
 from textual.command import CommandList
-from textual.screen import Screen
 
 from optiq_tui.progress import Cancelled, Log, OptiqError, Progress
-from optiq_tui.ui.app import OptiqApp
-from optiq_tui.ui.bridge import error_details
+from optiq_tui.ui.app import OptiqApp, error_details
 from optiq_tui.ui.screens.about import AboutScreen
+from optiq_tui.ui.screens.base import JobScreen
 from optiq_tui.ui.screens.modals import ErrorModal
 from tests.ui_util import install_model, library_ready, wait_until
 
@@ -67,8 +66,8 @@ def test_core_layers_never_import_textual_or_rich():
     assert result["ui"] == []
 
 
-class Recorder(Screen):
-    """Collects the Job* messages the bridge posts to it, and on which thread they ran."""
+class Recorder(JobScreen):
+    """Records what the JobScreen hooks hear of an engine job, and on which thread."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -79,86 +78,99 @@ class Recorder(Screen):
         self.threads.add(threading.get_ident())
         self.seen.append(item)
 
-    def on_job_progressed(self, m) -> None:
-        self._note("progress", m.job_id, m.event)
+    async def job_event(self, job, event) -> None:
+        self._note("event", job.id, event)
 
-    def on_job_finished(self, m) -> None:
-        self._note("finished", m.job_id, m.result)
+    async def job_done(self, job) -> None:
+        self._note("done", job.id, job.result)
 
-    def on_job_failed(self, m) -> None:
-        self._note("failed", m.job_id, m.error, m.details)
+    async def job_failed(self, job) -> None:
+        self._note("failed", job.id, job.error, job.error_type)
 
-    def on_job_cancelled(self, m) -> None:
-        self._note("cancelled", m.job_id)
+    async def job_cancelled(self, job) -> None:
+        self._note("cancelled", job.id)
 
 
-async def test_bridge_posts_events_and_results_on_the_ui_thread():
+def engine_task(monkeypatch, kind: str, fn, thread: str = "mlx") -> None:
+    """Give the in-process engine a job kind running ``fn(emit, cancel)`` (a test's own work)."""
+    from optiq_tui.engine import service
+
+    def task(ctx, emit, cancel) -> dict:
+        return fn(emit, cancel)
+
+    monkeypatch.setitem(service.KINDS, kind, (task, thread))
+
+
+async def test_a_job_screen_hears_events_and_result_on_the_ui_thread(monkeypatch):
+    ran_on: list[str] = []
+
+    def job(emit, cancel):
+        ran_on.append(threading.current_thread().name)
+        emit(Log("hello"))
+        emit(Progress("work", 1, 2))
+        emit(Progress("work", 2, 2))
+        return {"answer": 42}
+
+    engine_task(monkeypatch, "probe", job)
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         recorder = Recorder()
         await app.push_screen(recorder)
-        ran_on: list[str] = []
-
-        def job(emit, cancel):
-            ran_on.append(threading.current_thread().name)
-            emit(Log("hello"))
-            emit(Progress("work", 1, 2))
-            emit(Progress("work", 2, 2))
-            return 42
-
-        handle = app.bridge.submit(recorder, job, name="test")
-        await wait_until(pilot, lambda: any(s[0] == "finished" for s in recorder.seen))
-        assert ran_on == ["optiq-engine"]
-        assert recorder.threads == {threading.get_ident()}  # handlers ran on the UI thread
-        assert [s[0] for s in recorder.seen] == ["progress", "progress", "progress", "finished"]
+        assert recorder.start_job("probe")
+        assert not recorder.start_job("probe")  # one at a time: the guard says so
+        await wait_until(pilot, lambda: any(s[0] == "done" for s in recorder.seen))
+        assert ran_on == ["optiq-mlx"]  # the engine picked its MLX thread
+        assert recorder.threads == {threading.get_ident()}  # hooks ran on the UI thread
+        assert [s[0] for s in recorder.seen] == ["event", "event", "event", "done"]
         assert recorder.seen[0][2] == Log("hello")
-        assert recorder.seen[-1] == ("finished", handle.id, 42)
+        assert recorder.seen[-1][2] == {"answer": 42} and recorder.job is None
 
 
-async def test_bridge_thins_a_flood_of_progress_but_keeps_the_last():
+async def test_a_job_screen_thins_a_flood_of_progress_but_keeps_the_last(monkeypatch):
+    def job(emit, cancel):
+        for i in range(1, 20001):
+            emit(Progress("download", i, 20000, unit="B"))
+        return {}
+
+    engine_task(monkeypatch, "flood", job, "io")
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         recorder = Recorder()
         await app.push_screen(recorder)
-
-        def job(emit, cancel):
-            for i in range(1, 20001):
-                emit(Progress("download", i, 20000, unit="B"))
-
-        app.bridge.submit(recorder, job, name="flood", mlx=False)
-        await wait_until(pilot, lambda: any(s[0] == "finished" for s in recorder.seen))
-        events = [s[2] for s in recorder.seen if s[0] == "progress"]
+        recorder.start_job("flood")
+        await wait_until(pilot, lambda: any(s[0] == "done" for s in recorder.seen))
+        events = [s[2] for s in recorder.seen if s[0] == "event"]
         assert len(events) < 2000
         assert events[-1].done == 20000
 
 
-async def test_bridge_reports_cancel_and_failure():
+async def test_a_job_screen_hears_cancel_and_failure(monkeypatch):
+    def waits(emit, cancel):
+        emit(Log("waiting"))
+        while not cancel.wait(0.01):
+            pass
+        raise Cancelled()
+
+    def fails(emit, cancel):
+        try:
+            open("/nonexistent/x")
+        except OSError as exc:
+            raise OptiqError("could not read the file; check the path") from exc
+
+    engine_task(monkeypatch, "waits", waits)
+    engine_task(monkeypatch, "fails", fails)
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         recorder = Recorder()
         await app.push_screen(recorder)
-
-        def waits(emit, cancel):
-            while not cancel.wait(0.01):
-                pass
-            raise Cancelled()
-
-        handle = app.bridge.submit(recorder, waits, name="waits")
-        handle.cancel()
-        await wait_until(pilot, lambda: ("cancelled", handle.id) in recorder.seen)
-
-        def fails(emit, cancel):
-            try:
-                open("/nonexistent/x")
-            except OSError as exc:
-                raise OptiqError("could not read the file; check the path") from exc
-
-        failing = app.bridge.submit(recorder, fails, name="fails")
-        await wait_until(pilot, lambda: any(s[0] == "failed" for s in recorder.seen))
-        kind, job_id, error, details = recorder.seen[-1]
-        assert job_id == failing.id and str(error) == "could not read the file; check the path"
-        assert "No such file or directory" in details  # the cause, not a traceback
-        assert "Traceback" not in details
+        recorder.start_job("waits")
+        await wait_until(pilot, lambda: recorder.seen)  # running: its first event came
+        await recorder.cancel_job()
+        await wait_until(pilot, lambda: recorder.seen[-1][0] == "cancelled")
+        recorder.start_job("fails")
+        await wait_until(pilot, lambda: recorder.seen[-1][0] == "failed")
+        _kind, _id, error, error_type = recorder.seen[-1]
+        assert error == "could not read the file; check the path" and error_type == "OptiqError"
 
 
 def test_error_details_of_a_bug_is_its_traceback():
@@ -189,8 +201,8 @@ async def test_about_screen_runs_doctor_on_the_engine_thread():
         await wait_until(pilot, lambda: isinstance(app.screen, AboutScreen))
         about = app.screen
         await wait_until(pilot, lambda: about.diagnostics is not None, timeout=60)
-        assert about.diagnostics.backend in ("CPU", "Metal (GPU)")
-        assert about.diagnostics.versions["textual"]
+        assert about.diagnostics["backend"] in ("CPU", "Metal (GPU)")
+        assert about.diagnostics["versions"]["textual"]
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is app.library)
 

@@ -12,7 +12,7 @@ from optiq_tui.ui.widgets.chat_message import ChatMessage
 from optiq_tui.ui.widgets.effort_switch import EffortSwitch
 from optiq_tui.ui.widgets.stats_line import StatsLine, format_stats
 from optiq_tui.ui.widgets.stream_batch import StreamBatch
-from tests.replay import replay_job
+from tests.replay import replay_generate
 from tests.ui_util import hold_job
 
 # A think-tag answer as a model streams it, one event per token (recorded shape).
@@ -174,8 +174,18 @@ async def open_chat(pilot, app, path, *, max_tokens: int = 12) -> ChatScreen:
     app.settings.temperature = 0.0
     screen = ChatScreen(info_of(path))
     await app.push_screen(screen)
-    await until(pilot, lambda: screen.session is not None, "the model to load")
+    await until(pilot, lambda: screen.ready is not None, "the model to load")
     return screen
+
+
+def saved_users(screen: ChatScreen) -> list[str]:
+    """The questions of the saved conversation, which the engine answers from."""
+    return [m.content for m in screen.store.load(screen.conversation_id).messages if m.role == "user"]
+
+
+def engine_session(app, screen: ChatScreen):
+    """The in-process engine's session of the screen's conversation (None until it answers)."""
+    return app.engine.client.service.ctx.sessions.get(screen.conversation_id)
 
 
 def answers(screen: ChatScreen) -> list[ChatMessage]:
@@ -196,13 +206,14 @@ async def test_chat_sends_streams_and_keeps_final_stats(tiny_llama_dir):
         assert stats.stats is not None and stats.stats.gen_tokens > 0 and not stats.has_class("live")
         shown = str(stats.render())
         assert shown.startswith("TTFT") and f"gen {stats.stats.gen_tokens} tok" in shown
-        assert [t.user for t in screen.session.turns] == ["Hello"]
+        assert saved_users(screen) == ["Hello"]
+        assert [t.user for t in engine_session(app, screen).turns] == ["Hello"]
 
 
 async def test_chat_stops_mid_answer(tiny_llama_dir, monkeypatch):
     from optiq_tui.engine.events import AnswerDelta
 
-    gate = hold_job(monkeypatch, "generate", lambda event: isinstance(event, AnswerDelta))
+    gate = hold_job(monkeypatch, "chat", lambda event: isinstance(event, AnswerDelta))
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_chat(pilot, app, tiny_llama_dir, max_tokens=4000)
@@ -210,7 +221,7 @@ async def test_chat_stops_mid_answer(tiny_llama_dir, monkeypatch):
         # The answer is held after its first text until Esc has been pressed.
         await until(pilot, lambda: answers(screen) and answers(screen)[0].answer_text, "the first tokens")
         await pilot.press("escape")
-        await until(pilot, gate.handle.cancel_event.is_set, "the stop request")
+        await until(pilot, gate.cancel_requested, "the stop request")
         gate.open()
         await until(pilot, lambda: not screen.generating, "the stop")
         [answer] = answers(screen)
@@ -228,20 +239,23 @@ async def test_chat_effort_switch_drives_think_template(tiny_qwen3_dir):
         await pilot.press("ctrl+n")
         assert screen.effort == "off" and app.settings.effort == "off"
         # The template pre-fills an empty think block when thinking is off.
-        prompt = screen.loaded.format.render([{"role": "user", "content": "hi"}], screen.effort)
-        assert "<think>" in screen.loaded.tokenizer.decode(prompt)
+        loaded = app.engine.client.service.ctx.loaded
+        prompt = loaded.format.render([{"role": "user", "content": "hi"}], screen.effort)
+        assert "<think>" in loaded.tokenizer.decode(prompt)
 
 
-async def test_chat_reasoning_panels_toggle(tiny_qwen3_dir):
+async def test_chat_reasoning_panels_toggle(tiny_qwen3_dir, monkeypatch):
+    from optiq_tui.engine.session import ChatSession
+
+    text = "<think>Let me reason step by step: 7 × 143 = 1001.</think> The answer is yes."
+    monkeypatch.setattr(ChatSession, "generate", replay_generate(text))
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_chat(pilot, app, tiny_qwen3_dir)
-        text = "<think>Let me reason step by step: 7 × 143 = 1001.</think> The answer is yes."
-        for _ in range(2):
-            message = ChatMessage("assistant", streaming=True)
-            await screen.transcript.mount(message)
-            screen.stream(replay_job(screen.loaded, text), message, name="replay")
-            await until(pilot, lambda: not screen.generating, "the replay")
+        for n in range(2):
+            await pilot.press(*"Is 1001 divisible by 7?", "enter")
+            await until(pilot, lambda: len(answers(screen)) == n + 1 and not screen.generating, "the replay")
+            message = answers(screen)[-1]
             assert message.reasoning_text == "Let me reason step by step: 7 × 143 = 1001."
             assert message.answer_text == "The answer is yes."
         panels = list(screen.query(ReasoningPanel))
@@ -252,34 +266,38 @@ async def test_chat_reasoning_panels_toggle(tiny_qwen3_dir):
         assert all(p.collapsed for p in panels)
 
 
-async def test_chat_keeps_up_with_a_fast_stream(tiny_llama_dir):
+async def test_chat_keeps_up_with_a_fast_stream(tiny_llama_dir, monkeypatch):
     """2000 tokens at up to 1000 tokens/s: complete text, coalesced batches, no backlog at the end."""
     from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, ReasoningDelta, StatsUpdate
+    from optiq_tui.engine.session import ChatSession
 
     n_tokens = 2000
     words = [f"w{i} " if i % 50 else f"w{i}\n\n" for i in range(n_tokens)]
+    at_end: dict[str, int] = {}
+    screens: list[ChatScreen] = []
+
+    def fast(_session):
+        # Paced like a 1000 tokens/s model; the wait is the producer's rate, not a test sleep.
+        pace = threading.Event()
+        for i in range(100):
+            yield ReasoningDelta(f"r{i} ")
+        for i, word in enumerate(words):
+            yield AnswerDelta(word)
+            if i % 100 == 0:
+                yield StatsUpdate(GenStats(gen_tokens=i))
+            pace.wait(0.001)
+        at_end["flushes"] = screens[0].flushes
+        yield Finished("stop", GenStats(gen_tokens=n_tokens))
+
+    monkeypatch.setattr(ChatSession, "generate", replay_generate(fast))
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_chat(pilot, app, tiny_llama_dir)
-        at_end: dict[str, int] = {}
-
-        def job(emit, cancel):
-            # Paced like a 1000 tokens/s model; the wait is the producer's rate, not a test sleep.
-            for i in range(100):
-                emit(ReasoningDelta(f"r{i} "))
-            for i, word in enumerate(words):
-                emit(AnswerDelta(word))
-                if i % 100 == 0:
-                    emit(StatsUpdate(GenStats(gen_tokens=i)))
-                cancel.wait(0.001)
-            at_end["flushes"] = screen.flushes
-            emit(Finished("stop", GenStats(gen_tokens=n_tokens)))
-
-        message = ChatMessage("assistant", streaming=True)
-        await screen.transcript.mount(message)
+        screens.append(screen)
         updates_before = screen.stats_line.updates
-        screen.stream(job, message, name="replay")
-        await until(pilot, lambda: not screen.generating, "the fast stream")
+        await pilot.press(*"Go", "enter")
+        await until(pilot, lambda: answers(screen) and not screen.generating, "the fast stream")
+        [message] = answers(screen)
         assert message.answer_text == "".join(words)
         assert message.reasoning_panel.tokens == 100
         # Batched: far fewer UI updates than tokens, yet streamed live, and
@@ -311,7 +329,11 @@ async def test_chat_reopens_a_saved_conversation(tiny_llama_dir):
         user, answer = screen.query(ChatMessage)
         assert user.answer_text == "First question" and answer.answer_text == first_answer
         assert screen.conversation_id == saved_id
-        await until(pilot, lambda: len(screen.session.turns) == 1, "the session history")
+        # The engine answers the reopened conversation from its file: the first question is in it.
+        await pilot.press(*"Second question", "enter")
+        await until(pilot, lambda: len(answers(screen)) == 2 and not screen.generating, "the second answer")
+        assert saved_users(screen) == ["First question", "Second question"]
+        assert [t.user for t in engine_session(app, screen).turns] == ["First question", "Second question"]
 
 
 async def test_chat_says_when_the_model_will_not_fit(tiny_llama_dir, monkeypatch):
@@ -347,7 +369,8 @@ async def test_chat_offers_to_drop_old_turns_when_the_context_is_full(tiny_llama
         await until(pilot, lambda: app.screen is screen and len(answers(screen)) == 2 and not screen.generating,
                     "the answer after dropping")
         assert answers(screen)[-1].finish_reason in ("stop", "length")
-        await until(pilot, lambda: [t.user for t in screen.session.turns] == [long_text.strip()], "the new history")
+        assert [t.user for t in engine_session(app, screen).turns] == [long_text.strip()]
+        assert saved_users(screen) == [long_text.strip()] * 2  # the dropped turn stays in the file
 
 
 async def test_conversations_screen_renames_exports_and_deletes(tmp_path):
@@ -402,7 +425,8 @@ async def test_chat_regenerates_edits_and_copies(tiny_llama_dir):
         await until(pilot, lambda: len(answers(screen)) == 1 and answers(screen)[0].finish_reason
                     and not screen.generating, "the regenerated answer")
         assert [m.answer_text for m in screen.query(ChatMessage) if m.role == "user"] == ["Hi"]
-        await until(pilot, lambda: [t.user for t in screen.session.turns] == ["Hi"], "one turn in the session")
+        assert saved_users(screen) == ["Hi"]
+        assert [t.user for t in engine_session(app, screen).turns] == ["Hi"]
         # A regenerate reuses the cached prompt: no made-up prompt rate.
         assert "prompt cached" in str(screen.stats_line.render())
 
@@ -414,7 +438,7 @@ async def test_chat_edit_last_changes_nothing_until_sent(tiny_llama_dir):
         await pilot.press(*"Hi", "enter")
         await until(pilot, lambda: answers(screen) and not screen.generating, "the answer")
         saved = screen.store.load(screen.conversation_id).messages
-        assert [m.role for m in saved] == ["user", "assistant"]
+        assert [m.role for m in saved] == ["system", "user", "assistant"]  # the engine saved all three
 
         prompt = screen.query_one("#prompt")
         await pilot.press("ctrl+b")
@@ -426,15 +450,15 @@ async def test_chat_edit_last_changes_nothing_until_sent(tiny_llama_dir):
         assert app.screen is screen and prompt.value == ""
         assert len(list(screen.query(ChatMessage))) == 2
         assert screen.store.load(screen.conversation_id).messages == saved
-        assert [t.user for t in screen.session.turns] == ["Hi"]
+        assert [t.user for t in engine_session(app, screen).turns] == ["Hi"]
 
         await pilot.press("ctrl+b", *" there")
         assert screen.store.load(screen.conversation_id).messages == saved
         await pilot.press("enter")
         await until(pilot, lambda: answers(screen) and not screen.generating, "the new answer")
         assert [m.answer_text for m in screen.query(ChatMessage) if m.role == "user"] == ["Hi there"]
-        await until(pilot, lambda: [t.user for t in screen.session.turns] == ["Hi there"], "the session")
-        now = screen.store.load(screen.conversation_id).messages
+        assert [t.user for t in engine_session(app, screen).turns] == ["Hi there"]
+        now = [m for m in screen.store.load(screen.conversation_id).messages if m.role != "system"]
         assert [(m.role, m.content) for m in now][0] == ("user", "Hi there") and len(now) == 2
 
 
@@ -472,10 +496,9 @@ async def test_chat_sampler_is_set_per_conversation_and_saved(tiny_llama_dir, tm
         await pilot.press("enter")
         await until(pilot, lambda: app.screen is screen, "the dialog to close")
         assert screen.chat_settings == {"temperature": 0.0, "max_tokens": 6, "system_prompt": "Answer in one word."}
-        await until(pilot, lambda: screen.session.system_prompt == "Answer in one word.", "the system prompt")
-
         await pilot.press(*"Hi", "enter")
         await until(pilot, lambda: answers(screen) and not screen.generating, "the answer")
+        assert engine_session(app, screen).system_prompt == "Answer in one word."
         assert screen.stats_line.stats.gen_tokens <= 6
         saved = screen.store.load(screen.conversation_id)
         assert saved.settings == screen.chat_settings

@@ -42,7 +42,7 @@ def answered(screen: CompareScreen, turns: int) -> bool:
 
 
 async def ask(pilot, screen: CompareScreen, text: str) -> None:
-    await wait_until(pilot, lambda: screen.session is not None, 60, "both models to be ready")
+    await wait_until(pilot, lambda: screen.ready, 60, "both models to be ready")
     turns = len([m for m in messages(screen.columns[0]) if m.role == "user"]) + 1
     screen.query_one("#cmp-prompt").focus()
     await pilot.press(*text, "enter")
@@ -57,7 +57,7 @@ async def test_two_models_answer_side_by_side(pair):
         screen = CompareScreen(a, b)
         await app.push_screen(screen)
         await ask(pilot, screen, "Hello")
-        assert screen.plan.both_loaded
+        assert screen.plan["both_loaded"]
         assert "both models stay loaded" in str(screen.query_one("#cmp-mode").render())
         left, right = screen.columns
         assert "A: tiny-llama" in str(left.query_one(".column-title").render())
@@ -66,10 +66,10 @@ async def test_two_models_answer_side_by_side(pair):
             assert user.answer_text == "Hello" and answer.finish_reason in ("stop", "length")
             assert column.stats.stats is not None and column.stats.stats.gen_tokens > 0
         result = screen.result
-        assert result.answer_a == messages(left)[1].answer_text
-        assert result.agreement is not None
+        assert result["a"]["answer"] == messages(left)[1].answer_text
+        assert result["agreement"] is not None
         line = str(screen.query_one("#agreement").render())
-        assert ("Identical" in line) or (f"Same first {result.agreement.common_prefix} tokens" in line)
+        assert ("Identical" in line) or (f"Same first {result['agreement']['common_prefix']} tokens" in line)
         assert "No cross-KL" in line  # two unrelated random models
 
 
@@ -82,7 +82,7 @@ async def test_blind_vote_is_recorded_and_revealed(pair):
         settle(app)
         screen = CompareScreen(a, b, blind=True, seed=3)
         await app.push_screen(screen)
-        await wait_until(pilot, lambda: screen.session is not None, 60, "both models")
+        await wait_until(pilot, lambda: screen.ready, 60, "both models")
         titles = [str(c.query_one(".column-title").render()) for c in screen.columns]
         assert titles == ["Left", "Right"]
         await ask(pilot, screen, "Which is better?")
@@ -112,15 +112,16 @@ async def test_models_that_cannot_both_be_loaded_take_turns(pair, monkeypatch):
         screen = CompareScreen(a, b)
         await app.push_screen(screen)
         await ask(pilot, screen, "First")
-        assert not screen.plan.both_loaded
+        assert not screen.plan["both_loaded"]
         assert "one after the other" in str(screen.query_one("#cmp-mode").render())
         await ask(pilot, screen, "Second")
         for column in screen.columns:
             texts = [m.answer_text for m in messages(column) if m.role == "user"]
             assert texts == ["First", "Second"]
             assert all(m.finish_reason in ("stop", "length") for m in messages(column) if m.role == "assistant")
-        assert [u for u, _ in screen.session.history["a"]] == ["First", "Second"]
-        assert [u for u, _ in screen.session.history["b"]] == ["First", "Second"]
+        pair = app.engine.client.service.ctx.compare  # the in-process engine's
+        assert [u for u, _ in pair.history["a"]] == ["First", "Second"]
+        assert [u for u, _ in pair.history["b"]] == ["First", "Second"]
 
 
 async def test_blind_columns_stream_together_and_hide_speed(pair, monkeypatch):
@@ -145,7 +146,7 @@ async def test_blind_columns_stream_together_and_hide_speed(pair, monkeypatch):
             settle(app)
             screen = CompareScreen(a, b, blind=True, seed=3)
             await app.push_screen(screen)
-            await wait_until(pilot, lambda: screen.session is not None, 60, "both models")
+            await wait_until(pilot, lambda: screen.ready, 60, "both models")
             screen.query_one("#cmp-prompt").focus()
             await pilot.press(*"Hello", "enter")
             await wait_until(
@@ -204,21 +205,22 @@ def test_first_difference_snippets():
 
 
 def test_describe_turn_shows_agreement_and_cross_kl():
+    from dataclasses import asdict
+
     from optiq_tui.eval.agreement import CrossKL, compare_tokens
-    from optiq_tui.eval.compare import TurnResult
     from optiq_tui.ui.screens.compare import describe_turn
 
-    result = TurnResult(
-        prompt="Capital?",
-        answer_a="The capital is Paris.",
-        answer_b="The capital is Rome.",
-        finished_a=None,
-        finished_b=None,
-        agreement=compare_tokens([1, 2, 3, 4], [1, 2, 3, 9, 5]),
-        kl_a_under_b=CrossKL(0.0123, 0.2, 4),
-        kl_b_under_a=None,
-        related=True,
-    )
+    agreement = compare_tokens([1, 2, 3, 4], [1, 2, 3, 9, 5])
+    # A compare job's result, as the engine gives it (engine/tasks.py compare).
+    result = {
+        "prompt": "Capital?",
+        "a": {"answer": "The capital is Paris.", "finished": None},
+        "b": {"answer": "The capital is Rome.", "finished": None},
+        "agreement": {**asdict(agreement), "identical": agreement.identical},
+        "kl_a_under_b": asdict(CrossKL(0.0123, 0.2, 4)),
+        "kl_b_under_a": None,
+        "related": True,
+    }
     line = describe_turn(result, ("q4", "q8"))
     assert "Same first 3 tokens (of 4 / 5)" in line and "token 4" in line
     assert "q4 «Paris.» vs q8 «Rome.»" in line
@@ -247,10 +249,10 @@ async def test_a_prompt_typed_while_the_models_reload_is_sent_when_ready(pair, m
             settle(app)
             screen = CompareScreen(a, b)
             await app.push_screen(screen)
-            await wait_until(pilot, lambda: screen.session is not None, 60, "both models")
+            await wait_until(pilot, lambda: screen.ready, 60, "both models")
             await pilot.press("ctrl+l")  # fresh conversations: the pair is prepared again
             await wait_until(pilot, lambda: len(calls) == 2, 30, "the new preparation")
-            assert screen.session is None
+            assert not screen.ready
             screen.query_one("#cmp-prompt").focus()
             await pilot.press(*"Still there?", "enter")
             gate.set()

@@ -147,9 +147,10 @@ async def test_esc_cancels_a_queued_import(optiq_home, tmp_path, tiny_llama_dir)
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: library_ready(app))
-        # Keep the engine thread busy so the import waits in the queue, then cancel it there.
+        # Keep the engine's MLX thread busy so the import waits in the queue, then cancel it there.
         release = threading.Event()
-        app.bridge.engine.submit(lambda emit, cancel: release.wait(30), name="busy")
+        engine = await app.client()
+        engine.client.service._threads["mlx"].submit(lambda emit, cancel: release.wait(30), name="busy")
         await pilot.press("i")
         await wait_until(pilot, lambda: isinstance(app.screen, InputModal))
         await pilot.press(*str(source), "enter")

@@ -78,6 +78,7 @@ async def library_loaded(pilot, highlight: str | None = None) -> None:
 
     app = pilot.app
     await wait_until(pilot, lambda: app.library.catalog is not None, 30, "the library scan")
+    await wait_until(pilot, lambda: app.library.engine_text, 30, "the engine line")
     if highlight:
         table = app.library.query_one(ModelTable)
         table.set_models(table.models, highlight=highlight)
@@ -122,35 +123,30 @@ ANSWER = """The capital of France is **Paris**.
 
 
 async def chat_turn(pilot):
-    """A finished turn: a recorded answer replayed through the model's tokenizer and parser."""
+    """A finished turn: a recorded answer replayed through the model's tokenizer and parser,
+    in place of the model's generation inside the engine's chat job."""
     from optiq_tui.engine.events import Finished
+    from optiq_tui.engine.session import ChatSession
     from optiq_tui.ui.screens.chat import ChatScreen
-    from optiq_tui.ui.widgets.chat_message import ChatMessage
-    from tests.replay import replay_job
+    from tests.replay import replay_generate
+
+    def with_prompt(event):
+        # The replay does not prefill; give its final stats a prompt like a real turn's.
+        if isinstance(event, Finished):
+            event = Finished(event.reason, dataclasses.replace(event.stats, prompt_tokens=53))
+        return event
 
     app = pilot.app
     settle(app)
     await library_loaded(pilot)
     screen = ChatScreen(info(SOURCE))
     await app.push_screen(screen)
-    await wait_until(pilot, lambda: screen.session is not None, 60, "the model")
-    question = "What is the capital of France?"
-    await screen.transcript.mount(ChatMessage("user", question))
-    message = ChatMessage("assistant", label=SOURCE, streaming=True)
-    await screen.transcript.mount(message)
-    replay = replay_job(screen.loaded, ANSWER)
-
-    def job(emit, cancel):
-        # The replay does not prefill; give its final stats a prompt like a real turn's.
-        def with_prompt(event):
-            if isinstance(event, Finished):
-                event = Finished(event.reason, dataclasses.replace(event.stats, prompt_tokens=53))
-            emit(event)
-
-        return replay(with_prompt, cancel)
-
-    screen.stream(job, message, name="replay")
-    await wait_until(pilot, lambda: not screen.generating, 60, "the answer")
+    await wait_until(pilot, lambda: screen.ready is not None, 60, "the model")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ChatSession, "generate", replay_generate(ANSWER, edit=with_prompt))
+        await pilot.press(*"What is the capital of France?", "enter")
+        await wait_until(pilot, lambda: screen.transcript.last("assistant") is not None
+                         and not screen.generating, 60, "the answer")
     await pilot.pause()
     return screen
 
@@ -181,7 +177,7 @@ async def compare_turn(pilot, *, blind: bool, vote: str | None = None):
     await library_loaded(pilot)
     screen = CompareScreen(info(UNIFORM), info(OPTIQ), blind=blind, seed=1)
     await app.push_screen(screen)
-    await wait_until(pilot, lambda: screen.session is not None, 60, "both models")
+    await wait_until(pilot, lambda: screen.ready, 60, "both models")
     await pilot.press(*"What is the capital of France?", "enter")
     await wait_until(pilot, lambda: screen.result is not None and not screen.running, 120, "both answers")
     if vote:
@@ -330,30 +326,26 @@ def steady_quantize(monkeypatch) -> None:
 
 def hold_quantize_at_allocation(monkeypatch):
     """The next quantize job waits, once every layer is measured, until the returned gate opens."""
+    import functools
     import threading
 
+    from optiq_tui.engine import service
     from optiq_tui.quant.events import StageChanged
-    from optiq_tui.ui.bridge import EngineBridge
 
     gate, reached = threading.Event(), threading.Event()
-    submit = EngineBridge.submit
+    task, thread = service.KINDS["quantize"]
 
-    def gated_submit(self, target, job, *, name, **kwargs):
-        if name != "quantize":
-            return submit(self, target, job, name=name, **kwargs)
+    @functools.wraps(task)  # the engine checks arguments against the task's signature
+    def held(ctx, emit, cancel, **args):
+        def gated_emit(event):
+            if isinstance(event, StageChanged) and event.stage == "allocate" and not reached.is_set():
+                reached.set()
+                gate.wait(120)
+            emit(event)
 
-        def held(emit, cancel):
-            def gated_emit(event):
-                if isinstance(event, StageChanged) and event.stage == "allocate" and not reached.is_set():
-                    reached.set()
-                    gate.wait(120)
-                emit(event)
+        return task(ctx, gated_emit, cancel, **args)
 
-            return job(gated_emit, cancel)
-
-        return submit(self, target, held, name=name, **kwargs)
-
-    monkeypatch.setattr(EngineBridge, "submit", gated_submit)
+    monkeypatch.setitem(service.KINDS, "quantize", (held, thread))
     return gate, reached
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import threading
 import time
@@ -37,20 +38,28 @@ class JobGate:
 
     A test of cancel or of "while it runs" must not race the job: on a fast BLAS the
     tiny fixtures finish before a key press arrives. The job waits inside ``emit``,
-    on the engine thread, so nothing it does next can happen before :meth:`open`.
+    on the engine's thread, so nothing it does next can happen before :meth:`open`.
     """
 
     def __init__(self, when: Callable[[object], bool]) -> None:
         self.when = when
         self.reached = threading.Event()
-        self.handle = None  # the gated job's handle, once submitted
+        self.cancel_event: threading.Event | None = None  # the gated job's cancel flag, once it runs
         self._open = threading.Event()
 
     def open(self) -> None:
         self._open.set()
 
-    def wrap(self, job):
-        def gated_job(emit, cancel):
+    def cancel_requested(self) -> bool:
+        return self.cancel_event is not None and self.cancel_event.is_set()
+
+    def wrap(self, task):
+        @functools.wraps(task)  # the engine checks arguments against the task's signature
+        def gated_task(ctx, emit, cancel, **args):
+            if self.cancel_event is not None:
+                return task(ctx, emit, cancel, **args)  # only the first job of the kind is held
+            self.cancel_event = cancel
+
             def gated_emit(event):
                 emit(event)
                 if not self.reached.is_set() and self.when(event):
@@ -58,26 +67,18 @@ class JobGate:
                     # Bounded, so a failed test cannot leave the engine thread stuck.
                     self._open.wait(120)
 
-            return job(gated_emit, cancel)
+            return task(ctx, gated_emit, cancel, **args)
 
-        return gated_job
+        return gated_task
 
 
-def hold_job(monkeypatch, name: str, when: Callable[[object], bool] = lambda _event: True) -> JobGate:
-    """Gate the next engine job submitted as ``name`` (see :class:`JobGate`)."""
-    from optiq_tui.ui.bridge import EngineBridge
+def hold_job(monkeypatch, kind: str, when: Callable[[object], bool] = lambda _event: True) -> JobGate:
+    """Gate the next in-process engine job of ``kind`` (see :class:`JobGate`)."""
+    from optiq_tui.engine import service
 
     gate = JobGate(when)
-    submit = EngineBridge.submit
-
-    def gated_submit(self, target, job, *, name: str, **kwargs):
-        if gate.handle is None and name == gated_name:
-            gate.handle = submit(self, target, gate.wrap(job), name=name, **kwargs)
-            return gate.handle
-        return submit(self, target, job, name=name, **kwargs)
-
-    gated_name = name
-    monkeypatch.setattr(EngineBridge, "submit", gated_submit)
+    task, thread = service.KINDS[kind]
+    monkeypatch.setitem(service.KINDS, kind, (gate.wrap(task), thread))
     return gate
 
 

@@ -10,8 +10,6 @@ import argparse
 import os
 from typing import Any, Callable
 
-ENGINE_ENV = "OPTIQ_ENGINE"
-
 
 def add_engine_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in-process", action="store_true",
@@ -20,15 +18,11 @@ def add_engine_argument(parser: argparse.ArgumentParser) -> None:
 
 def client(args: argparse.Namespace, *, start: bool = True) -> Any:
     """The engine client this command should use; ``start=False``: in-process when no engine runs."""
-    from optiq_tui.engine.client import InProcessClient
-
-    if getattr(args, "in_process", False) or os.environ.get(ENGINE_ENV) == "in-process":
-        return InProcessClient()
-    from optiq_tui.server.process import connect, connect_or_start
+    from optiq_tui.server.process import open_client
 
     # A hang-up (SSH drop) ends this client without cancelling anything: only Ctrl-C
     # (KeyboardInterrupt, see EngineCalls.follow) cancels; the job is the engine's.
-    return connect_or_start() if start else (connect() or InProcessClient())
+    return open_client(in_process=getattr(args, "in_process", False), start=start)
 
 
 def finish(job: Any) -> tuple[dict | None, int]:

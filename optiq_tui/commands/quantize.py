@@ -67,20 +67,10 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def _validate(options: dict) -> None:
-    """Bad flags fail here, before any engine is started."""
-    from pathlib import Path
-
+    """Bad flags fail here, before any engine is started (the engine reads them the same way)."""
     from optiq_tui.quant.config import QuantConfig
 
-    opts = dict(options)
-    preset = opts.pop("preset")
-    if "bits" in opts:
-        opts["bits"] = tuple(opts["bits"])
-    if "calibration" in opts:
-        opts["calibration"] = Path(opts["calibration"])
-    if "conversations" in opts:
-        opts["conversations"] = tuple(opts["conversations"])
-    QuantConfig.from_preset(preset, **opts).validate()
+    QuantConfig.from_args(options).validate()
 
 
 def _stage_lines(inner):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from optiq_tui.engine.client import EngineClient
 from optiq_tui.engine.jobs import JobInfo
@@ -75,3 +75,38 @@ class AsyncEngine:
                 yield item
         finally:
             stop.set()  # a reader that leaves early (a closed screen) lets the pump end
+
+    async def drain(self, job_id: int, sink: Callable[[Any], None], after: int = 0) -> None:
+        """Pass the job's events to ``sink`` on a reader thread, never the loop; returns when it ends.
+
+        For streams of thousands of events a second (a chat answer): ``sink`` batches them
+        (it must be thread-safe and touch no widgets), so the loop sees none of them one by one.
+        """
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+        stop = threading.Event()
+
+        def settle(exc: BaseException | None) -> None:
+            if not ended.done():
+                ended.set_exception(exc) if exc is not None else ended.set_result(None)
+
+        def read() -> None:
+            failure: BaseException | None = None
+            try:
+                for event in self.client.events(job_id, after):
+                    if stop.is_set():
+                        return
+                    sink(event)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting side
+                failure = exc
+            try:
+                loop.call_soon_threadsafe(settle, failure)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is waiting any more
+
+        # A daemon thread: a TUI that exits mid-answer (the job goes on in the engine) must not wait for it.
+        threading.Thread(target=read, name=f"drain-{job_id}", daemon=True).start()
+        try:
+            await ended
+        finally:
+            stop.set()

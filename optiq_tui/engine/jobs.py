@@ -31,6 +31,8 @@ class JobInfo:
     error: str | None = None
     result: dict[str, Any] | None = None
     n_events: int = 0
+    # The class of the error (e.g. "ContextOverflow"), so a client can offer the way out.
+    error_type: str | None = None
     # Set as soon as a cancel is asked; the job stops at its next check (token, layer, shard).
     cancel_requested: bool = False
 
@@ -56,6 +58,7 @@ class Job:
         self.started: float | None = None
         self.finished: float | None = None
         self.error: str | None = None
+        self.error_type: str | None = None
         self.result: dict[str, Any] | None = None
         self.cancel_event = threading.Event()
         self._events: list[Any] = []
@@ -65,7 +68,7 @@ class Job:
         with self._cond:
             return JobInfo(self.id, self.kind, self.title, self.state, dict(self.args), self.created,
                            self.started, self.finished, self.error, self.result, len(self._events),
-                           self.cancel_event.is_set())
+                           cancel_requested=self.cancel_event.is_set(), error_type=self.error_type)
 
     def emit(self, event: Any) -> None:
         with self._cond:
@@ -73,14 +76,14 @@ class Job:
             self._cond.notify_all()
 
     def set_state(self, state: JobState, *, error: str | None = None,
-                  result: dict[str, Any] | None = None) -> None:
+                  result: dict[str, Any] | None = None, error_type: str | None = None) -> None:
         with self._cond:
             self.state = state
             if state == "running":
                 self.started = time.time()
             elif state in ENDED:
                 self.finished = time.time()
-                self.error, self.result = error, result
+                self.error, self.result, self.error_type = error, result, error_type
             self._cond.notify_all()
 
     def events_after(self, after: int, timeout: float | None) -> tuple[list[tuple[int, Any]], bool]:

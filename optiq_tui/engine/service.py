@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any, Callable, get_type_hints
 
 from optiq_tui.engine import tasks
+from optiq_tui.engine.blas import use_openblas
 from optiq_tui.engine.jobs import Job, JobInfo
 from optiq_tui.engine.journal import Journal
 from optiq_tui.engine.worker import EngineThread
@@ -40,6 +41,9 @@ KINDS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {
     "compare": (tasks.compare, "mlx"),
     "import": (tasks.import_gguf, "mlx"),
     "pull": (tasks.pull, "io"),
+    "doctor": (tasks.doctor, "mlx"),
+    # Its import is MLX work; fetching the wheel would be I/O, but the two are one job.
+    "demo": (tasks.demo, "mlx"),
     # On the MLX thread so a model is never deleted while it is being loaded or used.
     "delete": (tasks.delete, "mlx"),
 }
@@ -140,6 +144,8 @@ class EngineService:
                 return None
             if job.cancel_event.is_set():
                 raise Cancelled()
+            # Before a job first imports MLX: a TUI with its engine in-process paints without it.
+            use_openblas()
             job.set_state("running")
             self._record(job)
             return fn(self.ctx, job.emit, job.cancel_event, **args)
@@ -151,13 +157,15 @@ class EngineService:
             run,
             name=f"{kind}-{job.id}",
             on_done=unless_adopted(lambda _h, result: self._end(job, "done", result=result)),
-            on_error=unless_adopted(lambda _h, exc: self._end(job, "failed", error=_message(exc))),
+            on_error=unless_adopted(lambda _h, exc: self._end(job, "failed", error=_message(exc),
+                                                              error_type=type(exc).__name__)),
             on_cancelled=unless_adopted(lambda _h: self._end(job, "cancelled")),
         )
         return job.info()
 
-    def _end(self, job: Job, state: str, *, error: str | None = None, result: dict | None = None) -> None:
-        job.set_state(state, error=error, result=result)
+    def _end(self, job: Job, state: str, *, error: str | None = None, result: dict | None = None,
+             error_type: str | None = None) -> None:
+        job.set_state(state, error=error, result=result, error_type=error_type)
         self._record(job)
         with self._lock:
             # Ended jobs keep their events for late readers, up to a limit (a long-lived engine).

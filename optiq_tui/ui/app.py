@@ -1,8 +1,10 @@
-"""The Textual application: one engine thread, the library as home screen.
+"""The Textual application: the library as home screen, attached to one engine.
 
-Nothing on the way to the first painted screen imports MLX: the library
-screen lists models from their metadata, and MLX work is imported and run on
-the engine thread when first needed.
+Paint first, connect after: the library lists models from their metadata
+while a worker connects to the engine (the running engine process, a new
+background one, or in-process with ``OPTIQ_ENGINE=in-process``). Screens
+``await self.app.client()``; the engine's running jobs are shown on attach
+(a quantize re-opens its progress view), since jobs belong to the engine.
 """
 
 from __future__ import annotations
@@ -11,22 +13,37 @@ import asyncio
 import base64
 import gc
 import os
+import traceback
 from functools import partial
 from typing import Iterable
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from optiq_tui.engine.aclient import AsyncEngine
+from optiq_tui.engine.client import InProcessClient, engine_line
 from optiq_tui.progress import OptiqError
 from optiq_tui.settings import Settings
-from optiq_tui.ui.bridge import EngineBridge, error_details
 from optiq_tui.ui.screens.library import LibraryScreen
 from optiq_tui.ui.screens.modals import ErrorModal
 
 
-# How long quitting waits for a cancelled job to tidy up (a quantize stops between layers).
+# How often the status line asks the engine process how it is (uptime, running jobs).
+ENGINE_LINE_S = 30.0
+# How long quitting waits for a cancelled job of an in-process engine to tidy up.
 QUIT_WAIT_S = 30.0
+
+
+def error_details(error: BaseException) -> str:
+    """What the error modal shows under the message: the cause chain or the traceback."""
+    if isinstance(error, OptiqError):
+        cause = error.__cause__ or error.__context__
+        if cause is None:
+            return ""
+        return "".join(traceback.format_exception_only(type(cause), cause)).strip()
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__)).strip()
 
 
 class OptiqApp(App[int]):
@@ -42,8 +59,54 @@ class OptiqApp(App[int]):
     def __init__(self, *, settings: Settings | None = None) -> None:
         super().__init__()
         self.settings = settings or Settings.load()
-        self.bridge = EngineBridge()
         self.library = LibraryScreen()
+        self.engine: AsyncEngine | None = None
+        self._engine_ready = asyncio.Event()
+        self.engine_error: BaseException | None = None
+
+    async def client(self) -> AsyncEngine:
+        """The engine client, once connected (raises what connecting raised)."""
+        await self._engine_ready.wait()
+        if self.engine is None:
+            raise self.engine_error or OptiqError("no engine")
+        return self.engine
+
+    @property
+    def in_process(self) -> bool:
+        return self.engine is not None and isinstance(self.engine.client, InProcessClient)
+
+    async def engine_text(self) -> str:
+        """Which engine this TUI is on: "engine pid N on ADDRESS, up 2 h, 1 job running" or "in-process"."""
+        engine = await self.client()
+        if self.in_process:
+            return "in-process engine"
+        return engine_line(await engine.status())
+
+    @work(exclusive=True, group="engine", exit_on_error=False)
+    async def _connect(self) -> None:
+        from optiq_tui.server.process import open_client
+
+        try:
+            self.engine = AsyncEngine(await asyncio.to_thread(open_client))
+        except Exception as exc:  # noqa: BLE001 - shown to the user; the library still works
+            self.engine_error = exc
+            self._engine_ready.set()
+            self.library.engine_changed(f"no engine: {exc}")
+            return
+        self._engine_ready.set()
+        self.library.engine_changed(await self.engine_text())
+        await self.library.attach_running_jobs()
+        if not self.in_process:
+            # Its uptime and running jobs change: the status line follows them.
+            self.set_interval(ENGINE_LINE_S, self._refresh_engine_line)
+
+    @work(exclusive=True, group="engine-line", exit_on_error=False)
+    async def _refresh_engine_line(self) -> None:
+        try:
+            text = await self.engine_text()
+        except Exception as exc:  # noqa: BLE001 - said on the status line; jobs report their own errors
+            text = f"engine not answering ({exc})"
+        self.library.engine_changed(text)
 
     def get_default_screen(self) -> Screen:
         return self.library
@@ -55,6 +118,8 @@ class OptiqApp(App[int]):
         # frozen out of the garbage collector, its full passes during a fast stream went
         # from ~110 ms to ~35 ms of UI time (bench_chat --ui-only; they were the slowest frames).
         self.call_after_refresh(gc.freeze)
+        # After the first frame: starting an engine process takes seconds, painting must not wait.
+        self.call_after_refresh(self._connect)
 
     def watch_theme(self, theme: str) -> None:
         # Remember a theme picked from the palette for the next start.
@@ -108,14 +173,21 @@ class OptiqApp(App[int]):
         self.push_screen(ErrorModal(title, message, error_details(error) if details is None else details))
 
     async def action_quit(self) -> None:
-        if self.bridge.busy:
-            # Let the running job see its cancel and clean up, so nothing half-made is left.
+        # An engine process keeps its jobs (they are its, not this TUI's); one in this process
+        # lets the running job see its cancel and clean up, so nothing half-made is left.
+        if self.in_process and self.engine.client.service.busy:
             self.notify("Stopping the running job first…", timeout=30)
-            await asyncio.to_thread(self.bridge.shutdown, QUIT_WAIT_S)
+            await asyncio.to_thread(self._close, QUIT_WAIT_S)
         self.exit(0)
 
+    def _close(self, timeout: float = 5.0) -> None:
+        if self.in_process:
+            self.engine.client.service.close(timeout)
+        elif self.engine is not None:
+            self.engine.client.close()  # the engine process and its jobs go on
+
     def on_unmount(self) -> None:
-        self.bridge.shutdown()
+        self._close()
 
 
 def run_app() -> int:

@@ -1,8 +1,8 @@
-"""Past-tense Textual messages the app posts about work done off the UI thread.
+"""Past-tense Textual messages the catalog scanner posts from its thread.
 
-The engine thread (MLX work) and the catalog scanner never touch widgets:
-they post these messages (``post_message`` is thread-safe) and the screen
-that asked for the work updates itself when it handles them.
+The scanner never touches widgets: it posts these messages (``post_message``
+is thread-safe) and the library updates itself when it handles them. Engine
+jobs are followed by screens/base.py instead.
 """
 
 from __future__ import annotations
@@ -10,52 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from textual.message import Message
-
-from optiq_tui.engine.worker import JobHandle
-
-
-class JobMessage(Message, bubble=False):
-    """Something happened to a job submitted through the bridge.
-
-    Not bubbling: only the screen that started the job cares.
-    """
-
-    def __init__(self, handle: JobHandle) -> None:
-        super().__init__()
-        self.handle = handle
-
-    @property
-    def job_id(self) -> int:
-        return self.handle.id
-
-
-class JobProgressed(JobMessage):
-    """The job emitted ``event`` (a Progress, Log, StageChanged, ... dataclass)."""
-
-    def __init__(self, handle: JobHandle, event: Any) -> None:
-        super().__init__(handle)
-        self.event = event
-
-
-class JobFinished(JobMessage):
-    """The job returned ``result``."""
-
-    def __init__(self, handle: JobHandle, result: Any) -> None:
-        super().__init__(handle)
-        self.result = result
-
-
-class JobFailed(JobMessage):
-    """The job raised ``error``; ``details`` is the traceback text for the error modal."""
-
-    def __init__(self, handle: JobHandle, error: BaseException, details: str) -> None:
-        super().__init__(handle)
-        self.error = error
-        self.details = details
-
-
-class JobCancelled(JobMessage):
-    """The job stopped because it was cancelled; it kept nothing half-made."""
 
 
 class CatalogScanned(Message, bubble=False):

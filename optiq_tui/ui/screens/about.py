@@ -1,4 +1,4 @@
-"""About and diagnostics: what the engine runs on, measured on the engine thread."""
+"""About and diagnostics: which engine this TUI is on, and what it runs on (measured by the engine)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from optiq_tui import __version__
 from optiq_tui.settings import paths
 from optiq_tui.ui.format import human_bytes
-from optiq_tui.ui.messages import JobFailed, JobFinished
+from optiq_tui.engine.jobs import JobInfo
+from optiq_tui.progress import OptiqError
+from optiq_tui.ui.screens.base import JobScreen
 
 
 def _value(key: str, value: Any) -> str:
@@ -29,7 +30,7 @@ def _value(key: str, value: Any) -> str:
     return "?" if value is None else str(value)
 
 
-def about_table(diag: Any | None) -> Table:
+def about_table(diag: Any | None, engine: str = "") -> Table:
     """Version and folders, then the Diagnostics dataclass (nested dicts become indented rows)."""
     p = paths()
     table = Table.grid(padding=(0, 2))
@@ -40,9 +41,9 @@ def about_table(diag: Any | None) -> Table:
     table.add_row("conversations", str(p.conversations))
     table.add_row("settings", str(p.settings_file))
     table.add_row("", "")
-    pending = Text("measuring…", style="italic")
-    table.add_row(Text("engine", style="bold underline"), "" if diag is not None else pending)
+    table.add_row(Text("engine", style="bold underline"), engine or "connecting…")
     if diag is None:
+        table.add_row("", Text("measuring…", style="italic"))
         return table
     items = dataclasses.asdict(diag) if dataclasses.is_dataclass(diag) else dict(diag)
     for key, value in items.items():
@@ -56,14 +57,15 @@ def about_table(diag: Any | None) -> Table:
     return table
 
 
-class AboutScreen(Screen):
+class AboutScreen(JobScreen):
     """Version, folders and engine diagnostics (``doctor()``)."""
 
     BINDINGS = [Binding("escape,f1,q", "app.pop_screen", "Back")]
 
     def __init__(self) -> None:
         super().__init__()
-        self.diagnostics: Any = None
+        self.diagnostics: dict[str, Any] | None = None
+        self.engine_text = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -73,21 +75,19 @@ class AboutScreen(Screen):
 
     def on_mount(self) -> None:
         self.sub_title = "about"
+        self.start_job("doctor")
 
-        def doctor() -> Any:
-            # MLX and friends are imported here, on the engine thread, not at first paint.
-            from optiq_tui.engine.diagnostics import doctor as run_doctor
+    async def job_started(self, job: JobInfo) -> None:
+        self.engine_text = await self.app.engine_text()
+        self._show()
 
-            return run_doctor()
+    async def job_done(self, job: JobInfo) -> None:
+        self.diagnostics = job.result
+        self._show()
 
-        self._job = self.app.bridge.submit_call(self, doctor, name="doctor")
+    async def job_failed(self, job: JobInfo) -> None:
+        self.query_one("#diagnostics", Static).update(Text(f"Diagnostics failed: {job.error}"))
+        self.app.show_error("Diagnostics failed", OptiqError(job.error or "failed"), "")
 
-    def on_job_finished(self, message: JobFinished) -> None:
-        if message.job_id == self._job.id:
-            self.diagnostics = message.result
-            self.query_one("#diagnostics", Static).update(about_table(message.result))
-
-    def on_job_failed(self, message: JobFailed) -> None:
-        if message.job_id == self._job.id:
-            self.query_one("#diagnostics", Static).update(Text(f"Diagnostics failed: {message.error}"))
-            self.app.show_error("Diagnostics failed", message.error, message.details)
+    def _show(self) -> None:
+        self.query_one("#diagnostics", Static).update(about_table(self.diagnostics, self.engine_text))

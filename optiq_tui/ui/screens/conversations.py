@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label
-
-from optiq_tui.ui.messages import JobFailed, JobFinished
+from textual.worker import Worker, WorkerState
 
 
 class ConversationsScreen(Screen[str | None]):
@@ -119,14 +119,14 @@ class ConversationsScreen(Screen[str | None]):
 
         def chosen_path(path: str | None) -> None:
             if path:
-                self.app.bridge.submit_call(
-                    self, lambda: store.export_markdown(chosen.id, path), name="export", mlx=False
-                )
+                self._export(store, chosen.id, path)
 
         self.app.push_screen(InputModal("Export to Markdown", "Write the conversation to:", value=str(default)), chosen_path)
 
-    def on_job_finished(self, message: JobFinished) -> None:
-        self.notify(f"Saved {message.result}")
+    @work(group="export", exit_on_error=False)
+    async def _export(self, store: Any, conversation_id: str, path: str) -> None:
+        self.notify(f"Saved {await asyncio.to_thread(store.export_markdown, conversation_id, path)}")
 
-    def on_job_failed(self, message: JobFailed) -> None:
-        self.app.show_error("Export failed", message.error, message.details)
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.group == "export":
+            self.app.show_error("Export failed", event.worker.error)

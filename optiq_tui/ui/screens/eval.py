@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-from typing import Any, Callable
+import asyncio
+from typing import Any
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import Footer, Label, ProgressBar
 
-from optiq_tui.progress import Log, Progress
-from optiq_tui.ui.messages import JobCancelled, JobFailed, JobFinished, JobProgressed
+from optiq_tui.engine.jobs import JobInfo
+from optiq_tui.progress import Log, OptiqError, Progress
+from optiq_tui.ui.screens.base import JobScreen, event_name
 from optiq_tui.ui.widgets.eval_table import EvalTable
 from optiq_tui.ui.widgets.quality_chart import Point, QualityChart
 from optiq_tui.ui.widgets.model_details import display_path
@@ -23,7 +24,7 @@ def default_reference(models: list[Any]) -> Any:
     return max(unquantized, key=lambda m: m.bpw) if unquantized else None
 
 
-class EvalScreen(Screen):
+class EvalScreen(JobScreen):
     """Pick models and a reference, run the quick eval, read the table and chart, export."""
 
     CSS_PATH = "eval.tcss"
@@ -47,8 +48,7 @@ class EvalScreen(Screen):
         self.retrieval = retrieval
         self.report: Any = None
         self.rows: list[Any] = []
-        self._job: Any = None
-        self._find_job: Any = None
+        self._finding = False
         self._run_when_found = False
 
     def compose(self) -> ComposeResult:
@@ -65,19 +65,30 @@ class EvalScreen(Screen):
         self._show_setup()
         self._status("Enter runs the eval · a adds a model · r picks the reference · p toggles the retrieval probe")
         if self.reference is None and self.models:
-            models = list(self.models)
+            self._finding = True
+            self._find_reference(list(self.models))
 
-            def find() -> Any:
-                from optiq_tui.eval.quality import find_reference
+    @work(group="find-reference")
+    async def _find_reference(self, models: list[Any]) -> None:
+        from optiq_tui.eval.quality import find_reference
 
-                return find_reference(models)
-
-            # Provenance lookup reads the library and imports the eval stack: off the UI thread.
-            self._find_job = self.app.bridge.submit_call(self, find, name="find-reference")
+        # Provenance lookup reads the library and imports the eval stack: off the UI thread.
+        try:
+            found = await asyncio.to_thread(find_reference, models)
+        except Exception:  # noqa: BLE001 - no provenance: the user picks a reference with r
+            found = None
+        self._finding = False
+        if found is not None and self.reference is None:
+            self.reference = found
+            self.models = [m for m in self.models if m.path != found.path]
+            self._show_setup()
+        if self._run_when_found:
+            self._run_when_found = False
+            self.action_run()
 
     @property
     def running(self) -> bool:
-        return self._job is not None
+        return self.job_running
 
     def _show_setup(self) -> None:
         names = ", ".join(m.name for m in self.models) or "(none: press a)"
@@ -135,7 +146,7 @@ class EvalScreen(Screen):
         if self.running:
             self.notify("The eval is running: Esc cancels it.", severity="warning")
             return
-        if self._find_job is not None:
+        if self._finding:
             # The reference is still being looked up; run as soon as it is known.
             self._run_when_found = True
             self._status("looking up the reference model; the eval starts next…")
@@ -143,13 +154,7 @@ class EvalScreen(Screen):
         if not self.models and self.reference is None:
             self.notify("Pick at least one model (a).", severity="warning")
             return
-        models, reference, retrieval = list(self.models), self.reference, self.retrieval
-
-        def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
-            from optiq_tui.eval import quality
-
-            return quality.evaluate(models, reference, retrieval=retrieval, progress=emit, cancel=cancel)
-
+        models, reference = list(self.models), self.reference
         self.rows = []
         self.query_one(EvalTable).show_rows([])
         bar = self.query_one("#eval-progress", ProgressBar)
@@ -157,70 +162,48 @@ class EvalScreen(Screen):
         bar.display = True
         against = f"against {reference.name}" if reference is not None else "with no reference (perplexity only; r picks one)"
         self._status(f"evaluating {len(models)} model(s) {against}…")
-        self._job = self.app.bridge.submit(self, job, name="eval")
+        # The engine saves the report (so it survives this screen); the cards stay as they are.
+        self.start_job("eval", models=[str(m.path) for m in models],
+                       reference=str(reference.path) if reference is not None else None,
+                       retrieval=self.retrieval, card=False)
 
-    def _run_if_waiting(self) -> None:
-        if self._run_when_found:
-            self._run_when_found = False
-            self.action_run()
-
-    def on_job_progressed(self, message: JobProgressed) -> None:
-        # Only the eval job reports progress, and it has imported the eval stack by now.
-        from optiq_tui.eval.quality import ModelEvaluated
-
-        event = message.event
+    async def job_event(self, job: JobInfo, event: Any) -> None:
         if isinstance(event, Progress):
             self.query_one("#eval-progress", ProgressBar).update(total=event.total, progress=event.done)
             self._status(f"{event.stage}: {event.message}" if event.message else event.stage)
         elif isinstance(event, Log):
             self._status(event.message)
-        elif isinstance(event, ModelEvaluated):
+        elif event_name(event) == "ModelEvaluated":
             # A row is done: show it before the others finish.
             self.rows.append(event.row)
             self._show_rows(self.rows)
 
-    def on_job_finished(self, message: JobFinished) -> None:
-        if message.handle is self._find_job:
-            self._find_job = None
-            if message.result is not None and self.reference is None:
-                self.reference = message.result
-                self.models = [m for m in self.models if m.path != message.result.path]
-                self._show_setup()
-            self._run_if_waiting()
-        elif message.handle is self._job:
-            self._job = None
-            self.query_one("#eval-progress").display = False
-            self.show_report(message.result)
-        elif message.handle.name == "export":
-            self.notify(f"Saved {message.result}")
+    async def job_done(self, job: JobInfo) -> None:
+        from optiq_tui.eval.reports import report_from_dict
 
-    def on_job_failed(self, message: JobFailed) -> None:
-        if message.handle is self._find_job:
-            self._find_job = None  # no provenance: the user picks a reference with r
-            self._run_if_waiting()
-        elif message.handle is self._job:
-            self._job = None
-            self.query_one("#eval-progress").display = False
-            self._status(f"[b]eval failed:[/b] {message.error}")
-            self.app.show_error("Eval failed", message.error, message.details)
-        else:
-            self.app.show_error(f"{message.handle.name} failed", message.error, message.details)
+        self.query_one("#eval-progress").display = False
+        # The eval stack imports MLX: rebuilt off the UI thread.
+        report = await asyncio.to_thread(report_from_dict, job.result["report"])
+        self.show_report(report, job.result["saved"])
 
-    def on_job_cancelled(self, message: JobCancelled) -> None:
-        if message.handle is self._job:
-            self._job = None
-            self.query_one("#eval-progress").display = False
-            self._status("eval cancelled; nothing was saved")
+    async def job_failed(self, job: JobInfo) -> None:
+        self.query_one("#eval-progress").display = False
+        self._status(f"[b]eval failed:[/b] {job.error}")
+        self.app.show_error("Eval failed", OptiqError(job.error or "failed"), "")
 
-    def show_report(self, report: Any) -> None:
-        """Fill the table and the chart, and save the report with its date and settings."""
-        from optiq_tui.eval import reports
+    async def job_cancelled(self, job: JobInfo) -> None:
+        self.query_one("#eval-progress").display = False
+        self._status("eval cancelled; nothing was saved")
 
+    def job_lost(self) -> None:
+        self.query_one("#eval-progress").display = False
+
+    def show_report(self, report: Any, saved: str) -> None:
+        """Fill the table and the chart; say where the engine saved the report."""
         self.report = report
         self.rows = list(report.rows)
         self._show_rows(self.rows)
-        path = reports.save_report(report)
-        self._status(f"done · saved to {display_path(path)} · m/j export Markdown/JSON")
+        self._status(f"done · saved to {display_path(saved)} · m/j export Markdown/JSON")
 
     def _show_rows(self, rows: list[Any]) -> None:
         self.query_one(EvalTable).show_rows(rows)
@@ -234,7 +217,6 @@ class EvalScreen(Screen):
         if self.report is None:
             self.notify("Run the eval first (Enter).", severity="warning")
             return
-        from optiq_tui.eval import reports
         from optiq_tui.ui.screens.modals import InputModal
 
         report = self.report
@@ -246,15 +228,21 @@ class EvalScreen(Screen):
 
         def chosen(path: str | None) -> None:
             if path:
-                self.app.bridge.submit_call(self, lambda: reports.export(report, path), name="export", mlx=False)
+                self._export(report, path)
 
         self.app.push_screen(
             InputModal(f"Export {kind}", "Write the report to:", value=str(default)), chosen
         )
 
+    @work(group="export")
+    async def _export(self, report: Any, path: str) -> None:
+        from optiq_tui.eval import reports
+
+        self.notify(f"Saved {await asyncio.to_thread(reports.export, report, path)}")
+
     def action_cancel_or_back(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
+        if self.job_running:
+            self.run_worker(self.cancel_job(), group="cancel")
             self._status("cancelling…")
         else:
             self.app.pop_screen()

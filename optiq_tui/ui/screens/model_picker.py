@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -13,7 +14,6 @@ from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
 from optiq_tui.ui.format import human_bytes
-from optiq_tui.ui.messages import JobFailed, JobFinished
 
 
 def describe(info: Any) -> str:
@@ -55,16 +55,21 @@ class ModelPickerModal(ModalScreen[Any]):
         from optiq_tui.library import catalog
 
         self.query_one(OptionList).add_option(Option("scanning the library…", disabled=True))
-        include_hf_cache = self.app.settings.scan_hf_cache
-        self.app.bridge.submit_call(self, lambda: catalog.scan(include_hf_cache), name="scan", mlx=False)
+        self._scan(self.app.settings.scan_hf_cache)
 
-    def on_job_finished(self, message: JobFinished) -> None:
-        self._show(list(message.result.models))
+    @work(group="scan", exit_on_error=False)
+    async def _scan(self, include_hf_cache: bool) -> None:
+        from optiq_tui.library import catalog
 
-    def on_job_failed(self, message: JobFailed) -> None:
-        options = self.query_one(OptionList)
-        options.clear_options()
-        options.add_option(Option(f"could not list models: {message.error}", disabled=True))
+        # Metadata only (no MLX, so not the engine's work), off the UI thread.
+        try:
+            found = await asyncio.to_thread(catalog.scan, include_hf_cache)
+        except Exception as exc:  # noqa: BLE001 - shown in the list
+            options = self.query_one(OptionList)
+            options.clear_options()
+            options.add_option(Option(f"could not list models: {exc}", disabled=True))
+            return
+        self._show(list(found.models))
 
     def _show(self, models: list[Any]) -> None:
         self._models = [m for m in models if self._exclude is None or m.path != self._exclude.path]

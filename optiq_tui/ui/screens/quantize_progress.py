@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Log, ProgressBar, Static
 
+from optiq_tui.engine.jobs import JobInfo
 from optiq_tui.progress import Log as LogEvent
-from optiq_tui.progress import Progress
+from optiq_tui.progress import OptiqError, Progress
 from optiq_tui.ui.format import human_seconds
-from optiq_tui.ui.messages import JobCancelled, JobFailed, JobFinished, JobProgressed
+from optiq_tui.ui.screens.base import JobScreen
 from optiq_tui.ui.screens.modals import ConfirmModal
 from optiq_tui.ui.widgets.sensitivity_chart import SensitivityChart
 from optiq_tui.ui.widgets.stage_list import StageList
@@ -25,19 +24,20 @@ if TYPE_CHECKING:
     from optiq_tui.quant.config import QuantConfig
 
 
-def summary_text(result: Any) -> Text:
-    """The finished quant in a few lines: size, bits, and quality against uniform 4-bit."""
+def summary_text(result: dict[str, Any]) -> Text:
+    """The finished quant (the job's result) in a few lines: size, bits, and quality against uniform 4-bit."""
     text = Text()
-    text.append(result.name, "bold")
-    method = f"OptiQ {result.preset}" if result.method == "optiq" else "uniform"
-    hist = " ".join(f"{'unq' if b >= 16 else b}:{n}" for b, n in sorted(result.bit_histogram.items()))
+    text.append(result["name"], "bold")
+    method = f"OptiQ {result['preset']}" if result["method"] == "optiq" else "uniform"
+    by_bits = sorted((int(b), n) for b, n in result["bit_histogram"].items())
+    hist = " ".join(f"{'unq' if b >= 16 else b}:{n}" for b, n in by_bits)
     text.append(f"  {method} · layers by bits {hist}\n")
-    target = f" (target {result.target_bpw:g})" if result.target_bpw else ""
-    text.append(f"achieved {result.achieved_bpw:.3f} bits/weight{target}")
-    text.append(f" · took {human_seconds(sum(result.timings.values()))}")
-    if result.cache_hit:
+    target = f" (target {result['target_bpw']:g})" if result["target_bpw"] else ""
+    text.append(f"achieved {result['achieved_bpw']:.3f} bits/weight{target}")
+    text.append(f" · took {human_seconds(sum(result['timings'].values()))}")
+    if result["cache_hit"]:
         text.append(" · sensitivities reused from cache")
-    quality = result.quality or {}
+    quality = result["quality"] or {}
     quant, uniform = quality.get("quant"), quality.get("uniform4")
     if quant:
         text.append(f"\nheld-out KL to the source {quant['mean_kl']:.4f} (p99 {quant['p99_kl']:.3f})")
@@ -50,8 +50,8 @@ def summary_text(result: Any) -> Text:
     return text
 
 
-class QuantizeProgressScreen(Screen):
-    """Runs ``pipeline.quantize(info, config)`` on the engine thread and shows it."""
+class QuantizeProgressScreen(JobScreen):
+    """Runs a quantize job of ``info`` with ``config`` in the engine (or follows a running one) and shows it."""
 
     # Short terminals (24 rows over SSH) get a lower chart, and no log once the summary shows.
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
@@ -61,12 +61,12 @@ class QuantizeProgressScreen(Screen):
         Binding("c", "chat", "Chat with it"),
     ]
 
-    def __init__(self, info: ModelInfo, config: QuantConfig) -> None:
+    def __init__(self, info: ModelInfo, config: QuantConfig, running: JobInfo | None = None) -> None:
         super().__init__()
         self.info = info
         self.config = config
-        self.handle: Any = None
-        self.result: Any = None
+        self.running = running  # a quantize already running in the engine, to follow from its start
+        self.result: dict[str, Any] | None = None  # the job's result (QuantResult.to_dict())
         self.state = "running"  # running | cancelling | done | failed | cancelled
         self.events: list[Any] = []
 
@@ -101,23 +101,25 @@ class QuantizeProgressScreen(Screen):
         calib = c.calibration or "built-in calibration"
         return Text(f"{self.info.name} → {c.name}\n{what}, group {c.group_size}, {calib}", style="dim")
 
+    @classmethod
+    def attached(cls, job: JobInfo) -> "QuantizeProgressScreen":
+        """The progress view of a quantize the engine runs already (started before an SSH drop)."""
+        from optiq_tui.library.catalog import inspect_model
+        from optiq_tui.quant.config import QuantConfig
+
+        return cls(inspect_model(job.args["model"]), QuantConfig.from_args(job.args.get("config")), job)
+
     def on_mount(self) -> None:
         self.sub_title = f"quantizing {self.info.name}"
-        from optiq_tui.quant import pipeline
-
-        info, config = self.info, self.config
-
-        def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
-            return pipeline.quantize(info, config, progress=emit, cancel=cancel)
-
-        self.handle = self.app.bridge.submit(self, job, name="quantize")
+        if self.running is not None:
+            self.attach_job(self.running)
+        else:
+            self.start_job("quantize", model=str(self.info.path), config=self.config.to_args())
 
     # -- events ----------------------------------------------------------------
 
-    def on_job_progressed(self, message: JobProgressed) -> None:
-        if self.handle is None or message.job_id != self.handle.id:
-            return
-        self.apply_event(message.event)
+    async def job_event(self, job: JobInfo, event: Any) -> None:
+        self.apply_event(event)
 
     def apply_event(self, event: Any) -> None:
         """Show one pipeline event (also used to replay recorded events)."""
@@ -144,11 +146,9 @@ class QuantizeProgressScreen(Screen):
             prefix = "" if event.level == "info" else f"[{event.level}] "
             self.query_one(Log).write_line(prefix + event.message)
 
-    def on_job_finished(self, message: JobFinished) -> None:
-        if self.handle is None or message.job_id != self.handle.id:
-            return
+    async def job_done(self, job: JobInfo) -> None:
         self.state = "done"
-        self.result = message.result
+        self.result = job.result
         self.query_one("#stage-label", Label).update("Finished.")
         bar = self.query_one("#stage-bar", ProgressBar)
         bar.update(total=1, progress=1)
@@ -156,23 +156,23 @@ class QuantizeProgressScreen(Screen):
         summary.update(summary_text(self.result))
         summary.display = True
         self.add_class("-done")
-        self.app.library.refresh_catalog(highlight=str(self.result.path))
-        self.notify(f"{self.result.name} is in the library.", title="Quantize finished")
+        self.app.library.refresh_catalog(highlight=self.result["path"])
+        self.notify(f"{self.result['name']} is in the library.", title="Quantize finished")
         self._set_footer_hint()
 
-    def on_job_failed(self, message: JobFailed) -> None:
-        if self.handle is None or message.job_id != self.handle.id:
-            return
+    async def job_failed(self, job: JobInfo) -> None:
         self.state = "failed"
         self.query_one(StageList).stop_running("failed")
-        self.query_one("#stage-label", Label).update(f"Failed: {message.error}")
-        self.query_one(Log).write_line(f"[error] {message.error}")
-        self.app.show_error("Quantize failed; nothing was kept", message.error, message.details)
+        self.query_one("#stage-label", Label).update(f"Failed: {job.error}")
+        self.query_one(Log).write_line(f"[error] {job.error}")
+        self.app.show_error("Quantize failed; nothing was kept", OptiqError(job.error or "failed"), "")
         self._set_footer_hint()
 
-    def on_job_cancelled(self, message: JobCancelled) -> None:
-        if self.handle is None or message.job_id != self.handle.id:
-            return
+    def job_lost(self) -> None:
+        self.state = "failed"
+        self._set_footer_hint()
+
+    async def job_cancelled(self, job: JobInfo) -> None:
         self.state = "cancelled"
         # The pipeline reports the interrupted stage as failed; here it was the user's choice.
         self.query_one(StageList).stop_running("cancelled", also=("failed",))
@@ -201,7 +201,7 @@ class QuantizeProgressScreen(Screen):
         def answered(yes: bool | None) -> None:
             if yes and self.state == "running":
                 self.state = "cancelling"
-                self.handle.cancel()
+                self.run_worker(self.cancel_job(), group="cancel")
                 self.query_one("#stage-label", Label).update("Cancelling at the next safe point…")
 
         self.app.push_screen(
@@ -215,6 +215,6 @@ class QuantizeProgressScreen(Screen):
     def action_chat(self) -> None:
         from optiq_tui.library.catalog import inspect_model
 
-        new = inspect_model(self.result.path)
+        new = inspect_model(self.result["path"])
         self.dismiss()
         self.app.library.open_screen("chat", "ChatScreen", new)

@@ -58,6 +58,7 @@ class Transcript(VerticalScroll):
                     reasoning=m.reasoning,
                 )
                 for m in conversation.messages
+                if m.role in ("user", "assistant")  # the system prompt is the sampler's, not a message
             ]
         )
         self.scroll_end(animate=False)

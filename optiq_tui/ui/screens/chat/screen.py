@@ -1,27 +1,29 @@
 """The chat screen: stream a model's reasoning and answer, with live stats.
 
-All MLX work (load, generate) runs on the app's engine thread through the
-bridge; the stream pump (streaming.py) brings the tokens back in paced batches,
-and the turn actions (turns.py) edit, copy and save the conversation.
+The engine loads the model and answers (a "load" job, then a "chat" job per
+turn, which the engine saves into the conversation whether or not this screen
+is still there); the stream pump (streaming.py) brings the tokens back in
+paced batches, and the turn actions (turns.py) edit, copy and take back turns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
+from dataclasses import asdict
+from functools import partial
 from typing import Any, Callable
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Input, Label, ProgressBar
 
-from optiq_tui.progress import OptiqError, Progress
+from optiq_tui.engine.jobs import JobInfo
+from optiq_tui.progress import Log, Progress
 from optiq_tui.settings import Settings
-from optiq_tui.ui.messages import JobCancelled, JobFailed, JobFinished, JobProgressed
+from optiq_tui.ui.screens.base import JobScreen
 from optiq_tui.ui.screens.chat.streaming import StreamPump
 from optiq_tui.ui.screens.chat.turns import TurnActions
 from optiq_tui.ui.widgets.chat_message import ChatMessage
@@ -32,11 +34,11 @@ from optiq_tui.ui.widgets.stream_batch import Batch, FlushPacer, StreamBatch, en
 from optiq_tui.ui.widgets.transcript import Transcript
 
 
-
-class ChatScreen(StreamPump, TurnActions, Screen):
+class ChatScreen(StreamPump, TurnActions, JobScreen):
     """Chat with one model; Esc stops a generation, then goes back."""
 
     CSS_PATH = "chat.tcss"
+    BUSY_TEXT = "Still answering: Esc stops it."
 
     BINDINGS = [
         # Footer order is priority order: at 80 columns it shows the first six; every key is in ^p too.
@@ -56,15 +58,12 @@ class ChatScreen(StreamPump, TurnActions, Screen):
         super().__init__()
         self.info = info
         self.effort: str | None = None
-        self.loaded: Any = None
-        self.session: Any = None
+        self.ready: dict[str, Any] | None = None  # the engine's answer to loading the model
         self.conversation_id = conversation_id
         self.flushes = 0  # non-empty batches applied; tests check the UI kept up
         self._store: Any = None
         self._batch = StreamBatch()
-        self._gen_job: Any = None
         self._gen_message: ChatMessage | None = None
-        self._load_job: Any = None
         self._pending_prompt: str | None = None
         self._editing: ChatMessage | None = None
         # This conversation's own sampler choices, saved with it (see SamplerModal).
@@ -102,7 +101,11 @@ class ChatScreen(StreamPump, TurnActions, Screen):
 
     @property
     def generating(self) -> bool:
-        return self._gen_job is not None
+        return self.job is not None and self.job.kind == "chat"
+
+    @property
+    def loading(self) -> bool:
+        return self.job is not None and self.job.kind == "load"
 
     def on_mount(self) -> None:
         self.query_one("#notice").display = False
@@ -115,9 +118,9 @@ class ChatScreen(StreamPump, TurnActions, Screen):
     # ---- loading ------------------------------------------------------
 
     def load_model(self, info: Any) -> None:
-        """Load ``info`` on the engine thread; the old model is dropped first."""
+        """Have the engine load ``info`` (it drops the model it held first)."""
         self.info = info
-        self.loaded = self.session = None
+        self.ready = None
         self.query_one("#chat-title", Label).update(self._title_text())
         prompt = self.query_one("#prompt", Input)
         prompt.disabled = True
@@ -127,30 +130,13 @@ class ChatScreen(StreamPump, TurnActions, Screen):
         bar.display = True
         self._set_notice("")
         self.stats_line.show_text(f"loading {info.name}…")
-        system_prompt = self.system_prompt
-        history = self.transcript.history()
+        self.start_job("load", model=str(info.path), effort=self.settings.effort)
 
-        def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
-            from optiq_tui.engine import loader
-            from optiq_tui.engine.session import ChatSession
-
-            # The previous model (dropped above) must not count against the new one's memory check.
-            loader.release_memory()
-            loaded = loader.load(info, progress=emit, cancel=cancel)
-            session = ChatSession(loaded, system_prompt)
-            for role, text in history:
-                session.add_message(role, text)
-            return loaded, session
-
-        self._load_job = self.app.bridge.submit(self, job, name="load")
-
-    async def _loaded(self, loaded: Any, session: Any) -> None:
-        self.loaded, self.session = loaded, session
-        self._load_job = None
+    async def _loaded(self, ready: dict[str, Any]) -> None:
+        self.ready = ready
         self._hide_load_bar()
-        fmt = loaded.format
         effort = self.query_one("#effort", EffortSwitch)
-        effort.set_options(fmt.efforts, fmt.normalize_effort(self.settings.effort), fmt.effort_unavailable_reason)
+        effort.set_options(ready["efforts"], ready["effort"], ready["effort_unavailable_reason"])
         self.effort = effort.value
         prompt = self.query_one("#prompt", Input)
         prompt.disabled = False
@@ -168,11 +154,9 @@ class ChatScreen(StreamPump, TurnActions, Screen):
         bar.update(total=1, progress=1)
         bar.display = False
 
-    def _load_failed(self, error: BaseException) -> None:
-        self._load_job = None
+    def _load_failed(self, what: str) -> None:
         self._hide_load_bar()
         self.stats_line.show_text("no model loaded")
-        what = str(error) if isinstance(error, OptiqError) else f"{type(error).__name__}: {error}"
         self._set_notice(f"Could not load {self.info.name}: {what}  (Ctrl+G picks another model)", error=True)
         self.query_one("#prompt", Input).placeholder = "No model loaded: Ctrl+G picks one"
 
@@ -198,26 +182,23 @@ class ChatScreen(StreamPump, TurnActions, Screen):
 
     async def send(self, text: str) -> None:
         """Show ``text`` as the user's message and stream the model's answer."""
-        if self.session is None:
-            self._pending_prompt = text if self._load_job is not None else None
+        if self.ready is None:
+            self._pending_prompt = text if self.loading else None
             if self._pending_prompt is None:
                 self.notify("No model loaded.", severity="error")
             return
-        self._save("user", text)
         await self.transcript.mount(ChatMessage("user", text))
         await self._start_generation(text)
 
-    async def _start_generation(self, text: str) -> None:
-        session, effort = self.session, self.effort
+    async def _start_generation(self, text: str, *, drop_oldest: bool = False) -> None:
+        """Ask the engine for an answer to ``text``; it saves both into the conversation."""
         sampler, _source = self.current_sampler()
-
-        def job(emit: Callable[[Any], None], cancel: threading.Event) -> None:
-            for event in session.generate(text, sampler, effort, cancel):
-                emit(event)
-
         message = ChatMessage("assistant", label=self.info.name, streaming=True)
         await self.transcript.mount(message)
-        self.stream(job, message, name="generate")
+        self.begin_stream(message)
+        self.start_job("chat", model=str(self.info.path), text=text, conversation=self.conversation_id,
+                       system=self.system_prompt or "", sampler=asdict(sampler), effort=self.effort,
+                       drop_oldest=drop_oldest)
 
     async def _apply(self, batch: Batch) -> None:
         message = self._gen_message
@@ -226,6 +207,9 @@ class ChatScreen(StreamPump, TurnActions, Screen):
             self._stop_waiting()
         if batch.segments:
             await message.apply(batch.segments)
+        for event in batch.other:
+            if isinstance(event, Log):  # the engine dropped old turns to make room
+                self.notify(event.message)
         if batch.stats is not None:
             self.stats_line.show_stats(batch.stats, live=batch.finished is None)
         if batch.finished is not None:
@@ -241,11 +225,7 @@ class ChatScreen(StreamPump, TurnActions, Screen):
         engine_priority(False)
         self.query_one("#prompt", Input).cursor_blink = True
         self._gen_message = None
-        self._gen_job = None
         await message.finish(reason, error, reasoning_tokens)
-        if message.answer_text or message.reasoning_text:
-            stats = self.stats_line.stats if self.stats_line.stats is not None else None
-            self._save("assistant", message.answer_text, reasoning=message.reasoning_text, stats=stats)
 
     async def _job_ended(self, reason: str, error: str | None = None) -> None:
         """The generation job returned or failed: apply what is left, then end it if no Finished came."""
@@ -253,54 +233,55 @@ class ChatScreen(StreamPump, TurnActions, Screen):
         if self._gen_message is not None:
             await self._end_generation(reason, error)
 
-    # ---- job messages -------------------------------------------------
+    # ---- the engine's jobs (JobScreen hooks) ------------------------
 
-    def on_job_progressed(self, message: JobProgressed) -> None:
-        event = message.event
-        if message.handle.name == "load" and isinstance(event, Progress):
+    def job_sink(self, job: JobInfo) -> Callable[[Any], None] | None:
+        # An answer's tokens go to the batch from the reader thread; loading progress comes here.
+        return self._batch.push if job.kind == "chat" else None
+
+    async def job_started(self, job: JobInfo) -> None:
+        if job.kind == "chat" and self.conversation_id is None:
+            # The engine made the conversation; this conversation's sampler choices go with it.
+            self.conversation_id = job.args.get("conversation")
+            if self.chat_settings and self.conversation_id:
+                self._save_settings()
+
+    async def job_event(self, job: JobInfo, event: Any) -> None:
+        if isinstance(event, Progress):
             bar = self.query_one("#load-progress", ProgressBar)
             bar.update(total=event.total, progress=event.done)
             self.stats_line.show_text(f"loading {self.info.name}: {event.message or event.stage}")
 
-    async def on_job_finished(self, message: JobFinished) -> None:
-        name = message.handle.name
-        if name == "load" and message.handle is self._load_job:
-            await self._loaded(*message.result)
-        elif message.handle is self._gen_job:
-            await self._job_ended("stop")
-        elif name == "drop-turns":
-            self.notify(f"Dropped the {message.result} oldest turns to make room.")
-            if self._pending_prompt is not None:
-                text, self._pending_prompt = self._pending_prompt, None
-                await self._start_generation(text)
-
-    async def on_job_failed(self, message: JobFailed) -> None:
-        if message.handle is self._load_job:
-            self._load_failed(message.error)
-        elif message.handle is self._gen_job:
-            from optiq_tui.engine.session import ContextOverflow
-
-            if isinstance(message.error, ContextOverflow):
-                await self._context_overflow(message.error)
-            else:
-                await self._job_ended("error", str(message.error))
+    async def job_done(self, job: JobInfo) -> None:
+        if job.kind == "load":
+            await self._loaded(job.result)
         else:
-            self.notify(str(message.error), title=f"{message.handle.name} failed", severity="error")
+            await self._job_ended("stop")
 
-    async def on_job_cancelled(self, message: JobCancelled) -> None:
-        if message.handle is self._gen_job:
+    async def job_failed(self, job: JobInfo) -> None:
+        if job.kind == "load":
+            self._load_failed(job.error or "failed")
+        elif job.error_type == "ContextOverflow":
+            await self._context_overflow(job.error or "")
+        else:
+            await self._job_ended("error", job.error)
+
+    async def job_cancelled(self, job: JobInfo) -> None:
+        if job.kind == "chat":
             await self._job_ended("cancelled")
-        elif message.handle is self._load_job:
-            self._load_job = None
+        else:
+            self._hide_load_bar()
             self.stats_line.show_text("loading cancelled")
 
-    async def _context_overflow(self, error: BaseException) -> None:
+    def job_lost(self) -> None:
+        self.call_later(self._job_ended, "error", "lost the engine")
+
+    async def _context_overflow(self, error: str) -> None:
         """The prompt no longer fits: drop the empty answer and offer to drop old turns."""
         from optiq_tui.ui.screens.modals import ConfirmModal
 
         message = self._gen_message
         self._gen_message = None
-        self._gen_job = None
         self._stop_flushing()
         self._stop_waiting()
         engine_priority(False)
@@ -311,11 +292,8 @@ class ChatScreen(StreamPump, TurnActions, Screen):
             await message.remove()
 
         def answered(drop: bool | None) -> None:
-            if not drop or self.session is None:
-                return
-            session = self.session
-            self._pending_prompt = text
-            self.app.bridge.submit_call(self, session.drop_oldest_turns, name="drop-turns")
+            if drop and self.ready is not None:
+                self.call_later(partial(self._start_generation, text, drop_oldest=True))
 
         self.app.push_screen(
             ConfirmModal("Conversation too long", f"{error}\n\nDrop the oldest turns and try again?", yes="Drop"),
@@ -325,12 +303,12 @@ class ChatScreen(StreamPump, TurnActions, Screen):
     # ---- actions ------------------------------------------------------
 
     def action_stop_or_back(self) -> None:
-        if self._gen_job is not None:
-            self._gen_job.cancel()
+        if self.generating:
+            self.run_worker(self.cancel_job(), group="cancel")
         elif self.cancel_edit():
             return
-        elif self._load_job is not None:
-            self._load_job.cancel()
+        elif self.loading:
+            self.run_worker(self.cancel_job(), group="cancel")
             self.app.pop_screen()
         else:
             self.app.pop_screen()

@@ -1,24 +1,20 @@
 """The chat screen's stream pump: engine events into a StreamBatch, flushed on a paced timer.
 
-A mixin of :class:`ChatScreen`. Token events do not come back as one message
-each: the engine thread pushes them into a :class:`StreamBatch`, and a timer
-drains it and appends each batch to the answer, so a 1000 tokens/s model never
-floods the UI; a :class:`FlushPacer` spaces the flushes so that rendering takes
-little CPU from generation.
+A mixin of :class:`ChatScreen`. Token events do not come to the event loop one
+by one: the job's reader thread (AsyncEngine.drain) pushes them into a
+:class:`StreamBatch`, and a timer drains it and appends each batch to the
+answer, so a 1000 tokens/s model never floods the UI; a :class:`FlushPacer`
+spaces the flushes so that rendering takes little CPU from generation.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import Any, Callable
 
 from textual.widgets import Input
 
 from optiq_tui.ui.widgets.chat_message import ChatMessage
 from optiq_tui.ui.widgets.stream_batch import FLUSH_INTERVAL_S, FlushPacer, StreamBatch, engine_priority
-
-Job = Callable[[Callable[[Any], None], threading.Event], Any]
 
 
 class StreamPump:
@@ -29,15 +25,10 @@ class StreamPump:
     _gen_message: ChatMessage | None
     _waiting_since: float | None
 
-    def stream(self, job: Job, message: ChatMessage, *, name: str = "generate") -> None:
-        """Run a job that emits generation events, streaming them into ``message``.
-
-        The generation and the recorded-stream replays of the tests and
-        screenshots share this path.
-        """
+    def begin_stream(self, message: ChatMessage) -> StreamBatch:
+        """Stream the next job's events into ``message``: returns the batch its reader pushes into."""
         batch = self._batch = StreamBatch()
         self._gen_message = message
-        self._gen_job = self.app.bridge.submit(self, job, name=name, on_event=lambda _h, ev: batch.push(ev))
         self.transcript.anchor()
         # A blinking cursor repaints the screen twice a second, CPU the stream needs more.
         self.query_one("#prompt", Input).cursor_blink = False
@@ -49,6 +40,7 @@ class StreamPump:
         self._waiting_since = time.monotonic()
         self._show_waiting()
         self._waiting_timer.resume()
+        return batch
 
     def _show_waiting(self) -> None:
         if self._waiting_since is None:

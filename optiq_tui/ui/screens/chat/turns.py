@@ -1,11 +1,12 @@
 """The chat screen's turn and conversation actions: copy, regenerate, edit last, clear, saved chats.
 
-A mixin of :class:`ChatScreen`, kept apart so each file stays readable.
+A mixin of :class:`ChatScreen`, kept apart so each file stays readable. The
+saved conversation is what the engine answers from: taking back a turn writes
+a "pop" into it, and the engine's next answer follows the file.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from textual.widgets import Input
@@ -37,15 +38,13 @@ class TurnActions:
         self.notify(f"Copied {which} ({len(text)} characters): “{quote}”")
 
     async def _drop_last_turn(self) -> str | None:
-        """Remove the last exchange from the screen and the session; return its prompt."""
-        if self.session is None:
+        """Remove the last exchange from the screen and the saved conversation; return its prompt."""
+        if self.ready is None:
             return None
         dropped = await self.transcript.drop_last_exchange()
         if dropped is None:
             return None
-        text, kept = dropped
-        if kept:
-            self.app.bridge.submit_call(self, self.session.pop_turn, name="pop-turn")
+        text, _kept = dropped
         self._save_event("pop")
         return text
 
@@ -88,7 +87,7 @@ class TurnActions:
         return True
 
     async def _replace_edited(self) -> None:
-        """The edited message is being sent: now the old exchange goes, from screen, session and file."""
+        """The edited message is being sent: now the old exchange goes, from screen and file."""
         if self._editing is None:
             return
         self._editing = None
@@ -137,29 +136,26 @@ class TurnActions:
             return
         self.chat_settings = chosen
         if self.conversation_id is not None:
-            try:
-                self.store.set_settings(self.conversation_id, chosen)
-            except (OSError, OptiqError) as exc:
-                self.notify(f"Could not save the sampler: {exc}", severity="warning")
-        self._apply_system_prompt()
+            self._save_settings()
+        # The system prompt goes with every answer the engine is asked for: nothing more to do.
         self.notify(f"Sampler: {self.sampler_text()}")
 
-    def _apply_system_prompt(self) -> None:
-        if self.session is not None:
-            session, prompt = self.session, self.system_prompt
-            self.app.bridge.submit_call(self, lambda: setattr(session, "system_prompt", prompt or None), name="system")
+    def _save_settings(self) -> None:
+        try:
+            self.store.set_settings(self.conversation_id, self.chat_settings)
+        except (OSError, OptiqError) as exc:
+            self.notify(f"Could not save the sampler: {exc}", severity="warning")
 
     async def action_clear(self) -> None:
         """Start a new conversation with the same model."""
         self.cancel_edit()
-        if self._gen_job is not None:
-            self._gen_job.cancel()
+        if self.generating:
+            await self.cancel_job()
             await self._job_ended("cancelled")
         await self.transcript.remove_children()
+        # The next answer starts a new conversation in the engine.
         self.conversation_id = None
         self.stats_line.show_text("")
-        if self.session is not None:
-            self.app.bridge.submit_call(self, self.session.reset, name="reset")
 
     def action_change_model(self) -> None:
         from optiq_tui.ui.screens.model_picker import ModelPickerModal
@@ -197,27 +193,6 @@ class TurnActions:
             self._store = ConversationStore()
         return self._store
 
-    def _save(self, role: str, text: str, *, reasoning: str = "", stats: Any = None) -> None:
-        """Append a message to the saved conversation (created on the first message).
-
-        A failed write (disk full, folder gone) is reported, not fatal: the chat goes on.
-        """
-        try:
-            if self.conversation_id is None:
-                self.conversation_id = self.store.create(model=self.info.name, title=text[:60])
-                if self.chat_settings:
-                    self.store.set_settings(self.conversation_id, self.chat_settings)
-            self.store.append(
-                self.conversation_id,
-                role,
-                text,
-                reasoning=reasoning,
-                model=self.info.name if role == "assistant" else None,
-                stats=asdict(stats) if stats is not None else None,
-            )
-        except (OSError, OptiqError) as exc:
-            self.notify(f"Could not save the conversation: {exc}", severity="warning")
-
     def _save_event(self, kind: str) -> None:
         if self.conversation_id is not None:
             try:
@@ -230,15 +205,6 @@ class TurnActions:
         self.cancel_edit()
         conversation = self.store.load(conversation_id)
         await self.transcript.show_conversation(conversation)
+        # The engine answers the next message from this conversation's saved file.
         self.conversation_id = conversation_id
         self.chat_settings = dict(conversation.settings)
-        if self.session is not None:
-            session, history, system = self.session, self.transcript.history(), self.system_prompt
-
-            def restore() -> None:
-                session.reset()
-                session.system_prompt = system or None
-                for role, text in history:
-                    session.add_message(role, text)
-
-            self.app.bridge.submit_call(self, restore, name="restore")

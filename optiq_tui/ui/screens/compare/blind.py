@@ -62,4 +62,4 @@ class BlindMode:
     @property
     def holding(self) -> bool:
         """Blind and taking turns: the answers show only when both are done."""
-        return self.masked and self.plan is not None and not self.plan.both_loaded
+        return self.masked and self.plan is not None and not self.plan["both_loaded"]

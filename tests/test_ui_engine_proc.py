@@ -1,0 +1,114 @@
+"""The TUI on a real engine process: jobs outlive the TUI (an SSH drop), and the next TUI picks them up.
+
+Each test starts a gated engine (tests/engine_gated.py) on its own OPTIQ_HOME and
+kills it at the end; the TUI finds it through its record, as `optiq-chat` does.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from optiq_tui.ui.app import OptiqApp
+from optiq_tui.ui.screens.quantize import QuantizeScreen
+from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
+from optiq_tui.ui.widgets.model_table import ModelTable
+from optiq_tui.ui.widgets.sensitivity_chart import SensitivityChart
+from tests.engine_proc import kill_engines, start_engine
+from tests.ui_util import install_model, library_ready, wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def engine(optiq_home, tiny_llama_dir, tmp_path, monkeypatch):
+    """A gated engine process on the test's home (with the tiny llama); yields the gate file."""
+    install_model(tiny_llama_dir, optiq_home, "tiny-llama")
+    monkeypatch.delenv("OPTIQ_ENGINE")
+    gate = tmp_path / "gate"
+    proc = start_engine(optiq_home, "--idle-timeout", "0", gate=gate)
+    yield gate
+    kill_engines(optiq_home, proc)
+
+
+async def attached(app, pilot) -> None:
+    """The app painted its library and attached to the engine process (not an in-process one)."""
+    await wait_until(pilot, lambda: library_ready(app) and app.engine is not None, 60, "the engine")
+    assert not app.in_process
+    await wait_until(pilot, lambda: "engine pid" in app.library.engine_text, 30, "the engine line")
+
+
+def engine_jobs():
+    from optiq_tui.server.process import connect
+
+    client = connect()
+    try:
+        return client.jobs()
+    finally:
+        client.close()
+
+
+async def test_a_quantize_outlives_the_tui_and_the_next_one_shows_it(engine, optiq_home):
+    gate = engine
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await attached(app, pilot)
+        await wait_until(pilot, lambda: app.library.query_one(ModelTable).row_count == 1)
+        await pilot.press("q")
+        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
+        await wait_until(pilot, gate.with_name("gate.reached").exists, 120, "the quantize to reach the gate")
+        app.exit()  # as a hang-up does: the TUI goes, the engine's job does not
+    [job] = [j for j in engine_jobs() if j.kind == "quantize"]
+    assert job.state == "running"
+
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await attached(app, pilot)
+        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen), 30, "the progress view")
+        progress = app.screen
+        assert progress.state == "running" and progress.info.name == "tiny-llama"
+        # Its events were read from the start: the chart has every layer measured before this TUI came.
+        await wait_until(pilot, lambda: progress.query_one(SensitivityChart).bars, 30, "the replayed chart")
+        gate.touch()
+        await wait_until(pilot, lambda: progress.state == "done", 120, "the quantize to finish")
+        await pilot.press("enter")
+        table = app.library.query_one(ModelTable)
+        await wait_until(pilot, lambda: app.screen is app.library and table.row_count == 2, 30, "the new quant")
+        assert (optiq_home / "models" / progress.result["name"]).is_dir()
+
+
+async def test_an_answer_outlives_the_tui_and_is_saved_complete(engine, tiny_llama_dir):
+    from optiq_tui.engine.conversations import ConversationStore
+    from optiq_tui.library.catalog import inspect_model
+    from optiq_tui.ui.screens.chat import ChatScreen
+
+    gate = engine
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await attached(app, pilot)
+        app.settings.max_tokens, app.settings.temperature, app.settings.seed = 8, 0.0, 0
+        screen = ChatScreen(inspect_model(tiny_llama_dir))
+        await app.push_screen(screen)
+        await wait_until(pilot, lambda: screen.ready is not None, 60, "the model")
+        await pilot.press(*"Hello", "enter")
+        await wait_until(pilot, gate.with_name("gate.chat").exists, 60, "the answer to start")
+        conversation = screen.conversation_id
+        assert conversation is not None
+        app.exit()  # mid-answer, as a hang-up
+    [job] = [j for j in engine_jobs() if j.kind == "chat"]
+    assert job.state == "running"
+
+    app = OptiqApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await attached(app, pilot)
+        # The library says what the engine is still doing.
+        await wait_until(pilot, lambda: any("Running in the engine: chat" in n.message for n in app._notifications), 30,
+                         "the running answer's notice")
+        gate.touch()
+        await wait_until(pilot, lambda: all(j.ended for j in engine_jobs()), 60, "the answer to finish")
+    [job] = [j for j in engine_jobs() if j.kind == "chat"]
+    assert job.state == "done" and job.result["answer"]
+    saved = ConversationStore().load(conversation).messages
+    assert [(m.role, m.content) for m in saved if m.role != "system"] == [
+        ("user", "Hello"), ("assistant", job.result["answer"])]
