@@ -236,3 +236,12 @@ def test_load_and_release_a_model(client, tiny_llama_dir):
     released = client.wait_for(client.release().id)
     assert released.result == {"released": loaded.result["model"]}
     assert client.status()["loaded_model"] is None
+
+
+def test_job_titles_name_models_not_their_folders():
+    from optiq_tui.engine.tasks import title
+
+    assert title("chat", {"model": "/home/u/models/tiny-llama"}) == "chat tiny-llama"
+    assert title("compare", {"model_a": "/m/a/", "model_b": "b"}) == "compare a vs b"
+    assert title("eval", {"models": ["/m/q", "r"]}) == "eval q, r"
+    assert title("pull", {"repo": "mlx-community/Qwen3-0.6B-4bit"}) == "pull mlx-community/Qwen3-0.6B-4bit"

@@ -9,6 +9,7 @@ see the same thing.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -47,9 +48,14 @@ class EngineContext:
 
 def title(kind: str, args: dict[str, Any]) -> str:
     """A short line naming the job, for job lists."""
-    what = args.get("model") or args.get("repo") or args.get("path") or ", ".join(args.get("models") or [])
+    def short(model: Any) -> str:  # the TUI passes folder paths; a list shows their names
+        return os.path.basename(str(model).rstrip(os.sep)) if os.sep in str(model) else str(model)
+
+    model = args.get("model")
+    what = (short(model) if model else args.get("repo") or args.get("path")
+            or ", ".join(map(short, args.get("models") or [])))
     if kind == "compare":
-        what = f"{args['model_a']} vs {args['model_b']}"
+        what = f"{short(args['model_a'])} vs {short(args['model_b'])}"
     return f"{kind} {what}".strip()
 
 
