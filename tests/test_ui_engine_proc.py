@@ -112,3 +112,17 @@ async def test_an_answer_outlives_the_tui_and_is_saved_complete(engine, tiny_lla
     saved = ConversationStore().load(conversation).messages
     assert [(m.role, m.content) for m in saved if m.role != "system"] == [
         ("user", "Hello"), ("assistant", job.result["answer"])]
+
+
+async def test_about_names_the_engine_and_its_openai_address(engine):
+    from optiq_tui.server import state
+    from optiq_tui.ui.screens.about import AboutScreen
+
+    app = OptiqApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await attached(app, pilot)
+        app.push_screen(AboutScreen())
+        await wait_until(pilot, lambda: isinstance(app.screen, AboutScreen) and app.screen.api_text, 30, "About")
+        record = state.read_record()
+        assert app.screen.api_text == f"{record.address}/v1 · no key (loopback only)"
+        assert app.screen.engine_text.startswith(f"engine pid {record.pid} on {record.address}")

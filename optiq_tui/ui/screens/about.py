@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -30,7 +31,18 @@ def _value(key: str, value: Any) -> str:
     return "?" if value is None else str(value)
 
 
-def about_table(diag: Any | None, engine: str = "") -> Table:
+def api_text(in_process: bool) -> str:
+    """Where an OpenAI client reaches this engine, and with which key (read from the engine's record)."""
+    from optiq_tui.server import state
+
+    record = None if in_process else state.read_record()
+    if record is None:
+        return "not served by an in-process engine; `optiq-chat serve` serves it"
+    key = f"key {state.api_key()} ({state.api_key_file()})" if record.key_required else "no key (loopback only)"
+    return f"{record.address}/v1 · {key}"
+
+
+def about_table(diag: Any | None, engine: str = "", api: str = "") -> Table:
     """Version and folders, then the Diagnostics dataclass (nested dicts become indented rows)."""
     p = paths()
     table = Table.grid(padding=(0, 2))
@@ -42,6 +54,8 @@ def about_table(diag: Any | None, engine: str = "") -> Table:
     table.add_row("settings", str(p.settings_file))
     table.add_row("", "")
     table.add_row(Text("engine", style="bold underline"), engine or "connecting…")
+    if api:
+        table.add_row("OpenAI API", api)
     if diag is None:
         table.add_row("", Text("measuring…", style="italic"))
         return table
@@ -66,6 +80,7 @@ class AboutScreen(JobScreen):
         super().__init__()
         self.diagnostics: dict[str, Any] | None = None
         self.engine_text = ""
+        self.api_text = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -79,6 +94,7 @@ class AboutScreen(JobScreen):
 
     async def job_started(self, job: JobInfo) -> None:
         self.engine_text = await self.app.engine_text()
+        self.api_text = await asyncio.to_thread(api_text, self.app.in_process)
         self._show()
 
     async def job_done(self, job: JobInfo) -> None:
@@ -90,4 +106,4 @@ class AboutScreen(JobScreen):
         self.app.show_error("Diagnostics failed", OptiqError(job.error or "failed"), "")
 
     def _show(self) -> None:
-        self.query_one("#diagnostics", Static).update(about_table(self.diagnostics, self.engine_text))
+        self.query_one("#diagnostics", Static).update(about_table(self.diagnostics, self.engine_text, self.api_text))
