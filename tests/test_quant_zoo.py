@@ -27,20 +27,17 @@ SKIPS: dict[str, str] = {
     "lfm2-vl": MULTIMODAL, "llama4": MULTIMODAL, "minimax_m3_vl": MULTIMODAL,
     "mistral3": MULTIMODAL, "muse_spark": MULTIMODAL, "pixtral": MULTIMODAL,
     "qwen2_vl": MULTIMODAL, "qwen3_vl": MULTIMODAL, "qwen3_vl_moe": MULTIMODAL,
-    "afm7": NEEDS_CONFIG, "baichuan_m1": NEEDS_CONFIG, "bailing_hybrid": NEEDS_CONFIG,
-    "bailing_moe_linear": NEEDS_CONFIG, "dbrx": NEEDS_CONFIG, "deepseek_v2": NEEDS_CONFIG,
-    "deepseek_v41": NEEDS_CONFIG, "exaone_moe": NEEDS_CONFIG, "gemma4_text": NEEDS_CONFIG,
-    "gemma4": NEEDS_CONFIG, "glm_moe_dsa": NEEDS_CONFIG, "granitemoehybrid": NEEDS_CONFIG,
-    "hunyuan": NEEDS_CONFIG, "jamba": NEEDS_CONFIG, "kimi_k3": NEEDS_CONFIG,
-    "kimi_linear": NEEDS_CONFIG, "lille-130m": NEEDS_CONFIG,
-    "longcat_flash": NEEDS_CONFIG, "longcat_flash_ngram": NEEDS_CONFIG,
-    "mellum": NEEDS_CONFIG, "mimo_v2_flash": NEEDS_CONFIG,
+    "afm7": NEEDS_CONFIG, "bailing_hybrid": NEEDS_CONFIG,
+    "bailing_moe_linear": NEEDS_CONFIG, "deepseek_v2": NEEDS_CONFIG,
+    "deepseek_v41": NEEDS_CONFIG, "gemma4_text": NEEDS_CONFIG,
+    "gemma4": NEEDS_CONFIG, "glm_moe_dsa": NEEDS_CONFIG, "hunyuan": NEEDS_CONFIG, "kimi_k3": NEEDS_CONFIG,
+    "kimi_linear": NEEDS_CONFIG, "longcat_flash": NEEDS_CONFIG, "longcat_flash_ngram": NEEDS_CONFIG,
+    "mimo_v2_flash": NEEDS_CONFIG,
     "minicpm3": NEEDS_CONFIG, "ministral3": NEEDS_CONFIG, "mistral4": NEEDS_CONFIG,
-    "nemotron-nas": NEEDS_CONFIG, "nemotron_h": NEEDS_CONFIG, "olmo_hybrid": NEEDS_CONFIG,
-    "openelm": NEEDS_CONFIG, "phi3small": NEEDS_CONFIG, "qwen": NEEDS_CONFIG,
+    "olmo_hybrid": NEEDS_CONFIG,
+    "phi3small": NEEDS_CONFIG, "qwen": NEEDS_CONFIG,
     "qwen3_5": NEEDS_CONFIG, "qwen3_5_moe": NEEDS_CONFIG, "rwkv7": NEEDS_CONFIG,
-    "spark2_5": NEEDS_CONFIG, "step3p5": NEEDS_CONFIG,
-}
+    "spark2_5": NEEDS_CONFIG, }
 ARCHS = zoo.architectures()
 TOKENS = [(i * 7 + 3) % 400 for i in range(32)]
 OTHER = [(i * 11 + 5) % 400 for i in range(32)]
