@@ -66,9 +66,9 @@ def architectures() -> list[str]:
     return sorted(names)
 
 
-def tiny_config(arch: str) -> dict[str, Any]:
-    mod = importlib.import_module(f"mlx_lm.models.{arch}")
-    fields = {f.name: f for f in dataclasses.fields(mod.ModelArgs)}
+def _small(args_class: type) -> dict[str, Any]:
+    """The table's values for the fields of ``args_class``, and its required switches."""
+    fields = {f.name: f for f in dataclasses.fields(args_class)}
     cfg = {k: v for k, v in SMALL.items() if k in fields}
     for name, f in fields.items():
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -76,6 +76,21 @@ def tiny_config(arch: str) -> dict[str, Any]:
         kind = kind.replace("typing.", "")
         if required and name not in cfg and kind in BY_TYPE:
             cfg[name] = BY_TYPE[kind]
+    return cfg
+
+
+# Where a wrapper's text model keeps its arguments class (ModelArgs.text_config).
+TEXT_ARGS = {"qwen3_5": "qwen3_5.TextModelArgs", "qwen3_5_moe": "qwen3_5.TextModelArgs",
+             "gemma4": "gemma4_text.ModelArgs", "kimi_k3": "kimi_k3.TextArgs"}
+
+
+def tiny_config(arch: str) -> dict[str, Any]:
+    mod = importlib.import_module(f"mlx_lm.models.{arch}")
+    cfg = _small(mod.ModelArgs)
+    if arch in TEXT_ARGS:
+        module, _, name = TEXT_ARGS[arch].rpartition(".")
+        text_args = getattr(importlib.import_module(f"mlx_lm.models.{module}"), name)
+        cfg["text_config"] = {**_small(text_args), **FIXES.get(f"{arch}.text", {})}
     cfg["model_type"] = arch
     cfg.update(FIXES.get(arch, {}))
     return cfg
@@ -89,7 +104,6 @@ FIXES: dict[str, dict[str, Any]] = {
     "granitemoe": {"embedding_multiplier": 12.0, "logits_scaling": 8.0,
                    "attention_multiplier": 0.0625, "residual_multiplier": 0.22},
     "minicpm": {"scale_emb": 12.0, "dim_model_base": 32, "scale_depth": 1.4},
-    "minicpm3": {"scale_emb": 12.0, "dim_model_base": 32, "scale_depth": 1.4},
     "gemma3_text": {"query_pre_attn_scalar": 16, "final_logit_softcapping": 30.0},
     "gptj": {"rotary_dim": 8},
     "phixtral": {"rotary_dim": 8},
@@ -143,6 +157,26 @@ FIXES: dict[str, dict[str, Any]] = {
                          "mamba_n_groups": 1, "mamba_proj_bias": False, "mamba_conv_bias": True},
     "mellum": {"rope_parameters": {"sliding_attention": {"rope_theta": 10000.0},
                                    "full_attention": {"rope_theta": 10000.0}}},
+    "gemma4_text": {"num_kv_shared_layers": 0, "global_head_dim": 16,
+                    "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 16},
+    "gemma4.text": {"num_kv_shared_layers": 0, "global_head_dim": 16,
+                    "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 16},
+    "qwen3_5.text": {"linear_num_value_heads": 4, "linear_num_key_heads": 2,
+                     "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+                     "linear_conv_kernel_dim": 4, "full_attention_interval": 2},
+    "qwen3_5_moe.text": {"linear_num_value_heads": 4, "linear_num_key_heads": 2,
+                         "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+                         "linear_conv_kernel_dim": 4, "full_attention_interval": 2},
+    "deepseek_v2": {"rope_scaling": {"factor": 1.0}},
+    "minicpm3": {"scale_emb": 12.0, "dim_model_base": 32, "scale_depth": 1.4,
+                 "rope_scaling": {"original_max_position_embeddings": 256}},
+    "ministral3": {"rope_parameters": {"rope_theta": 10000.0, "rope_type": "default",
+                                       "llama_4_scaling_beta": 0.1,
+                                       "original_max_position_embeddings": 256}},
+    "mistral4": {"rope_parameters": {"rope_theta": 10000.0, "rope_type": "default",
+                                     "factor": 1.0, "llama_4_scaling_beta": 0.1,
+                                     "original_max_position_embeddings": 256}},
+    "qwen": {"kv_channels": 16, "intermediate_size": 256},
     "nemotron-nas": {"block_configs": [
         {"attention": {"n_heads_in_group": 2}, "ffn": {"ffn_mult": 1.5}},
         {"attention": {"no_op": True}, "ffn": {"ffn_mult": 1.5}}]},

@@ -224,6 +224,18 @@ class Backbone:
             return h
         return self._inject if k == len(self.blocks) - 1 else h
 
+    def _call(self, tokens: mx.array) -> mx.array:
+        """The model's own call with the taps in place."""
+        try:
+            return self.model(tokens)
+        except (ValueError, TypeError, AttributeError) as exc:
+            # Blocks whose output is more than the hidden state (hunyuan's shared keys and
+            # values, rwkv7's recurrent state, afm7's reused cache): taps cannot stand in.
+            raise OptiqError(
+                f"model type {self.model_type!r} passes more than a hidden state between its "
+                f"blocks ({type(exc).__name__}: {exc}); it cannot be measured block by "
+                f"block; {self.hint}") from exc
+
     @contextmanager
     def _tapped(self, mode: str) -> Iterator[None]:
         self._mode = mode
@@ -267,7 +279,7 @@ class Backbone:
         self._seen = []
         with self.weights_outside(weights), self._tapped("capture"):
             try:
-                self.model(tokens)
+                self._call(tokens)
             except _Stop:
                 pass
         if len(self._seen) != len(self.blocks):
@@ -290,7 +302,7 @@ class Backbone:
         self._inject = h
         try:
             with self._tapped("inject"), standing_in(self.model, self.heads):
-                return self.model(mx.zeros((1, h.shape[1]), mx.int32))
+                return self._call(mx.zeros((1, h.shape[1]), mx.int32))
         finally:
             self._inject = None
 
