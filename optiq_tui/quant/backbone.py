@@ -79,6 +79,11 @@ class _Tap:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._block, name)
 
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        # isinstance(layer, FullAttentionDecoderLayer) picks olmo_hybrid's mask per block.
+        return type(self._block)
+
 
 def find_blocks(model: nn.Module) -> tuple[str, list] | None:
     """(path, list) of the model's blocks: the shallowest list of modules named like
@@ -166,6 +171,8 @@ def standing_in(model: Any, taps: dict[str, Any]) -> Iterator[None]:
     for path, tap in taps.items():
         parent, _, name = path.rpartition(".")
         owner = get_module(model, parent) if parent else model
+        if isinstance(owner, list):  # a module in a list (longcat_flash_ngram's embeddings)
+            name = int(name)
         originals[path] = (owner, name, owner[name])
         owner[name] = tap
     try:
