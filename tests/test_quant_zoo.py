@@ -27,8 +27,6 @@ SKIPS: dict[str, str] = {
     "lfm2-vl": MULTIMODAL, "llama4": MULTIMODAL, "minimax_m3_vl": MULTIMODAL,
     "mistral3": MULTIMODAL, "muse_spark": MULTIMODAL, "pixtral": MULTIMODAL,
     "qwen2_vl": MULTIMODAL, "qwen3_vl": MULTIMODAL, "qwen3_vl_moe": MULTIMODAL,
-    "glm_moe_dsa": NEEDS_CONFIG, "kimi_k3": NEEDS_CONFIG,
-    "kimi_linear": NEEDS_CONFIG, "mimo_v2_flash": NEEDS_CONFIG,
     "phi3small": NEEDS_CONFIG, }
 # Built from a tiny config, but their blocks pass more than a hidden state between them:
 # the measurement cannot tap them one at a time, and says so (test below) instead of measuring.
@@ -36,7 +34,8 @@ REFUSED: dict[str, str] = {
     "afm7": "its kv-reuse blocks (a second list, model.kv_reuse_layers) attend to the keys and values the last block leaves in a shared cache",
     "hunyuan": "its blocks return (hidden, shared keys/values) and pass the pair on (cross-layer attention)",
     "rwkv7": "its blocks return (hidden, the first layer's value state) and pass it on",
-    "deepseek_v41": "its blocks return more than the hidden state and pass it on to the next block",
+    "deepseek_v41": "its blocks take and return (residual streams, pre-mix) (hyper-connections), not one hidden state",
+    "kimi_k3": "its blocks return (hidden, the attention-residual block sums) and pass them on",
     "gemma4_text": "its blocks return (hidden, shared keys/values, offset) and pass them on (KV sharing)",
     "gemma4": "its text model's blocks return (hidden, shared keys/values, offset) (KV sharing)",
 }
