@@ -16,7 +16,6 @@ from tests import zoo
 
 # Architectures not in the zoo, and why. Everything else in mlx_lm/models must build and pass.
 MULTIMODAL = "a multimodal wrapper (text_config) around a text model; not a text decoder"
-NEEDS_CONFIG = "a tiny config needs architecture-specific nested settings this test does not build"
 SKIPS: dict[str, str] = {
     "olmo": "needs the ai2-olmo package, which is not installed (the module exits on import)",
     "bitnet": "its BitLinear kernel needs the Metal back-end; this CPU build has none",
@@ -27,7 +26,11 @@ SKIPS: dict[str, str] = {
     "lfm2-vl": MULTIMODAL, "llama4": MULTIMODAL, "minimax_m3_vl": MULTIMODAL,
     "mistral3": MULTIMODAL, "muse_spark": MULTIMODAL, "pixtral": MULTIMODAL,
     "qwen2_vl": MULTIMODAL, "qwen3_vl": MULTIMODAL, "qwen3_vl_moe": MULTIMODAL,
-    "phi3small": NEEDS_CONFIG, }
+    "phi3small": "its head writes -inf at fixed token ids up to 100351 (a smaller vocabulary "
+                 "writes out of bounds: segfault); with the 100352 one it builds, but those -inf "
+                 "logits make every KL NaN (0 * (-inf - -inf)) in the guard and eval.metrics, "
+                 "which do not yet leave masked tokens out",
+}
 # Built from a tiny config, but their blocks pass more than a hidden state between them:
 # the measurement cannot tap them one at a time, and says so (test below) instead of measuring.
 REFUSED: dict[str, str] = {
