@@ -16,16 +16,31 @@ from tests import zoo
 
 # Architectures not in the zoo, and why. Everything else in mlx_lm/models must build and pass.
 MULTIMODAL = "a multimodal wrapper (text_config) around a text model; not a text decoder"
+
+
+TEXT_MODELS: set[str] = set()  # the text models named in the reasons below: all tested
+
+
+def text_model(arch: str) -> str:
+    TEXT_MODELS.add(arch)
+    return f"{MULTIMODAL}; its text model is mlx-lm's {arch!r} (model_type {arch}), tested here"
+
+
 SKIPS: dict[str, str] = {
     "olmo": "needs the ai2-olmo package, which is not installed (the module exits on import)",
     "bitnet": "its BitLinear kernel needs the Metal back-end; this CPU build has none",
     "prism_hadamard_qwen35": "needs a Hadamard pack in the checkpoint; not buildable from a config",
     "iquestloopcoder": "calls its blocks more than once per forward (loops): not measurable block "
                        "by block; the quantizer says so and offers --uniform",
-    "gemma3": MULTIMODAL, "gemma3n": MULTIMODAL, "kimi_k25": MULTIMODAL, "kimi_vl": MULTIMODAL,
-    "lfm2-vl": MULTIMODAL, "llama4": MULTIMODAL, "minimax_m3_vl": MULTIMODAL,
-    "mistral3": MULTIMODAL, "muse_spark": MULTIMODAL, "pixtral": MULTIMODAL,
-    "qwen2_vl": MULTIMODAL, "qwen3_vl": MULTIMODAL, "qwen3_vl_moe": MULTIMODAL,
+    "gemma3": text_model("gemma3_text"), "kimi_k25": text_model("deepseek_v3"),
+    "kimi_vl": text_model("deepseek_v3"), "lfm2-vl": text_model("lfm2"),
+    "mistral3": text_model("llama"), "pixtral": text_model("llama"),
+    "qwen2_vl": text_model("qwen2"), "qwen3_vl": text_model("qwen3"),
+    "qwen3_vl_moe": text_model("qwen3_moe"),
+    "gemma3n": MULTIMODAL + "; its text model is defined inside it (no text model_type)",
+    "llama4": MULTIMODAL + "; its text model is defined inside it (llama4_text is tested)",
+    "minimax_m3_vl": MULTIMODAL + "; its text model is defined inside it (no text model_type)",
+    "muse_spark": MULTIMODAL + "; its text model is defined inside it (no text model_type)",
     "phi3small": "its head writes -inf at fixed token ids up to 100351 (a smaller vocabulary "
                  "writes out of bounds: segfault); with the 100352 one it builds, but those -inf "
                  "logits make every KL NaN (0 * (-inf - -inf)) in the guard and eval.metrics, "
@@ -56,6 +71,7 @@ def _params(arch: str) -> list:
 
 def test_the_skip_list_names_real_architectures():
     assert set(SKIPS) <= set(ARCHS), set(SKIPS) - set(ARCHS)
+    assert TEXT_MODELS <= set(ARCHS) - set(SKIPS), TEXT_MODELS & set(SKIPS)
     print(f"\nzoo: {len(ARCHS) - len(SKIPS)} of {len(ARCHS)} architectures; skipped:")
     for arch, why in sorted(SKIPS.items()):
         print(f"  {arch}: {why}")
