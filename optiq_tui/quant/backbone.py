@@ -79,6 +79,11 @@ class _Tap:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._block, name)
 
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        # isinstance(layer, FullAttentionDecoderLayer) picks olmo_hybrid's mask per block.
+        return type(self._block)
+
 
 def find_blocks(model: nn.Module) -> tuple[str, list] | None:
     """(path, list) of the model's blocks: the shallowest list of modules named like
@@ -166,6 +171,8 @@ def standing_in(model: Any, taps: dict[str, Any]) -> Iterator[None]:
     for path, tap in taps.items():
         parent, _, name = path.rpartition(".")
         owner = get_module(model, parent) if parent else model
+        if isinstance(owner, list):  # a module in a list (longcat_flash_ngram's embeddings)
+            name = int(name)
         originals[path] = (owner, name, owner[name])
         owner[name] = tap
     try:
@@ -224,6 +231,18 @@ class Backbone:
             return h
         return self._inject if k == len(self.blocks) - 1 else h
 
+    def _call(self, tokens: mx.array) -> mx.array:
+        """The model's own call with the taps in place."""
+        try:
+            return self.model(tokens)
+        except (ValueError, TypeError, AttributeError) as exc:
+            # Blocks whose output is more than the hidden state (hunyuan's shared keys and
+            # values, rwkv7's recurrent state, afm7's reused cache): taps cannot stand in.
+            raise OptiqError(
+                f"model type {self.model_type!r} passes more than a hidden state between its "
+                f"blocks ({type(exc).__name__}: {exc}); it cannot be measured block by "
+                f"block; {self.hint}") from exc
+
     @contextmanager
     def _tapped(self, mode: str) -> Iterator[None]:
         self._mode = mode
@@ -267,7 +286,7 @@ class Backbone:
         self._seen = []
         with self.weights_outside(weights), self._tapped("capture"):
             try:
-                self.model(tokens)
+                self._call(tokens)
             except _Stop:
                 pass
         if len(self._seen) != len(self.blocks):
@@ -290,7 +309,7 @@ class Backbone:
         self._inject = h
         try:
             with self._tapped("inject"), standing_in(self.model, self.heads):
-                return self.model(mx.zeros((1, h.shape[1]), mx.int32))
+                return self._call(mx.zeros((1, h.shape[1]), mx.int32))
         finally:
             self._inject = None
 
