@@ -17,24 +17,11 @@ import time
 from pathlib import Path
 
 from optiq_tui.engine import formats, session
+from forcing import forcing  # run as a script: tests/ is on the path
 
 folder = Path(os.environ["OPTIQ_TEST_DIR"])
 real_generate = session.ChatSession.generate
 real_renders = {cls: cls.render for cls in (formats.HarmonyFormat, formats.TemplateFormat)}
-
-
-def forcing(sequence):
-    import mlx.core as mx
-
-    step = iter(range(len(sequence)))
-
-    def processor(_tokens, logits):
-        i = next(step, len(sequence) - 1)
-        mask = mx.full(logits.shape, -1e9, dtype=logits.dtype)
-        mask[..., sequence[i]] = 0
-        return logits + mask
-
-    return processor
 
 
 def scripted_generate(self, *args, **kwargs):

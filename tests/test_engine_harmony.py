@@ -6,6 +6,7 @@ import pytest
 
 from optiq_tui.engine.events import AnswerDelta, Finished, ReasoningDelta
 from optiq_tui.engine.harmony import HarmonyParser, harmony_encoding, render_prompt, special_tokens
+from tests.forcing import forcing
 
 # Token ids a gpt-oss model streams for "<|channel|>analysis<|message|>User asks capital of
 # France. Paris.<|end|><|start|>assistant<|channel|>final<|message|>The capital of France is
@@ -127,21 +128,6 @@ def test_tiny_gpt_oss_loads_with_the_harmony_format(tiny_gpt_oss):
     text = fmt.encoding.decode(prompt)
     assert tiny_gpt_oss.tokenizer.encode(text, add_special_tokens=False) == prompt
     assert {200002, 200012} <= set(tiny_gpt_oss.tokenizer.eos_token_ids)
-
-
-def forcing(sequence: list[int]):
-    """A logits processor that makes the model emit ``sequence`` (the model still runs every step)."""
-    import mlx.core as mx
-
-    step = iter(range(len(sequence)))
-
-    def processor(_tokens, logits):
-        i = next(step, len(sequence) - 1)
-        mask = mx.full(logits.shape, -1e9, dtype=logits.dtype)
-        mask[..., sequence[i]] = 0
-        return logits + mask
-
-    return processor
 
 
 def test_tiny_gpt_oss_streams_reasoning_and_answer_through_a_session(tiny_gpt_oss):

@@ -41,6 +41,24 @@ class AsyncEngine:
     async def status(self) -> dict[str, Any]:
         return await asyncio.to_thread(self.client.status)
 
+    def _read(self, job_id: int, after: int, sink: Callable[[Any], None],
+              on_end: Callable[[BaseException | None], None], stop: threading.Event) -> None:
+        """Pass the job's events to ``sink`` on a reader thread, then ``on_end(failure or None)``.
+        A daemon thread: a TUI that exits mid-answer (the job goes on in the engine) must not wait for it."""
+
+        def read() -> None:
+            failure: BaseException | None = None
+            try:
+                for event in self.client.events(job_id, after):
+                    if stop.is_set():
+                        return
+                    sink(event)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting side
+                failure = exc
+            on_end(failure)
+
+        threading.Thread(target=read, name=f"events-{job_id}", daemon=True).start()
+
     async def events(self, job_id: int, after: int = 0) -> AsyncIterator[Any]:
         """The job's events from ``after`` on, until it ends."""
         loop = asyncio.get_running_loop()
@@ -53,18 +71,7 @@ class AsyncEngine:
             except RuntimeError:
                 stop.set()  # the loop is closed: nobody is listening any more
 
-        def pump() -> None:
-            try:
-                for event in self.client.events(job_id, after):
-                    if stop.is_set():
-                        return
-                    put(event)
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting side
-                put(_Failed(exc))
-            finally:
-                put(_END)
-
-        threading.Thread(target=pump, name=f"events-{job_id}", daemon=True).start()
+        self._read(job_id, after, put, lambda exc: put(_END if exc is None else _Failed(exc)), stop)
         try:
             while True:
                 item = await queue.get()
@@ -90,22 +97,13 @@ class AsyncEngine:
             if not ended.done():
                 ended.set_exception(exc) if exc is not None else ended.set_result(None)
 
-        def read() -> None:
-            failure: BaseException | None = None
+        def on_end(exc: BaseException | None) -> None:
             try:
-                for event in self.client.events(job_id, after):
-                    if stop.is_set():
-                        return
-                    sink(event)
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting side
-                failure = exc
-            try:
-                loop.call_soon_threadsafe(settle, failure)
+                loop.call_soon_threadsafe(settle, exc)
             except RuntimeError:
                 pass  # the loop is closed: nobody is waiting any more
 
-        # A daemon thread: a TUI that exits mid-answer (the job goes on in the engine) must not wait for it.
-        threading.Thread(target=read, name=f"drain-{job_id}", daemon=True).start()
+        self._read(job_id, after, sink, on_end, stop)
         try:
             await ended
         finally:
