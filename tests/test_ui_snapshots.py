@@ -319,11 +319,12 @@ def test_model_picker(snap_compare, home, size):
 def steady_quantize(monkeypatch) -> None:
     """Durations and the ETA shown as fixed text: they are the only figures that vary."""
     from optiq_tui.ui.screens import quantize_progress
-    from optiq_tui.ui.widgets import stage_list
+    from optiq_tui.ui.widgets import stage_list, stage_progress
 
     from textual.widgets._progress_bar import ETAStatus
 
     monkeypatch.setattr(stage_list, "human_seconds", lambda s: "" if s is None else "1.0 s")
+    monkeypatch.setattr(stage_progress, "human_seconds", lambda s: "" if s is None else "1.0 s")
     monkeypatch.setattr(quantize_progress, "human_seconds", lambda s: "1.0 s")
     monkeypatch.setattr(ETAStatus, "render", lambda self: "--:--:--")
 
