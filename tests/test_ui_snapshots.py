@@ -269,6 +269,21 @@ def test_library_help_and_delete_dialogs(snap_compare, home, size):
     assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
 
 
+SIZES_AND_100 = SIZES + [pytest.param((100, 30), id="100x30")]
+
+
+@pytest.mark.parametrize("size", SIZES_AND_100)
+def test_library_hub_download_dialog(snap_compare, home, size):
+    """The prompt wraps inside the box (it was cut at 100 columns)."""
+
+    async def run_before(pilot):
+        await library_loaded(pilot)
+        await pilot.press("d")
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_conversations_list(snap_compare, home, monkeypatch, size):
     from optiq_tui.engine import conversations
