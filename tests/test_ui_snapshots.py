@@ -160,6 +160,55 @@ def test_chat_finished_turn(snap_compare, home, size):
     assert snap_compare(OptiqApp(), terminal_size=size, run_before=chat_turn)
 
 
+REASONING = """The user asks for the capital of France. That is Paris, on the Seine.
+I should answer in one line and add one fact."""
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_chat_reasoning_panel_open(snap_compare, home, size):
+    """A thinking model's turn with its reasoning opened (the panel's title keeps the token count)."""
+    from optiq_tui.ui.widgets.chat_message import ChatMessage
+    from optiq_tui.ui.widgets.reasoning_panel import ReasoningPanel
+
+    async def run_before(pilot):
+        screen = await chat_turn(pilot)
+        await screen.transcript.mount(ChatMessage("user", "And in one line?"))
+        message = ChatMessage("assistant", "Paris, the capital of France, lies on the Seine.",
+                              label=SOURCE, reasoning=REASONING, reasoning_tokens=31)
+        await screen.transcript.mount(message)
+        panel = message.query_one(ReasoningPanel)
+        panel.collapsed = False
+        await pilot.pause()
+        screen.transcript.scroll_end(animate=False)
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_about(snap_compare, home, monkeypatch, size):
+    """The About screen with the engine's diagnostics; the machine's own figures are fixed."""
+    from optiq_tui.engine import diagnostics
+
+    fixed = diagnostics.Diagnostics(
+        backend="cpu", device="cpu", blas="OpenBLAS", memory_available_bytes=16 * 10**9,
+        memory_source="available system memory", memory_total_bytes=32 * 10**9, platform="Linux x86_64",
+        python="3.11", versions={"mlx": "0.x", "mlx-lm": "0.x", "textual": "8.x"},
+        advice=["Start with OpenBLAS preloaded for faster float32 on Linux CPU."])
+    monkeypatch.setattr(diagnostics, "doctor", lambda: fixed)
+
+    async def run_before(pilot):
+        from optiq_tui.ui.screens.about import AboutScreen
+
+        await library_loaded(pilot)
+        await pilot.press("f1")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, AboutScreen)
+                         and pilot.app.screen.diagnostics is not None, 30, "the diagnostics")
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_chat_sampler_dialog(snap_compare, home, size):
     async def run_before(pilot):

@@ -17,6 +17,7 @@ from optiq_tui import __version__
 from optiq_tui.settings import paths
 from optiq_tui.ui.format import human_bytes
 from optiq_tui.ui.messages import JobFailed, JobFinished
+from optiq_tui.ui.widgets.model_details import display_path
 
 
 def _value(key: str, value: Any) -> str:
@@ -36,9 +37,9 @@ def about_table(diag: Any | None) -> Table:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     table.add_row(Text("optiq-chat", style="bold underline"), __version__)
-    table.add_row("models", str(p.models))
-    table.add_row("conversations", str(p.conversations))
-    table.add_row("settings", str(p.settings_file))
+    table.add_row("models", display_path(p.models))
+    table.add_row("conversations", display_path(p.conversations))
+    table.add_row("settings", display_path(p.settings_file))
     table.add_row("", "")
     pending = Text("measuring…", style="italic")
     table.add_row(Text("engine", style="bold underline"), "" if diag is not None else pending)
