@@ -156,6 +156,55 @@ def test_chat_finished_turn(snap_compare, home, size):
     assert snap_compare(OptiqApp(), terminal_size=size, run_before=chat_turn)
 
 
+REASONING = """The user asks for the capital of France. That is Paris, on the Seine.
+I should answer in one line and add one fact."""
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_chat_reasoning_panel_open(snap_compare, home, size):
+    """A thinking model's turn with its reasoning opened (the panel's title keeps the token count)."""
+    from optiq_tui.ui.widgets.chat_message import ChatMessage
+    from optiq_tui.ui.widgets.reasoning_panel import ReasoningPanel
+
+    async def run_before(pilot):
+        screen = await chat_turn(pilot)
+        await screen.transcript.mount(ChatMessage("user", "And in one line?"))
+        message = ChatMessage("assistant", "Paris, the capital of France, lies on the Seine.",
+                              label=SOURCE, reasoning=REASONING, reasoning_tokens=31)
+        await screen.transcript.mount(message)
+        panel = message.query_one(ReasoningPanel)
+        panel.collapsed = False
+        await pilot.pause()
+        screen.transcript.scroll_end(animate=False)
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_about(snap_compare, home, monkeypatch, size):
+    """The About screen with the engine's diagnostics; the machine's own figures are fixed."""
+    from optiq_tui.engine import diagnostics
+
+    fixed = diagnostics.Diagnostics(
+        backend="cpu", device="cpu", blas="OpenBLAS", memory_available_bytes=16 * 10**9,
+        memory_source="available system memory", memory_total_bytes=32 * 10**9, platform="Linux x86_64",
+        python="3.11", versions={"mlx": "0.x", "mlx-lm": "0.x", "textual": "8.x"},
+        advice=["Start with OpenBLAS preloaded for faster float32 on Linux CPU."])
+    monkeypatch.setattr(diagnostics, "doctor", lambda: fixed)
+
+    async def run_before(pilot):
+        from optiq_tui.ui.screens.about import AboutScreen
+
+        await library_loaded(pilot)
+        await pilot.press("f1")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, AboutScreen)
+                         and pilot.app.screen.diagnostics is not None, 30, "the diagnostics")
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_chat_sampler_dialog(snap_compare, home, size):
     async def run_before(pilot):
@@ -265,6 +314,21 @@ def test_library_help_and_delete_dialogs(snap_compare, home, size):
     assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
 
 
+SIZES_AND_100 = SIZES + [pytest.param((100, 30), id="100x30")]
+
+
+@pytest.mark.parametrize("size", SIZES_AND_100)
+def test_library_hub_download_dialog(snap_compare, home, size):
+    """The prompt wraps inside the box (it was cut at 100 columns)."""
+
+    async def run_before(pilot):
+        await library_loaded(pilot)
+        await pilot.press("d")
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_conversations_list(snap_compare, home, monkeypatch, size):
     from optiq_tui.engine import conversations
@@ -315,11 +379,12 @@ def test_model_picker(snap_compare, home, size):
 def steady_quantize(monkeypatch) -> None:
     """Durations and the ETA shown as fixed text: they are the only figures that vary."""
     from optiq_tui.ui.screens import quantize_progress
-    from optiq_tui.ui.widgets import stage_list
+    from optiq_tui.ui.widgets import stage_list, stage_progress
 
     from textual.widgets._progress_bar import ETAStatus
 
     monkeypatch.setattr(stage_list, "human_seconds", lambda s: "" if s is None else "1.0 s")
+    monkeypatch.setattr(stage_progress, "human_seconds", lambda s: "" if s is None else "1.0 s")
     monkeypatch.setattr(quantize_progress, "human_seconds", lambda s: "1.0 s")
     monkeypatch.setattr(ETAStatus, "render", lambda self: "--:--:--")
 

@@ -19,6 +19,7 @@ from optiq_tui.ui.format import human_bytes
 from optiq_tui.engine.jobs import JobInfo
 from optiq_tui.progress import OptiqError
 from optiq_tui.ui.screens.base import JobScreen
+from optiq_tui.ui.widgets.model_details import display_path
 
 
 def _value(key: str, value: Any) -> str:
@@ -49,9 +50,9 @@ def about_table(diag: Any | None, engine: str = "", api: str = "") -> Table:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     table.add_row(Text("optiq-chat", style="bold underline"), __version__)
-    table.add_row("models", str(p.models))
-    table.add_row("conversations", str(p.conversations))
-    table.add_row("settings", str(p.settings_file))
+    table.add_row("models", display_path(p.models))
+    table.add_row("conversations", display_path(p.conversations))
+    table.add_row("settings", display_path(p.settings_file))
     table.add_row("", "")
     table.add_row(Text("engine", style="bold underline"), engine or "connecting…")
     if api:

@@ -85,7 +85,8 @@ class InputModal(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box") as box:
             box.border_title = self.title_text
-            yield Label(self.prompt, markup=False)
+            # A Label sizes to its text and is cut at the box's edge; the prompt must wrap.
+            yield Label(self.prompt, markup=False, classes="dialog-prompt")
             yield Input(value=self.value, placeholder=self.placeholder, id="answer")
             yield Static("", id="input-error", classes="validation")
             with Horizontal(classes="dialog-buttons"):

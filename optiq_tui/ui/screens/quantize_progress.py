@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Header, Label, Log, ProgressBar, Static
+from textual.widgets import Footer, Header, Log, Static
 
 from optiq_tui.engine.jobs import JobInfo
 from optiq_tui.progress import Log as LogEvent
@@ -18,6 +18,7 @@ from optiq_tui.ui.screens.base import JobScreen
 from optiq_tui.ui.screens.modals import ConfirmModal
 from optiq_tui.ui.widgets.sensitivity_chart import SensitivityChart
 from optiq_tui.ui.widgets.stage_list import StageList
+from optiq_tui.ui.widgets.stage_progress import StageProgress
 
 if TYPE_CHECKING:
     from optiq_tui.library.catalog import ModelInfo
@@ -80,8 +81,7 @@ class QuantizeProgressScreen(JobScreen):
             yield stages
             with Vertical(id="stage-progress-box") as box:
                 box.border_title = "Current stage"
-                yield Label("Starting…", id="stage-label")
-                yield ProgressBar(id="stage-bar", show_eta=True)
+                yield StageProgress(STAGES, id="stage-progress")
                 yield Static(self._settings_line(), id="quant-settings")
         yield Static("", id="summary")
         chart = SensitivityChart(id="sensitivity")
@@ -126,20 +126,11 @@ class QuantizeProgressScreen(JobScreen):
         from optiq_tui.quant.events import LayerScore, StageChanged
 
         self.events.append(event)
-        bar = self.query_one("#stage-bar", ProgressBar)
         if isinstance(event, StageChanged):
             self.query_one(StageList).set_state(event.stage, event.state, event.seconds)
-            if event.state in ("running", "started"):
-                bar.update(total=None, progress=0)
-                self.query_one("#stage-label", Label).update(f"{event.stage}…")
-            elif event.state in ("done", "finished") and bar.total is not None:
-                bar.update(progress=bar.total)
+            self.query_one(StageProgress).stage_changed(event.stage, event.state)
         elif isinstance(event, Progress):
-            bar.update(total=event.total, progress=event.done)
-            detail = event.message or ""
-            count = f"{event.done:g}/{event.total:g}" if event.total else f"{event.done:g}"
-            unit = f" {event.unit}" if event.unit and event.unit != "B" else ""
-            self.query_one("#stage-label", Label).update(f"{event.stage}: {count}{unit} {detail}".rstrip())
+            self.query_one(StageProgress).progress(event)
         elif isinstance(event, LayerScore):
             self.query_one(SensitivityChart).add_score(event.layer, event.kl_by_bits, event.chosen_bits)
         elif isinstance(event, LogEvent):
@@ -149,9 +140,7 @@ class QuantizeProgressScreen(JobScreen):
     async def job_done(self, job: JobInfo) -> None:
         self.state = "done"
         self.result = job.result
-        self.query_one("#stage-label", Label).update("Finished.")
-        bar = self.query_one("#stage-bar", ProgressBar)
-        bar.update(total=1, progress=1)
+        self.query_one(StageProgress).end("Finished.", complete=True)
         summary = self.query_one("#summary", Static)
         summary.update(summary_text(self.result))
         summary.display = True
@@ -163,7 +152,7 @@ class QuantizeProgressScreen(JobScreen):
     async def job_failed(self, job: JobInfo) -> None:
         self.state = "failed"
         self.query_one(StageList).stop_running("failed")
-        self.query_one("#stage-label", Label).update(f"Failed: {job.error}")
+        self.query_one(StageProgress).end(f"Failed: {job.error}", complete=False)
         self.query_one(Log).write_line(f"[error] {job.error}")
         self.app.show_error("Quantize failed; nothing was kept", OptiqError(job.error or "failed"), "")
         self._set_footer_hint()
@@ -202,7 +191,7 @@ class QuantizeProgressScreen(JobScreen):
             if yes and self.state == "running":
                 self.state = "cancelling"
                 self.run_worker(self.cancel_job(), group="cancel")
-                self.query_one("#stage-label", Label).update("Cancelling at the next safe point…")
+                self.query_one(StageProgress).status("Cancelling at the next safe point…")
 
         self.app.push_screen(
             ConfirmModal("Cancel quantize", "Stop quantizing? Nothing will be kept.", yes="Stop", no="Continue"),
