@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import mlx.core as mx
 
-from optiq_tui.eval.flips import ANSWER_TOKENS, flip_prompts, greedy_answers, normalize
+from optiq_tui.eval.flips import ANSWER_TOKENS, compare_answers, flip_prompts, greedy_answers
 from optiq_tui.eval.metrics import (
     kl_from_logprobs,
     kl_interval,
@@ -321,8 +321,8 @@ def _with_receipts(row: ModelEval, kls: list[mx.array], ref_ppl: float | None,
     if ref_ppl is not None and not row.is_reference:
         extra["ppl_ratio"] = row.ppl / ref_ppl
     if prompts:
-        flipped = tuple((p, a, b) for p, a, b in zip(prompts, ref_answers, answers)
-                        if normalize(a) != normalize(b))
+        flips = compare_answers(prompts, ref_answers, answers)
+        flipped = tuple((prompts[i], ref_answers[i], answers[i]) for i in flips.changed)
         extra.update(flips=len(flipped), flip_prompts=len(prompts), flipped=flipped)
     return replace(row, **extra)
 
