@@ -29,7 +29,31 @@ def test_eval_json_and_markdown(tiny_llama_dir, quant_dir, tmp_path, capsys):
     ref, q4 = report["rows"]
     assert ref["is_reference"] and q4["mean_kl"] > 0 and 0 < q4["top1"] < 1
     assert report["settings"]["retrieval"] is False
-    assert "| tiny-q4 |" in md.read_text()
+    assert q4["kl_low"] <= q4["mean_kl"] <= q4["kl_high"] and q4["ppl_ratio"] > 0
+    assert q4["flip_prompts"] == 20 and q4["flips"] == len(q4["flipped"])
+    assert report["settings"]["flips"] is True
+    text = md.read_text()
+    assert "| tiny-q4 |" in text and f"| {q4['flips']}/20 |" in text
+    assert "KL 95% CI" in text and "bootstrap over sequences" in text
+
+
+def test_eval_no_flips_and_old_reports_still_load(tiny_llama_dir, quant_dir, capsys):
+    from optiq_tui.eval import reports
+
+    rc = main(["eval", str(quant_dir), "--reference", str(tiny_llama_dir), "--no-retrieval",
+               "--no-flips", "--max-tokens", "600", "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows"][1]["flips"] is None and report["settings"]["flips"] is False
+    # A report saved before receipts: no interval, ratio or flips fields.
+    receipts = ("kl_low", "kl_high", "ppl_ratio", "flips", "flip_prompts", "flipped")
+    for row in report["rows"]:
+        for key in receipts:
+            row.pop(key)
+    for key in ("flips", "flip_tokens"):
+        report["settings"].pop(key)
+    old = reports.report_from_dict(report)
+    assert old.rows[1].kl_low is None and reports.table_rows(old)[2][4] == "—"
 
 
 def test_eval_of_a_missing_model_fails_cleanly(capsys):

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from optiq_tui.eval import quality
+from optiq_tui.eval.flips import flip_prompts
 from optiq_tui.eval.quality import ModelEvaluated, evaluate, find_reference
 from optiq_tui.library.catalog import inspect_model
 from optiq_tui.progress import Cancelled, OptiqError, Progress
@@ -117,3 +118,46 @@ def test_demo_model_against_its_uniform_4bit(demo_model_dir, tmp_path):
     assert 0.01 < row.mean_kl < 1.0 and row.p99_kl > row.mean_kl
     assert 0.6 < row.top1 < 1.0
     assert row.ppl > ref.ppl * 0.95
+
+
+def test_receipts_interval_ppl_ratio_and_flips(family, tmp_path):
+    from tests.tiny import build_tiny_llama
+
+    src, _q4, q8 = family
+    # Same tokenizer, other weights: its greedy answers differ from the source's.
+    other = inspect_model(build_tiny_llama(tmp_path / "tiny-other", seed=1))
+    report = evaluate([q8, other], src, retrieval=False, **FAST)
+    ref, r8, ro = report.rows
+    assert (ref.flips, ref.ppl_ratio, ref.flipped) == (0, 1.0, ())
+    for row in (r8, ro):
+        assert row.kl_low <= row.mean_kl <= row.kl_high
+        assert row.ppl_ratio == pytest.approx(row.ppl / ref.ppl)
+        assert row.flip_prompts == 20 and row.flips == len(row.flipped)
+    assert ro.mean_kl > r8.mean_kl and ro.flips > 0
+    prompt, ref_answer, answer = ro.flipped[0]
+    assert prompt in flip_prompts() and ref_answer != answer
+    assert report.settings.flips and report.settings.flip_tokens > 0
+
+
+def test_no_flips_without_reference_or_when_skipped(family):
+    src, q4, _q8 = family
+    skipped = evaluate([q4], src, retrieval=False, flips=False, **FAST)
+    assert skipped.rows[1].flips is None and not skipped.settings.flips
+    assert skipped.rows[1].kl_low is not None  # the interval does not depend on flips
+    alone = evaluate([q4], None, retrieval=False, **FAST)
+    assert alone.rows[0].flips is None and alone.rows[0].ppl_ratio is None
+
+
+def test_cancel_between_flip_prompts(family):
+    src, q4, _q8 = family
+    cancel = threading.Event()
+    seen = []
+
+    def progress(event):
+        if isinstance(event, Progress) and "flip prompt 2/" in event.message:
+            seen.append(event.message)
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        evaluate([q4], src, retrieval=False, progress=progress, cancel=cancel, **FAST)
+    assert seen == [f"{src.name}: flip prompt 2/20"]  # stopped before the third prompt

@@ -24,10 +24,13 @@ def _report(quant_dir, kl=0.0123) -> EvalReport:
     return EvalReport(
         rows=[
             ModelEval("base", 16.0, 270_000_000, 0.0, 0.0, 12.5, 1.0, 1.0, "/m/base", "bf16", True, 5000, (case,)),
-            ModelEval("base-optiq", 5.0, 90_000_000, kl, 0.2, 12.9, 0.93, 1.0, str(quant_dir), "OptiQ 4/8", False, 5000, (case,)),
+            ModelEval("base-optiq", 5.0, 90_000_000, kl, 0.2, 12.9, 0.93, 1.0, str(quant_dir), "OptiQ 4/8", False, 5000, (case,),
+                      kl_low=0.0101, kl_high=0.0150, ppl_ratio=12.9 / 12.5, flips=1, flip_prompts=20,
+                      flipped=(("What is the capital of France?", "Paris.", "Monaco."),)),
         ],
         reference="base",
-        settings=EvalSettings(512, 8192, "shipped held-out text", 10, 5000, "float32", True, (512,), (1,), 1),
+        settings=EvalSettings(512, 8192, "shipped held-out text", 10, 5000, "float32", True, (512,), (1,), 1,
+                              flips=True, flip_tokens=24),
         created="2026-11-26T21:00:00+00:00",
     )
 
@@ -45,7 +48,9 @@ def test_markdown_and_json_export(tmp_path):
     report = _report(tmp_path)
     md = export(report, tmp_path / "eval.md").read_text()
     assert md == to_markdown(report)
-    assert "| base-optiq | 5.00 | 90.0 MB | 0.0123 | 0.2000 | 12.90 | 93.0% | 100% |" in md
+    assert ("| base-optiq | 5.00 | 90.0 MB | 0.0123 | 0.0101–0.0150 | 0.2000 | 12.90 | 1.032 | 93.0% "
+            "| 1/20 | 100% |") in md
+    assert "- base-optiq: “What is the capital of France?” → “Monaco.” (reference: “Paris.”)" in md
     assert "512 tok, 1 hop" in md
     assert load_report(export(report, tmp_path / "eval.json")) == report
 

@@ -41,7 +41,7 @@ def test_optiq_quant_writes_a_loadable_model_with_card_and_metadata(tiny_llama_d
     from mlx_lm.utils import compute_bits_per_weight
 
     events = []
-    result = _run(tiny_llama_dir, progress=events.append, target_bpw=6.0, name="t1")
+    result = _run(tiny_llama_dir, progress=events.append, target_bpw=6.0, name="t1", verify_flips=True)
     assert result.achieved_bpw <= 6.0
     stages = [e.stage for e in events if isinstance(e, StageChanged) and e.state == "done"]
     assert stages == list(STAGES)
@@ -57,6 +57,18 @@ def test_optiq_quant_writes_a_loadable_model_with_card_and_metadata(tiny_llama_d
     assert "uniform 4-bit" in card and "| model.layers.0.mlp.down_proj |" in card
     q = result.quality
     assert 0 <= q["quant"]["mean_kl"] and 0 < q["quant"]["top1"] <= 1
+    assert q["quant"]["ppl_ratio"] == pytest.approx(q["quant"]["ppl"] / q["source_ppl"])
+    flips = q["quant"]["flips"]
+    assert len(flips["prompts"]) == 20 and len(flips["answers"]) == len(flips["source_answers"]) == 20
+    assert "Receipts for this quant" in card and "greedy prompts" in card
+
+
+def test_verify_interval_over_sequences(tiny_llama_dir):
+    q = _run(tiny_llama_dir, target_bpw=5.0, name="ci", verify_tokens=1600).quality
+    for key in ("quant", "uniform4"):
+        assert q[key]["kl_sequences"] > 1
+        assert q[key]["kl_low"] <= q[key]["mean_kl"] <= q[key]["kl_high"]
+    assert "flips" not in q["quant"]  # opt-in: verify_flips
 
 
 def test_second_quant_reuses_the_sensitivity_cache(tiny_llama_dir):

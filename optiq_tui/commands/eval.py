@@ -1,4 +1,5 @@
-"""`optiq-chat eval MODEL...`: KL to the source, perplexity, top-1 agreement and a retrieval probe."""
+"""`optiq-chat eval MODEL...`: KL to the source (with its 95% interval), perplexity, top-1 agreement,
+flips and a retrieval probe."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import sys
 
 from optiq_tui.commands._engine import add_engine_argument
 
-HELP = "measure models against their unquantized source on held-out text (KL, perplexity, top-1, retrieval)"
+HELP = ("measure models against their unquantized source on held-out text "
+        "(KL with its 95% interval, perplexity, top-1, flips, retrieval)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--text", metavar="FILE", help="evaluate on this UTF-8 text file instead of the shipped one")
     parser.add_argument("--no-retrieval", action="store_true", help="skip the long-context retrieval probe")
+    parser.add_argument(
+        "--no-flips", action="store_true",
+        help="skip the flips check (greedy answers on the shipped prompts compared with the reference's)",
+    )
     parser.add_argument("--seq-len", type=int, default=512, help="tokens per evaluated sequence (default 512)")
     parser.add_argument("--max-tokens", type=int, default=8192, help="most text tokens to evaluate (default 8192)")
     parser.add_argument(
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             seq_len=args.seq_len,
             max_tokens=args.max_tokens,
             retrieval=not args.no_retrieval,
+            flips=not args.no_flips,
             compute=args.compute,
             card=not args.no_card,
             markdown=os.path.abspath(args.markdown) if args.markdown else None,

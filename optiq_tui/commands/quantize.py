@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="record that this quant is planned with a B-bit KV cache (optiq-chat plan "
                         "--kv-bits); chat and serve then quantize its KV cache to B bits")
     parser.add_argument("--no-verify", action="store_true", help="skip the held-out quality check")
+    parser.add_argument("--verify-flips", action="store_true",
+                        help="also count flips (greedy answers on the shipped prompts that change "
+                        "against the source) in the card; slower")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_engine_argument(parser)
 
@@ -50,7 +53,8 @@ def _options(args: argparse.Namespace) -> dict:
     import os
 
     options = {"preset": args.preset, "name": args.name, "uniform_bits": args.uniform,
-               "dequantize": args.dequantize, "verify": not args.no_verify}
+               "dequantize": args.dequantize, "verify": not args.no_verify,
+               "verify_flips": args.verify_flips}
     if args.calibration:
         options["calibration"] = os.path.abspath(args.calibration)
     if args.target_bpw is not None:

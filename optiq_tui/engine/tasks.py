@@ -264,7 +264,7 @@ def quantize(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: 
 def evaluate(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, models: list,
              reference: str | None = None, text: str | None = None, seq_len: int = 512,
              max_tokens: int = 8192, retrieval: bool = True, compute: str = "auto",
-             card: bool = True, markdown: str | None = None) -> dict[str, Any]:
+             card: bool = True, markdown: str | None = None, flips: bool = True) -> dict[str, Any]:
     """Quick eval; the report is saved (and cards updated) by the engine, so it survives the client."""
     from optiq_tui.engine.loader import as_info
     from optiq_tui.eval import reports
@@ -274,7 +274,7 @@ def evaluate(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, models:
     ref = as_info(reference) if reference else find_reference(infos)
     _free(ctx)
     report = run_eval(infos, ref, text=text, seq_len=seq_len, max_tokens=max_tokens, retrieval=retrieval,
-                      compute=compute, progress=emit, cancel=cancel)
+                      compute=compute, flips=flips, progress=emit, cancel=cancel)
     saved = reports.save_report(report)
     cards = reports.update_optiq_cards(report) if card else []
     exported = str(reports.export(report, markdown)) if markdown else None

@@ -65,6 +65,13 @@ def count_flips(source: tuple[Any, Any], model: tuple[Any, Any],
     (default: the shipped set); answers are compared after :func:`normalize`."""
     prompts = list(prompts) if prompts is not None else flip_prompts()
     ref = greedy_answers(*source, prompts, max_tokens)
-    got = greedy_answers(*model, prompts, max_tokens)
-    changed = tuple(i for i, (a, b) in enumerate(zip(ref, got)) if normalize(a) != normalize(b))
-    return Flips(changed, tuple(prompts), tuple(ref), tuple(got))
+    return compare_answers(prompts, ref, greedy_answers(*model, prompts, max_tokens))
+
+
+def compare_answers(prompts: Sequence[str], source_answers: Sequence[str],
+                    answers: Sequence[str]) -> Flips:
+    """Flips from answers generated apart (one model in memory at a time), compared after
+    :func:`normalize`."""
+    changed = tuple(i for i, (a, b) in enumerate(zip(source_answers, answers))
+                    if normalize(a) != normalize(b))
+    return Flips(changed, tuple(prompts), tuple(source_answers), tuple(answers))

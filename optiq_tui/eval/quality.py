@@ -1,8 +1,10 @@
 """Quick eval: how close each model is to a reference, on held-out text.
 
-For every model: mean and 99th-percentile per-token KL(reference || model),
-top-1 agreement with the reference, perplexity of the text, bits per weight,
-size on disk, and (optionally) the retrieval probe. Models are loaded one at
+For every model: mean per-token KL(reference || model) with a 95% interval
+over sequences, its 99th percentile, top-1 agreement with the reference,
+perplexity of the text (and its ratio to the reference's), flips (greedy
+answers on the shipped prompts that differ from the reference's), bits per
+weight, size on disk, and (optionally) the retrieval probe. Models are loaded one at
 a time; the reference's log-probabilities are computed once and kept (in
 memory up to a budget, then spilled to a temporary folder) so each model is
 compared with exactly the same numbers.
@@ -16,15 +18,17 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 import mlx.core as mx
 
+from optiq_tui.eval.flips import ANSWER_TOKENS, compare_answers, flip_prompts, greedy_answers
 from optiq_tui.eval.metrics import (
     kl_from_logprobs,
+    kl_interval,
     kl_stats,
     log_softmax,
     perplexity_from_nll,
@@ -57,6 +61,13 @@ class ModelEval:
     is_reference: bool = False
     n_tokens: int = 0
     retrieval_cases: tuple[ProbeCase, ...] = ()
+    # Receipts (added later; absent in older saved reports, hence the defaults).
+    kl_low: float | None = None  # 95% interval of mean_kl, bootstrap over sequences
+    kl_high: float | None = None
+    ppl_ratio: float | None = None  # ppl / the reference's ppl
+    flips: int | None = None  # flip prompts answered differently from the reference; None: not run
+    flip_prompts: int = 0
+    flipped: tuple[tuple[str, str, str], ...] = ()  # (prompt, reference's answer, this answer)
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,8 @@ class EvalSettings:
     contexts: tuple[int, ...] = ()
     hops: tuple[int, ...] = ()
     trials: int = 0
+    flips: bool = False
+    flip_tokens: int = 0  # greedy answer length compared for flips
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,8 @@ def evaluate(
     hops: Sequence[int] = DEFAULT_HOPS,
     trials: int = 2,
     compute: str = "auto",
+    flips: bool = True,
+    flip_tokens: int = ANSWER_TOKENS,
     progress: ProgressFn = no_progress,
     cancel: threading.Event | None = None,
 ) -> EvalReport:
@@ -111,6 +126,8 @@ def evaluate(
     model's own dtypes, "auto" float32 on CPU (where float16 and quantized
     matmuls are slow and float32 uses BLAS) and native on Metal. Float32
     isolates the error of the quantized weights from activation rounding.
+    ``flips`` (needs a reference): greedy answers of ``flip_tokens`` tokens on
+    the shipped flip prompts, the reference's kept while the next model loads.
     """
     started = time.monotonic()
     models = [m for m in models if reference is None or Path(m.path) != Path(reference.path)]
@@ -123,7 +140,9 @@ def evaluate(
     n_probes = sum(
         len(probe_plan(contexts, hops, trials, getattr(r, "context_length", None))) for r in runs
     )
-    total = len(runs) * len(sequences) + (n_probes if retrieval else 0)
+    flips = flips and reference is not None
+    prompts = flip_prompts() if flips else []
+    total = len(runs) * (len(sequences) + len(prompts)) + (n_probes if retrieval else 0)
     done = 0
 
     def step(name: str, what: str) -> None:
@@ -132,6 +151,8 @@ def evaluate(
         progress(Progress("eval", done, total, f"{name}: {what}", "steps"))
 
     rows: list[ModelEval] = []
+    ref_answers: list[str] = []
+    ref_ppl: float | None = None
     cache = _RefCache(REF_CACHE_MEMORY_BYTES)
     try:
         for info in runs:
@@ -158,6 +179,11 @@ def evaluate(
                         matches.append(mx.argmax(ref, axis=-1) == mx.argmax(logp, axis=-1))
                     mx.eval(nlls[-1], *kls[-1:], *matches[-1:])
                     step(info.name, f"text {i + 1}/{len(sequences)}")
+                answers = []
+                for n, prompt in enumerate(prompts):  # one at a time: cancellable between prompts
+                    check_cancel(cancel)
+                    answers += greedy_answers(loaded.model, loaded.tokenizer, [prompt], flip_tokens)
+                    step(info.name, f"flip prompt {n + 1}/{len(prompts)}")
                 probe = None
                 if retrieval:
                     probe = run_probe(
@@ -171,7 +197,12 @@ def evaluate(
             finally:
                 del loaded
                 _free()
+            if is_ref:
+                ref_answers = answers
             row = _row(info, is_ref, reference is not None, kls, matches, nlls, probe)
+            if is_ref:
+                ref_ppl = row.ppl
+            row = _with_receipts(row, kls, ref_ppl, prompts, ref_answers, answers)
             rows.append(row)
             progress(ModelEvaluated(row))
     finally:
@@ -187,6 +218,8 @@ def evaluate(
         contexts=tuple(contexts) if retrieval else (),
         hops=tuple(hops) if retrieval else (),
         trials=trials if retrieval else 0,
+        flips=flips,
+        flip_tokens=flip_tokens if flips else 0,
     )
     return EvalReport(
         rows=rows,
@@ -274,6 +307,28 @@ def _row(info, is_ref, has_ref, kls, matches, nlls, probe) -> ModelEval:
         n_tokens=ppl.n,
         retrieval_cases=probe.cases if probe is not None else (),
     )
+
+
+def _with_receipts(row: ModelEval, kls: list[mx.array], ref_ppl: float | None,
+                   prompts: list[str], ref_answers: list[str], answers: list[str]) -> ModelEval:
+    """``row`` with its KL interval, perplexity ratio and flips against the reference."""
+    extra: dict[str, Any] = {}
+    if row.is_reference:
+        extra.update(kl_low=0.0, kl_high=0.0, ppl_ratio=1.0)
+    elif kls:
+        ci = kl_interval(kls)  # one sequence has no interval: NaN, stored as None
+        extra.update(kl_low=_or_none(ci.low), kl_high=_or_none(ci.high))
+    if ref_ppl is not None and not row.is_reference:
+        extra["ppl_ratio"] = row.ppl / ref_ppl
+    if prompts:
+        flips = compare_answers(prompts, ref_answers, answers)
+        flipped = tuple((prompts[i], ref_answers[i], answers[i]) for i in flips.changed)
+        extra.update(flips=len(flipped), flip_prompts=len(prompts), flipped=flipped)
+    return replace(row, **extra)
+
+
+def _or_none(value: float) -> float | None:
+    return None if value != value else value
 
 
 def _logprobs(model: Any, seq: list[int]) -> mx.array:

@@ -37,8 +37,9 @@ def report_from_dict(data: dict[str, Any]) -> EvalReport:
     rows = []
     for r in data["rows"]:
         cases = tuple(ProbeCase(**c) for c in r.get("retrieval_cases", ()))
-        rows.append(ModelEval(**{**r, "retrieval_cases": cases}))
-    s = data["settings"]
+        flipped = tuple(tuple(f) for f in r.get("flipped", ()))
+        rows.append(ModelEval(**{**r, "retrieval_cases": cases, "flipped": flipped}))
+    s = data["settings"]  # reports saved before receipts lack flips / flip_tokens: defaults
     settings = EvalSettings(**{**s, "contexts": tuple(s["contexts"]), "hops": tuple(s["hops"])})
     return EvalReport(
         rows=rows,
@@ -85,7 +86,8 @@ def export(report: EvalReport, path: str | Path) -> Path:
 
 def table_rows(report: EvalReport) -> list[list[str]]:
     """The eval table as text cells (header first), shared by Markdown, CLI and UI."""
-    header = ["model", "bpw", "size", "mean KL", "p99 KL", "ppl", "top-1", "retrieval"]
+    header = ["model", "bpw", "size", "mean KL", "KL 95% CI", "p99 KL", "ppl", "ppl ratio", "top-1",
+              "flips", "retrieval"]
     out = [header]
     for r in report.rows:
         out.append(
@@ -94,9 +96,12 @@ def table_rows(report: EvalReport) -> list[list[str]]:
                 f"{r.bpw:.2f}",
                 human_bytes(r.size_bytes),
                 _num(r.mean_kl, 4),
+                kl_ci_text(r),
                 _num(r.p99_kl, 4),
                 _num(r.ppl, 2),
+                _num(r.ppl_ratio, 3),
                 "—" if r.top1 is None else f"{100 * r.top1:.1f}%",
+                flips_text(r),
                 "—" if r.retrieval is None else f"{100 * r.retrieval:.0f}%",
             ]
         )
@@ -111,6 +116,10 @@ def to_markdown(report: EvalReport, *, title: str | None = "Quick eval") -> str:
     lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     s = report.settings
     lines += ["", settings_line(report)]
+    flipped = [(r.name, f) for r in report.rows for f in r.flipped]
+    if flipped:
+        lines += ["", "Flipped answers (greedy, against the reference):", ""]
+        lines += [f"- {name}: “{p}” → {_quote(b)} (reference: {_quote(a)})" for name, (p, a, b) in flipped]
     if s.retrieval:
         lines.append("")
         lines.append(_retrieval_table(report))
@@ -149,11 +158,27 @@ def update_optiq_cards(report: EvalReport) -> list[Path]:
 def settings_line(report: EvalReport) -> str:
     s = report.settings
     ref = report.reference or "none (perplexity only)"
-    return (
+    line = (
         f"Reference: {ref}. Text: {s.text}, {s.n_tokens} tokens in {s.n_sequences} sequences "
         f"of up to {s.seq_len}; computed in {s.compute}. KL is KL(reference ‖ model) in nats "
-        f"per token. Date: {report.created}."
+        f"per token; its 95% CI is a bootstrap over sequences."
     )
+    if s.flips:
+        line += (f" Flips: shipped greedy prompts whose first {s.flip_tokens} answer tokens "
+                 "differ from the reference's.")
+    return line + f" Date: {report.created}."
+
+
+def kl_ci_text(row: ModelEval) -> str:
+    """The 95% interval of a row's mean KL, "—" when there is none."""
+    if row.kl_low is None or row.kl_high is None:
+        return "—"
+    return f"{row.kl_low:.4f}–{row.kl_high:.4f}"
+
+
+def flips_text(row: ModelEval) -> str:
+    """"changed/asked", "—" when flips were not run."""
+    return "—" if row.flips is None else f"{row.flips}/{row.flip_prompts}"
 
 
 def receipts_line(name: str, interval: KLInterval, flips: Flips | None = None) -> str:
@@ -188,6 +213,11 @@ def _retrieval_table(report: EvalReport) -> str:
         ]
         lines.append("| " + " | ".join([r.name, *vals]) + " |")
     return "\n".join(lines)
+
+
+def _quote(answer: str) -> str:
+    text = " ".join(answer.split())
+    return f"“{text[:80]}{'…' if len(text) > 80 else ''}”"
 
 
 def _num(value: float | None, digits: int) -> str:

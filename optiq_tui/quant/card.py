@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from optiq_tui.eval.flips import Flips
+from optiq_tui.eval.metrics import KLInterval
+from optiq_tui.eval.reports import receipts_line
 from optiq_tui.quant.config import KEEP
 
 
@@ -19,15 +22,49 @@ def _quality_rows(quality: dict[str, Any] | None) -> list[str]:
         f"Measured on {quality['tokens']} held-out tokens (never calibration text), against the source "
         f"(perplexity {quality['source_ppl']:.2f}); KL is KL(source || quant) per token in nats.",
         "",
-        "| model | bpw | mean KL | p99 KL | top-1 agreement | perplexity |",
-        "|---|---|---|---|---|---|",
+        "| model | bpw | mean KL | KL 95% CI | p99 KL | top-1 agreement | perplexity | ppl ratio |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, label in (("quant", "this quant"), ("uniform4", "uniform 4-bit g64 of the same weights")):
         q = quality.get(key)
         if q:
-            rows.append(f"| {label} | {q['bpw']:.3f} | {q['mean_kl']:.4f} | {q['p99_kl']:.3f} | "
-                        f"{100 * q['top1']:.1f}% | {q['ppl']:.2f} |")
-    return rows
+            rows.append(f"| {label} | {q['bpw']:.3f} | {q['mean_kl']:.4f} | {_ci(q)} | {q['p99_kl']:.3f} | "
+                        f"{100 * q['top1']:.1f}% | {q['ppl']:.2f} | {_ratio(q)} |")
+    line = _receipts(quality.get("quant"))
+    return rows + (["", line] if line else [])
+
+
+def _ci(q: dict[str, Any]) -> str:
+    low, high = q.get("kl_low"), q.get("kl_high")  # absent in records made before receipts
+    return "—" if low is None or high is None else f"{low:.4f}–{high:.4f}"
+
+
+def _ratio(q: dict[str, Any]) -> str:
+    return "—" if q.get("ppl_ratio") is None else f"{q['ppl_ratio']:.3f}"
+
+
+def _receipts(q: dict[str, Any] | None) -> str | None:
+    """The receipts line: mean KL with its interval, and flips when verify made them."""
+    if not q or "kl_sequences" not in q:
+        return None
+    interval = KLInterval(q["mean_kl"], _nan(q.get("kl_low")), _nan(q.get("kl_high")), q["kl_sequences"])
+    f = q.get("flips")
+    flips = Flips(**{k: tuple(v) for k, v in f.items()}) if f else None
+    line = receipts_line("Receipts for this quant", interval, flips)
+    if flips is not None and flips.changed:
+        line += " Changed: " + "; ".join(
+            f"“{flips.prompts[i]}” → “{_short(flips.answers[i])}” (source: “{_short(flips.source_answers[i])}”)"
+            for i in flips.changed) + "."
+    return line
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
+def _short(answer: str) -> str:
+    text = " ".join(answer.split())
+    return text[:60] + ("…" if len(text) > 60 else "")
 
 
 def model_card(meta: dict[str, Any], items: list[dict[str, Any]]) -> str:

@@ -69,6 +69,9 @@ class QuantConfig:
     seq_len: int = 512
     verify: bool = True
     verify_tokens: int = 2048
+    # Greedy answers of source and quant on the flip prompts, in the card: opt-in, as on a CPU
+    # they add more than the held-out check itself (measured on the demo).
+    verify_flips: bool = False
     # The KV-cache width the quant is planned for (optiq-chat plan --kv-bits); chat and serve use it.
     kv_bits: int | None = None
 

@@ -217,7 +217,8 @@ def _verify(source, config, out: Path, achieved: float, items, budget, progress,
 
     return held_out_quality(Path(source.path), out, lambda p: load_source(p, config.dequantize),
                             achieved, items, budget, n_tokens=config.verify_tokens,
-                            checked=config.uniform_bits is None, progress=progress, cancel=cancel)
+                            checked=config.uniform_bits is None, flips=config.verify_flips,
+                            progress=progress, cancel=cancel)
 
 
 def _metadata(name, source, config, choice, scores, items, achieved, cal_meta, timings,

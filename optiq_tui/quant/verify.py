@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import gc
 import threading
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from optiq_tui.eval.metrics import kl_stats, log_softmax, perplexity_from_nll, top1_from_matches
+from optiq_tui.eval.flips import compare_answers, flip_prompts, greedy_answers
+from optiq_tui.eval.metrics import kl_interval, kl_stats, log_softmax, perplexity_from_nll, top1_from_matches
 from optiq_tui.eval.texts import heldout_tokens
 from optiq_tui.progress import Progress, ProgressFn, check_cancel, no_progress
 from optiq_tui.quant.backbone import TOKEN_CHUNK, Backbone, WeightFn
@@ -60,10 +61,12 @@ def _compare(bb: Backbone, ref: list[mx.array],
              cancel: threading.Event | None) -> tuple[list[mx.array], dict[str, dict[str, list]]]:
     """Per-token reference NLL, and each other model's KL / top-1 / NLL against it
     (``others``: name -> (final states, embedding / head weights for the tail))."""
-    stats = {name: {"kl": [], "top1": [], "nll": []} for name in others}
+    stats = {name: {"kl": [], "top1": [], "nll": [], "kl_by_seq": []} for name in others}
     ref_nll = []
     for i, seq in enumerate(seqs):
         check_cancel(cancel)
+        for s in stats.values():
+            s["kl_by_seq"].append([])
         targets = mx.array(seq[1:])
         ref_chunks = bb.logits_chunks(ref[i], chunk=TOKEN_CHUNK)
         other_chunks = [bb.logits_chunks(states[i], w, chunk=TOKEN_CHUNK) for states, w in others.values()]
@@ -83,6 +86,7 @@ def _compare(bb: Backbone, ref: list[mx.array],
                 lp = log_softmax(next(chunks))
                 s = stats[name]
                 s["kl"].append(mx.maximum(mx.sum(ref_p * (ref_lp - lp), axis=-1), 0.0))
+                s["kl_by_seq"][-1].append(s["kl"][-1])
                 s["top1"].append(mx.argmax(lp, axis=-1) == ref_top)
                 s["nll"].append(-mx.take_along_axis(lp[:n_pred], tgt[:, None], axis=-1)[:, 0])
                 mx.eval(s["kl"][-1], s["top1"][-1], s["nll"][-1])
@@ -91,10 +95,30 @@ def _compare(bb: Backbone, ref: list[mx.array],
     return ref_nll, stats
 
 
-def _summary(s: dict[str, list], bpw: float) -> dict[str, float]:
+def _summary(s: dict[str, list], bpw: float, source_ppl: float) -> dict[str, float]:
     kl = kl_stats(s["kl"])
+    # _compare appends one KL array per 128-token chunk; the interval resamples whole sequences.
+    ci = kl_interval(mx.concatenate(kls) for kls in s["kl_by_seq"])
+    ppl = perplexity_from_nll(s["nll"]).ppl
     return {"bpw": bpw, "mean_kl": kl.mean, "p99_kl": kl.p99,
-            "top1": top1_from_matches(s["top1"]).rate, "ppl": perplexity_from_nll(s["nll"]).ppl}
+            "top1": top1_from_matches(s["top1"]).rate, "ppl": ppl,
+            # One sequence has no interval (NaN): None keeps the JSON strict.
+            "kl_low": _or_none(ci.low), "kl_high": _or_none(ci.high), "kl_sequences": ci.sequences,
+            "ppl_ratio": ppl / source_ppl}
+
+
+def _or_none(value: float) -> float | None:
+    return None if value != value else value
+
+
+def _answers(model: nn.Module, tokenizer: Any, prompts: list[str],
+             cancel: threading.Event | None) -> list[str]:
+    """Greedy answers to the flip prompts, one at a time so a cancel stops between them."""
+    out = []
+    for prompt in prompts:
+        check_cancel(cancel)
+        out += greedy_answers(model, tokenizer, [prompt])
+    return out
 
 
 def held_out_quality(
@@ -107,13 +131,16 @@ def held_out_quality(
     *,
     n_tokens: int = 2048,
     checked: bool = False,
+    flips: bool = False,
     progress: ProgressFn = no_progress,
     cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Mean/p99 KL, top-1 and perplexity of the quant at ``quant_path`` and of uniform 4-bit,
     against the source at ``source_path`` (``load_source`` gives model, tokenizer, config).
     Unless ``checked`` (the measurement already ran the guard on this source), the
-    measurement forward is first compared with the source's own."""
+    measurement forward is first compared with the source's own. With ``flips``, the
+    source's greedy answers to the shipped flip prompts are made while it is loaded and
+    the quant's from the stock-loaded quant, so one model's weights are held at a time."""
     from mlx_lm import load
 
     progress(Progress("verify", 0, 3, "source"))
@@ -122,6 +149,8 @@ def held_out_quality(
     seqs = heldout_tokens(tokenizer, max_tokens=n_tokens, seq_len=512)
     if not checked:
         bb.check(seqs[0], seqs[-1])
+    prompts = flip_prompts() if flips else []
+    source_answers = _answers(src, tokenizer, prompts, cancel)  # before its blocks go to disk
     bb.stream_blocks(source_path)
     ref_states = _final_states(bb, seqs, None, {}, cancel)
     progress(Progress("verify", 1, 3, "uniform 4-bit"))
@@ -136,7 +165,8 @@ def held_out_quality(
     mx.clear_cache()
 
     progress(Progress("verify", 2, 3, "this quant"))
-    quant_model, _tok = load(str(quant_path))  # stock loader: proves the folder loads unaided
+    quant_model, quant_tok = load(str(quant_path))  # stock loader: proves the folder loads unaided
+    quant_answers = _answers(quant_model, quant_tok, prompts, cancel)
     # A weightless skeleton of the source's modules (lazy: a weight is read from the source
     # files only if used), run with the quant's dequantized weights swapped in.
     skeleton, _, skel_cfg = load(str(source_path), return_config=True, lazy=True)
@@ -157,9 +187,13 @@ def held_out_quality(
         {"quant": (quant_states, quant_outside), "uniform4": (uni_states, uni_outside)},
         seqs, cancel)
     progress(Progress("verify", 3, 3, "done"))
-    return {
+    source_ppl = perplexity_from_nll(ref_nll).ppl
+    quality = {
         "tokens": sum(len(s) for s in seqs),
-        "source_ppl": perplexity_from_nll(ref_nll).ppl,
-        "quant": _summary(stats["quant"], quant_bpw),
-        "uniform4": _summary(stats["uniform4"], replace(budget, group_size=64).bpw(items, four)),
+        "source_ppl": source_ppl,
+        "quant": _summary(stats["quant"], quant_bpw, source_ppl),
+        "uniform4": _summary(stats["uniform4"], replace(budget, group_size=64).bpw(items, four), source_ppl),
     }
+    if flips:  # uniform 4-bit is never a loaded model here, so only the quant's
+        quality["quant"]["flips"] = asdict(compare_answers(prompts, source_answers, quant_answers))
+    return quality

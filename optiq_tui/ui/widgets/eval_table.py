@@ -9,7 +9,7 @@ from textual.widgets import DataTable
 from optiq_tui.ui.format import human_bytes
 from optiq_tui.ui.widgets.model_table import truncate_middle
 
-COLUMNS = ("model", "bpw", "size", "mean KL", "p99 KL", "ppl", "top-1", "retrieval")
+COLUMNS = ("model", "bpw", "size", "mean KL", "KL 95% CI", "p99 KL", "ppl", "top-1", "flips", "retrieval")
 
 
 def _fmt(value: Any, fmt: str) -> str:
@@ -28,6 +28,14 @@ def _retrieval(value: Any) -> str:
     return _fmt(None if value is None else value * 100, ".0f") + ("%" if value is not None else "")
 
 
+def _interval(low: Any, high: Any) -> str:
+    return "–" if low is None or high is None else f"{low:.4f}–{high:.4f}"
+
+
+def _flips(changed: Any, asked: Any) -> str:
+    return "–" if changed is None else f"{changed}/{asked}"
+
+
 def row_cells(row: Any) -> tuple[str, ...]:
     """The cells of one ``ModelEval`` row, formatted for reading."""
     return (
@@ -35,16 +43,20 @@ def row_cells(row: Any) -> tuple[str, ...]:
         _fmt(row.bpw, ".2f"),
         human_bytes(row.size_bytes),
         _fmt(row.mean_kl, ".4f"),
+        _interval(getattr(row, "kl_low", None), getattr(row, "kl_high", None)),
         _fmt(row.p99_kl, ".4f"),
         _fmt(row.ppl, ".2f"),
         _fmt(None if row.top1 is None else row.top1 * 100, ".1f") + ("%" if row.top1 is not None else ""),
+        _flips(getattr(row, "flips", None), getattr(row, "flip_prompts", 0)),
         _retrieval(row.retrieval),
     )
 
 
-# Narrower than this, the size column goes (the library shows it) and names are cut
-# in the middle, so top-1 and retrieval stay on screen at 80 columns.
+# Narrower than this, the size and KL-interval columns go (the library shows the size,
+# the saved report and the CLI the interval) and names are cut in the middle, so top-1,
+# flips and retrieval stay on screen at 80 columns.
 NARROW = 100
+WIDE_ONLY = ("size", "KL 95% CI")
 MIN_NAME = 14
 
 
@@ -67,7 +79,7 @@ class EvalTable(DataTable):
     def show_rows(self, rows: list[Any]) -> None:
         self._rows = list(rows)
         self._narrow = self.size.width < NARROW
-        columns = [c for c in COLUMNS if not (self._narrow and c == "size")]
+        columns = [c for c in COLUMNS if not (self._narrow and c in WIDE_ONLY)]
         self.clear(columns=True)
         self.add_columns(*columns)
         cells = [dict(zip(COLUMNS, row_cells(row))) for row in self._rows]
