@@ -113,7 +113,8 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from optiq_tui.engine.blas import loaded_blas
-    from optiq_tui.eval.quality import evaluate, find_reference
+    from optiq_tui.eval.quality import evaluate
+    from optiq_tui.library.provenance import find_reference
     from optiq_tui.eval.reports import save_report, to_markdown
     from optiq_tui.eval.texts import heldout_tokens
     from optiq_tui.library.catalog import inspect_model

@@ -10,7 +10,9 @@ import pytest
 
 from optiq_tui.eval import quality
 from optiq_tui.eval.flips import flip_prompts
-from optiq_tui.eval.quality import ModelEvaluated, evaluate, find_reference
+from optiq_tui.eval.quality import evaluate
+from optiq_tui.eval.results import ModelEvaluated
+from optiq_tui.library.provenance import find_reference
 from optiq_tui.library.catalog import inspect_model
 from optiq_tui.progress import Cancelled, OptiqError, Progress
 from optiq_tui.settings import paths

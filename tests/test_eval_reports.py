@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from optiq_tui.eval.quality import EvalReport, EvalSettings, ModelEval
+from optiq_tui.eval.results import EvalReport, EvalSettings, ModelEval
 from optiq_tui.eval.reports import (
     CARD_END,
     CARD_START,

@@ -56,3 +56,29 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path):
         "class S:\n    def free(self):\n        import mlx.core as mx\n        mx.clear_cache()\n", encoding="utf-8"
     )
     assert violations(fake) == {("engine/sneaky.py", "textual"), ("ui/screen.py", "mlx")}
+
+
+def core_modules_the_ui_imports() -> set[str]:
+    """Every optiq_tui module outside ui/ that a ui module imports, at the top or inside a function."""
+    found = set()
+    for path in (PACKAGE / "ui").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("optiq_tui."):
+                if not node.module.startswith("optiq_tui.ui"):
+                    found.add(node.module)
+    return found
+
+
+def test_what_the_ui_imports_loads_no_mlx():
+    # The ui/ rule sees direct imports only; a core module the UI calls could still pull MLX
+    # into the TUI process (it did: the eval screen read reports through eval.quality).
+    import subprocess
+    import sys
+
+    modules = sorted(core_modules_the_ui_imports())
+    assert "optiq_tui.eval.reports" in modules and "optiq_tui.library.provenance" in modules
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"importing what the UI imports loads {out.strip()}"

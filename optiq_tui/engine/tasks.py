@@ -268,7 +268,8 @@ def evaluate(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, models:
     """Quick eval; the report is saved (and cards updated) by the engine, so it survives the client."""
     from optiq_tui.engine.loader import as_info
     from optiq_tui.eval import reports
-    from optiq_tui.eval.quality import evaluate as run_eval, find_reference
+    from optiq_tui.eval.quality import evaluate as run_eval
+    from optiq_tui.library.provenance import find_reference
 
     infos = [as_info(m) for m in models]
     ref = as_info(reference) if reference else find_reference(infos)

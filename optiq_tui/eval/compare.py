@@ -93,7 +93,7 @@ def plan_memory(info_a: Any, info_b: Any) -> MemoryPlan:
 
 def related(info_a: Any, info_b: Any) -> bool:
     """One model is the other's source, or both were made from the same source."""
-    from optiq_tui.eval.quality import source_path
+    from optiq_tui.library.provenance import source_path
 
     pa, pb = Path(info_a.path).resolve(), Path(info_b.path).resolve()
     sa, sb = source_path(info_a), source_path(info_b)

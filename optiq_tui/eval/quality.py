@@ -18,8 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,7 +33,8 @@ from optiq_tui.eval.metrics import (
     perplexity_from_nll,
     top1_from_matches,
 )
-from optiq_tui.eval.retrieval import DEFAULT_CONTEXTS, DEFAULT_HOPS, ProbeCase, probe_plan, run_probe
+from optiq_tui.eval.results import EvalReport, EvalSettings, ModelEval, ModelEvaluated
+from optiq_tui.eval.retrieval import DEFAULT_CONTEXTS, DEFAULT_HOPS, probe_plan, run_probe
 from optiq_tui.eval.texts import heldout_tokens
 from optiq_tui.progress import Log, OptiqError, Progress, ProgressFn, check_cancel, no_progress
 from optiq_tui.settings import paths
@@ -42,64 +42,6 @@ from optiq_tui.settings import paths
 # Reference log-probs beyond this stay on disk, not in memory (a 512-token
 # sequence of a 200k-vocabulary model is 400 MB in float32).
 REF_CACHE_MEMORY_BYTES = 1 << 30
-
-
-@dataclass(frozen=True)
-class ModelEval:
-    """One row of the eval table. KL and top-1 are None without a reference."""
-
-    name: str
-    bpw: float
-    size_bytes: int
-    mean_kl: float | None
-    p99_kl: float | None
-    ppl: float
-    top1: float | None
-    retrieval: float | None  # mean probe score, None when not run
-    path: str = ""
-    quant: str = ""
-    is_reference: bool = False
-    n_tokens: int = 0
-    retrieval_cases: tuple[ProbeCase, ...] = ()
-    # Receipts (added later; absent in older saved reports, hence the defaults).
-    kl_low: float | None = None  # 95% interval of mean_kl, bootstrap over sequences
-    kl_high: float | None = None
-    ppl_ratio: float | None = None  # ppl / the reference's ppl
-    flips: int | None = None  # flip prompts answered differently from the reference; None: not run
-    flip_prompts: int = 0
-    flipped: tuple[tuple[str, str, str], ...] = ()  # (prompt, reference's answer, this answer)
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    seq_len: int
-    max_tokens: int
-    text: str  # "shipped held-out text" or the user's file
-    n_sequences: int
-    n_tokens: int  # predicted tokens per model
-    compute: str  # "float32" or "native"
-    retrieval: bool
-    contexts: tuple[int, ...] = ()
-    hops: tuple[int, ...] = ()
-    trials: int = 0
-    flips: bool = False
-    flip_tokens: int = 0  # greedy answer length compared for flips
-
-
-@dataclass(frozen=True)
-class EvalReport:
-    rows: list[ModelEval]
-    reference: str | None
-    settings: EvalSettings
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    elapsed_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class ModelEvaluated:
-    """Progress event: one row is done (the UI can show it before the rest)."""
-
-    row: ModelEval
 
 
 def evaluate(
@@ -227,54 +169,6 @@ def evaluate(
         settings=settings,
         elapsed_s=round(time.monotonic() - started, 2),
     )
-
-
-def find_reference(models: Sequence[Any]) -> Any | None:
-    """The unquantized source the models were made from, when provenance says so.
-
-    A model in ``models`` that is the source of the others wins; otherwise the
-    source their provenance names, when all that name one agree and it exists.
-    """
-    sources = {src for src in (source_path(info) for info in models) if src is not None}
-    if len(sources) != 1:
-        return None
-    (source,) = sources
-    for info in models:
-        if Path(info.path).resolve() == source:
-            return info
-    from optiq_tui.library.catalog import inspect_model
-
-    return inspect_model(source)
-
-
-def source_path(info: Any) -> Path | None:
-    """The folder of the model ``info`` was made from, or None when unknown or gone.
-
-    OptiQ quants record the source folder in ``optiq_quant.json``; otherwise
-    the catalog's ``source_model`` is looked up in the library. GGUF imports
-    name a .gguf file, not a model: they are sources themselves.
-    """
-    import json
-
-    from optiq_tui.library.catalog import resolve
-    from optiq_tui.library.model_files import OPTIQ_QUANT_FILE
-
-    if getattr(info, "quant_kind", None) == "gguf":
-        return None
-    try:
-        meta = json.loads((Path(info.path) / OPTIQ_QUANT_FILE).read_text())
-        folder = Path(meta["source_path"])
-        if (folder / "config.json").exists():
-            return folder.resolve()
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    name = getattr(info, "source_model", None)
-    if not name:
-        return None
-    try:
-        return Path(resolve(name).path).resolve()
-    except OptiqError:
-        return None
 
 
 def _probe_step(event: Any, name: str, step) -> None:

@@ -8,16 +8,18 @@ import os
 import re
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optiq_tui.eval.flips import Flips
-from optiq_tui.eval.metrics import KLInterval
-from optiq_tui.eval.quality import EvalReport, EvalSettings, ModelEval
+from optiq_tui.eval.results import EvalReport, EvalSettings, ModelEval
 from optiq_tui.eval.retrieval import ProbeCase
 from optiq_tui.progress import OptiqError
 from optiq_tui.settings import paths
 from optiq_tui.sizes import human_bytes
 from optiq_tui.library.model_files import OPTIQ_QUANT_FILE
+
+if TYPE_CHECKING:  # metrics imports MLX; a UI reading reports must not
+    from optiq_tui.eval.metrics import KLInterval
 
 CARD_START = "<!-- optiq-eval:start -->"
 CARD_END = "<!-- optiq-eval:end -->"

@@ -70,7 +70,7 @@ class EvalScreen(JobScreen):
 
     @work(group="find-reference")
     async def _find_reference(self, models: list[Any]) -> None:
-        from optiq_tui.eval.quality import find_reference
+        from optiq_tui.library.provenance import find_reference
 
         # Provenance lookup reads the library and imports the eval stack: off the UI thread.
         try:
