@@ -38,7 +38,7 @@ def api_text(in_process: bool) -> str:
 
     record = None if in_process else state.read_record()
     if record is None:
-        return "not served by an in-process engine; `optiq-chat serve` serves it"
+        return "not served (in-process engine)"
     key = f"key {state.api_key()} ({state.api_key_file()})" if record.key_required else "no key (loopback only)"
     return f"{record.address}/v1 · {key}"
 
