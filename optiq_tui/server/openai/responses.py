@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from optiq_tui.engine.events import AnswerDelta, ReasoningDelta
 from optiq_tui.server.openai.errors import ApiError, api_route, parse_body
 from optiq_tui.server.openai.sse import effort_headers, sampler_options, sse, submit_completion, usage_numbers
-from optiq_tui.server.openai.tools import engine_messages
+from optiq_tui.server.openai.tools import chosen_tools, engine_messages, responses_tool_choice, responses_tools
 
 if TYPE_CHECKING:
     from optiq_tui.engine.service import EngineService
@@ -56,6 +56,8 @@ class ResponsesRequest(BaseModel):
     max_output_tokens: int | None = None
     previous_response_id: str | None = None
     store: bool = True
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
 
 
 def _input_messages(value: str | list[dict]) -> list[dict[str, Any]]:
@@ -66,10 +68,26 @@ def _input_messages(value: str | list[dict]) -> list[dict[str, Any]]:
         kind = item.get("type", "message")
         if kind == "reasoning":
             continue  # earlier reasoning never re-enters the prompt
-        if kind != "message":
+        if kind == "function_call":
+            # consecutive calls belong to one assistant turn, as chat templates and harmony render them
+            call = {"id": item.get("call_id"), "type": "function",
+                    "function": {"name": item.get("name"), "arguments": item.get("arguments")}}
+            if messages and messages[-1]["role"] == "assistant" and messages[-1].get("tool_calls"):
+                messages[-1]["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        elif kind == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": item.get("output")})
+        elif kind == "message":
+            messages.append({"role": item.get("role"), "content": item.get("content")})
+        else:
             raise ApiError(400, f"input.{i}: items of type {kind!r} are not supported here", param=f"input.{i}")
-        messages.append({"role": item.get("role"), "content": item.get("content")})
     return engine_messages(messages)
+
+
+def _calls(ident: str, calls: list[dict[str, str]]) -> list[dict[str, Any]]:
+    return [{"id": f"fc_{ident}_{i}", "type": "function_call", "call_id": c["id"], "name": c["name"],
+             "arguments": c["arguments"], "status": "completed"} for i, c in enumerate(calls)]
 
 
 def _items(ident: str, reasoning: str, answer: str, status: str) -> list[dict[str, Any]]:
@@ -99,17 +117,21 @@ def responses_route(service: "EngineService"):
         effort = (req.reasoning or {}).get("effort")
         if effort is not None and not isinstance(effort, str):
             raise ApiError(400, "reasoning.effort must be a string", param="reasoning.effort")
+        tools = chosen_tools(responses_tools(req.tools), responses_tool_choice(req.tool_choice))
+        if tools and req.stream:
+            # streamed function_call events are not built yet: refuse rather than drop the calls
+            raise ApiError(400, "stream with tools is not supported on /v1/responses yet", param="stream")
         sampler = sampler_options(temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_output_tokens,
                                   seed=None)
         follower = await submit_completion(service, request, req.model, messages=system + history + new,
-                                           tools=None, sampler=sampler, effort=effort, stop=None)
+                                           tools=tools, sampler=sampler, effort=effort, stop=None)
         ident, created = uuid.uuid4().hex, time.time()
         headers = {"x-optiq-job": str(follower.job_id)}
 
         def response(status: str, output: list[dict], result: dict[str, Any] | None) -> dict[str, Any]:
             body: dict[str, Any] = {"id": f"resp_{ident}", "object": "response", "created_at": created,
                                     "model": req.model, "status": status, "output": output,
-                                    "parallel_tool_calls": False, "tool_choice": "auto", "tools": [],
+                                    "parallel_tool_calls": False, "tool_choice": req.tool_choice or "auto", "tools": req.tools or [],
                                     "previous_response_id": req.previous_response_id}
             if result is not None:
                 prompt, cached, completion, reasoning = usage_numbers(result)
@@ -125,10 +147,19 @@ def responses_route(service: "EngineService"):
             if result["finish_reason"] == "error":
                 raise ApiError(500, result["error"] or "the generation failed")
             if req.store:
-                kept[f"resp_{ident}"] = [*history, *new, {"role": "assistant", "content": result["answer"]}]
+                turn: dict[str, Any] = {"role": "assistant", "content": result["answer"]}
+                if result["tool_calls"]:
+                    turn["tool_calls"] = [{"id": c["id"], "type": "function",
+                                           "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                          for c in result["tool_calls"]]
+                kept[f"resp_{ident}"] = [*history, *new, *engine_messages([turn])]
                 while len(kept) > KEEP_RESPONSES:
                     kept.popitem(last=False)
-            return response("completed", _items(ident, result["reasoning"], result["answer"], "completed"), result)
+            output = _items(ident, result["reasoning"], result["answer"], "completed")
+            if result["tool_calls"]:
+                output = [o for o in output if o["type"] == "reasoning" or result["answer"]]
+                output += _calls(ident, result["tool_calls"])
+            return response("completed", output, result)
 
         if not req.stream:
             result = await follower.result()
