@@ -431,3 +431,24 @@ def test_stop_strings_split_across_pieces():
     pieces = [stops.feed(p) for p in ["Hello E", "N", "ough said", "E", "ND more"]]
     assert "".join(pieces) == "Hello ENough said" and stops.hit
     assert stops.finish() == ""
+
+
+def test_responses_template_tool_round_trip_via_previous_response_id(engine):
+    """Responses-shape tools in, a function_call item out; its output goes back with previous_response_id."""
+    tools_dir = engine.home / "models" / "tiny-tools"
+    engine.script('<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>', tools_dir)
+    tool = {"type": "function", **WEATHER_TOOL["function"]}
+    first = engine.client.responses.create(model="tiny-tools", input="Weather in Paris?", tools=[tool],
+                                           max_output_tokens=200, temperature=0.0)
+    calls = [o for o in first.output if o.type == "function_call"]
+    assert [c.name for c in calls] == ["get_weather"]
+    assert json.loads(calls[0].arguments) == {"city": "Paris"}
+    assert '"name": "get_weather"' in engine.prompts()[-1]
+    engine.script("Sunny.", tools_dir)
+    follow = engine.client.responses.create(
+        model="tiny-tools", previous_response_id=first.id, tools=[tool], max_output_tokens=20, temperature=0.0,
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny"}])
+    assert follow.output_text == "Sunny."
+    prompt = engine.prompts()[-1]
+    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' in prompt
+    assert "<|im_start|>tool\nsunny" in prompt
