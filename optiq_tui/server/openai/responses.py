@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from optiq_tui.engine.completion import ToolCallDelta
 from optiq_tui.engine.events import AnswerDelta, ReasoningDelta
 from optiq_tui.server.openai.errors import ApiError, api_route, parse_body
 from optiq_tui.server.openai.sse import effort_headers, sampler_options, sse, submit_completion, usage_numbers
@@ -41,6 +42,8 @@ _EVENTS: dict[str, type[BaseModel]] = {
     "response.output_text.done": rt.ResponseTextDoneEvent,
     "response.reasoning_text.delta": rt.ResponseReasoningTextDeltaEvent,
     "response.reasoning_text.done": rt.ResponseReasoningTextDoneEvent,
+    "response.function_call_arguments.delta": rt.ResponseFunctionCallArgumentsDeltaEvent,
+    "response.function_call_arguments.done": rt.ResponseFunctionCallArgumentsDoneEvent,
 }
 
 
@@ -118,9 +121,6 @@ def responses_route(service: "EngineService"):
         if effort is not None and not isinstance(effort, str):
             raise ApiError(400, "reasoning.effort must be a string", param="reasoning.effort")
         tools = chosen_tools(responses_tools(req.tools), responses_tool_choice(req.tool_choice))
-        if tools and req.stream:
-            # streamed function_call events are not built yet: refuse rather than drop the calls
-            raise ApiError(400, "stream with tools is not supported on /v1/responses yet", param="stream")
         sampler = sampler_options(temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_output_tokens,
                                   seed=None)
         follower = await submit_completion(service, request, req.model, messages=system + history + new,
@@ -178,15 +178,23 @@ def responses_route(service: "EngineService"):
 
             yield event("response.created", response=response("in_progress", [], None))
             yield event("response.in_progress", response=response("in_progress", [], None))
-            open_kind: str | None = None  # "reasoning" | "message"
+            open_kind: str | None = None  # "reasoning" | "message" | "function_call"
             texts = {"reasoning": "", "message": ""}
+            calls: list[dict[str, str]] = []  # as the engine reports them: id, name, arguments
             index = -1
 
             def item(kind: str, status: str) -> dict[str, Any]:
+                if kind == "function_call":
+                    return {**_calls(ident, calls)[-1], "status": status}
                 items = _items(ident, texts["reasoning"] or " ", texts["message"], status)
                 return items[0] if kind == "reasoning" else items[-1]
 
             def close() -> list[bytes]:
+                if open_kind == "function_call":
+                    done = item("function_call", "completed")
+                    return [event("response.function_call_arguments.done", item_id=done["id"], output_index=index,
+                                  arguments=done["arguments"]),
+                            event("response.output_item.done", output_index=index, item=done)]
                 if open_kind == "reasoning":
                     return [event("response.reasoning_text.done", item_id=f"rs_{ident}", output_index=index,
                                   content_index=0, text=texts["reasoning"]),
@@ -204,7 +212,9 @@ def responses_route(service: "EngineService"):
                 nonlocal open_kind, index
                 out = close()
                 open_kind, index = kind, index + 1
-                added = {**item(kind, "in_progress"), "content": []}
+                added = item(kind, "in_progress")
+                if kind != "function_call":
+                    added["content"] = []
                 out.append(event("response.output_item.added", output_index=index, item=added))
                 if kind == "message":
                     out.append(event("response.content_part.added", item_id=f"msg_{ident}", output_index=index,
@@ -213,6 +223,18 @@ def responses_route(service: "EngineService"):
 
             async for batch in follower.batches():
                 for e in batch:
+                    if isinstance(e, ToolCallDelta):
+                        if e.id is not None:  # a new call: its own output item
+                            calls.append({"id": e.id, "name": e.name or "", "arguments": ""})
+                            for b in open_item("function_call"):
+                                yield b
+                        if e.arguments and calls:
+                            calls[-1]["arguments"] += e.arguments
+                            yield event("response.function_call_arguments.delta", item_id=f"fc_{ident}_{len(calls) - 1}",
+                                        output_index=index, delta=e.arguments)
+                        continue
+                    if calls:
+                        continue  # text after the calls began is not part of this turn's output items
                     kind = "reasoning" if type(e) is ReasoningDelta else "message" if type(e) is AnswerDelta else None
                     if kind is None or (kind == "reasoning" and texts["message"]):
                         continue  # reasoning after the answer began stays out of the answer item
@@ -231,7 +253,7 @@ def responses_route(service: "EngineService"):
             except ApiError as exc:
                 yield sse({"type": "error", "sequence_number": seq, **exc.body()["error"]}, "error")
                 return
-            if open_kind != "message":
+            if open_kind != "message" and not calls:
                 for b in open_item("message"):
                     yield b
             for b in close():
