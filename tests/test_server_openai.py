@@ -482,3 +482,14 @@ def test_responses_harmony_tool_call_streamed_events_and_result(engine):
     assert follow.output_text == "Sunny."
     prompt = engine.prompts()[-1]
     assert "to=functions.get_weather" in prompt and '{"sky": "sunny"}' in prompt
+
+
+def test_tool_choice_required_is_refused_not_ignored(engine):
+    tool = {"type": "function", **WEATHER_TOOL["function"]}
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    with pytest.raises(openai.BadRequestError, match="required"):
+        engine.client.chat.completions.create(model="tiny-gpt-oss", messages=ask, tools=[WEATHER_TOOL],
+                                              tool_choice="required", max_tokens=8)
+    with pytest.raises(openai.BadRequestError, match="required"):
+        engine.client.responses.create(model="tiny-gpt-oss", input="Weather?", tools=[tool],
+                                       tool_choice="required", max_output_tokens=8)

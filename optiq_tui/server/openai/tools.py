@@ -75,6 +75,10 @@ def engine_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def chosen_tools(tools: list[dict] | None, tool_choice: Any) -> list[dict] | None:
     """The tools the model is shown: none for ``"none"``, the named one for a specific choice."""
+    if tool_choice == "required":
+        # Nothing here forces a call yet (no constrained start of the assistant turn): refuse, never pretend.
+        raise ApiError(400, 'tool_choice "required" is not supported by this server; use "auto" or name a function',
+                       param="tool_choice")
     if not tools or tool_choice == "none":
         return None
     for i, tool in enumerate(tools):
