@@ -431,3 +431,65 @@ def test_stop_strings_split_across_pieces():
     pieces = [stops.feed(p) for p in ["Hello E", "N", "ough said", "E", "ND more"]]
     assert "".join(pieces) == "Hello ENough said" and stops.hit
     assert stops.finish() == ""
+
+
+def test_responses_template_tool_round_trip_via_previous_response_id(engine):
+    """Responses-shape tools in, a function_call item out; its output goes back with previous_response_id."""
+    tools_dir = engine.home / "models" / "tiny-tools"
+    engine.script('<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>', tools_dir)
+    tool = {"type": "function", **WEATHER_TOOL["function"]}
+    first = engine.client.responses.create(model="tiny-tools", input="Weather in Paris?", tools=[tool],
+                                           max_output_tokens=200, temperature=0.0)
+    calls = [o for o in first.output if o.type == "function_call"]
+    assert [c.name for c in calls] == ["get_weather"]
+    assert json.loads(calls[0].arguments) == {"city": "Paris"}
+    assert '"name": "get_weather"' in engine.prompts()[-1]
+    engine.script("Sunny.", tools_dir)
+    follow = engine.client.responses.create(
+        model="tiny-tools", previous_response_id=first.id, tools=[tool], max_output_tokens=20, temperature=0.0,
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny"}])
+    assert follow.output_text == "Sunny."
+    prompt = engine.prompts()[-1]
+    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' in prompt
+    assert "<|im_start|>tool\nsunny" in prompt
+
+
+def test_responses_harmony_tool_call_streamed_events_and_result(engine):
+    engine.script(TOOL_CALL)
+    tool = {"type": "function", **WEATHER_TOOL["function"]}
+    events = list(engine.client.responses.create(model="tiny-gpt-oss", input="Weather in Paris?", tools=[tool],
+                                                 stream=True, max_output_tokens=40))
+    kinds = [e.type for e in events]
+    calls = [i for i, e in enumerate(events) if e.type == "response.output_item.added"
+             and e.item.type == "function_call"]
+    assert len(calls) == 1
+    start = calls[0]
+    tail = [k for k in kinds[start:] if k != "response.function_call_arguments.delta"]
+    assert tail == ["response.output_item.added", "response.function_call_arguments.done",
+                    "response.output_item.done", "response.completed"]
+    assert "response.function_call_arguments.delta" in kinds[start:]
+    assert "response.output_text.delta" not in kinds
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    arguments = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    final = events[-1].response
+    call = [o for o in final.output if o.type == "function_call"][0]
+    assert call.name == "get_weather" and json.loads(call.arguments) == json.loads(arguments) == {"city": "Paris"}
+    assert events[start].item.call_id == call.call_id
+    engine.script("<|channel|>final<|message|>Sunny.<|return|>")
+    follow = engine.client.responses.create(
+        model="tiny-gpt-oss", previous_response_id=final.id, tools=[tool], max_output_tokens=40,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": '{"sky": "sunny"}'}])
+    assert follow.output_text == "Sunny."
+    prompt = engine.prompts()[-1]
+    assert "to=functions.get_weather" in prompt and '{"sky": "sunny"}' in prompt
+
+
+def test_tool_choice_required_is_refused_not_ignored(engine):
+    tool = {"type": "function", **WEATHER_TOOL["function"]}
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    with pytest.raises(openai.BadRequestError, match="required"):
+        engine.client.chat.completions.create(model="tiny-gpt-oss", messages=ask, tools=[WEATHER_TOOL],
+                                              tool_choice="required", max_tokens=8)
+    with pytest.raises(openai.BadRequestError, match="required"):
+        engine.client.responses.create(model="tiny-gpt-oss", input="Weather?", tools=[tool],
+                                       tool_choice="required", max_output_tokens=8)

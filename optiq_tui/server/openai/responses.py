@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from optiq_tui.engine.completion import ToolCallDelta
 from optiq_tui.engine.events import AnswerDelta, ReasoningDelta
 from optiq_tui.server.openai.errors import ApiError, api_route, parse_body
 from optiq_tui.server.openai.sse import effort_headers, sampler_options, sse, submit_completion, usage_numbers
-from optiq_tui.server.openai.tools import engine_messages
+from optiq_tui.server.openai.tools import chosen_tools, engine_messages, responses_tool_choice, responses_tools
 
 if TYPE_CHECKING:
     from optiq_tui.engine.service import EngineService
@@ -41,6 +42,8 @@ _EVENTS: dict[str, type[BaseModel]] = {
     "response.output_text.done": rt.ResponseTextDoneEvent,
     "response.reasoning_text.delta": rt.ResponseReasoningTextDeltaEvent,
     "response.reasoning_text.done": rt.ResponseReasoningTextDoneEvent,
+    "response.function_call_arguments.delta": rt.ResponseFunctionCallArgumentsDeltaEvent,
+    "response.function_call_arguments.done": rt.ResponseFunctionCallArgumentsDoneEvent,
 }
 
 
@@ -56,6 +59,8 @@ class ResponsesRequest(BaseModel):
     max_output_tokens: int | None = None
     previous_response_id: str | None = None
     store: bool = True
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
 
 
 def _input_messages(value: str | list[dict]) -> list[dict[str, Any]]:
@@ -66,10 +71,26 @@ def _input_messages(value: str | list[dict]) -> list[dict[str, Any]]:
         kind = item.get("type", "message")
         if kind == "reasoning":
             continue  # earlier reasoning never re-enters the prompt
-        if kind != "message":
+        if kind == "function_call":
+            # consecutive calls belong to one assistant turn, as chat templates and harmony render them
+            call = {"id": item.get("call_id"), "type": "function",
+                    "function": {"name": item.get("name"), "arguments": item.get("arguments")}}
+            if messages and messages[-1]["role"] == "assistant" and messages[-1].get("tool_calls"):
+                messages[-1]["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        elif kind == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": item.get("output")})
+        elif kind == "message":
+            messages.append({"role": item.get("role"), "content": item.get("content")})
+        else:
             raise ApiError(400, f"input.{i}: items of type {kind!r} are not supported here", param=f"input.{i}")
-        messages.append({"role": item.get("role"), "content": item.get("content")})
     return engine_messages(messages)
+
+
+def _calls(ident: str, calls: list[dict[str, str]]) -> list[dict[str, Any]]:
+    return [{"id": f"fc_{ident}_{i}", "type": "function_call", "call_id": c["id"], "name": c["name"],
+             "arguments": c["arguments"], "status": "completed"} for i, c in enumerate(calls)]
 
 
 def _items(ident: str, reasoning: str, answer: str, status: str) -> list[dict[str, Any]]:
@@ -99,17 +120,18 @@ def responses_route(service: "EngineService"):
         effort = (req.reasoning or {}).get("effort")
         if effort is not None and not isinstance(effort, str):
             raise ApiError(400, "reasoning.effort must be a string", param="reasoning.effort")
+        tools = chosen_tools(responses_tools(req.tools), responses_tool_choice(req.tool_choice))
         sampler = sampler_options(temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_output_tokens,
                                   seed=None)
         follower = await submit_completion(service, request, req.model, messages=system + history + new,
-                                           tools=None, sampler=sampler, effort=effort, stop=None)
+                                           tools=tools, sampler=sampler, effort=effort, stop=None)
         ident, created = uuid.uuid4().hex, time.time()
         headers = {"x-optiq-job": str(follower.job_id)}
 
         def response(status: str, output: list[dict], result: dict[str, Any] | None) -> dict[str, Any]:
             body: dict[str, Any] = {"id": f"resp_{ident}", "object": "response", "created_at": created,
                                     "model": req.model, "status": status, "output": output,
-                                    "parallel_tool_calls": False, "tool_choice": "auto", "tools": [],
+                                    "parallel_tool_calls": False, "tool_choice": req.tool_choice or "auto", "tools": req.tools or [],
                                     "previous_response_id": req.previous_response_id}
             if result is not None:
                 prompt, cached, completion, reasoning = usage_numbers(result)
@@ -125,10 +147,19 @@ def responses_route(service: "EngineService"):
             if result["finish_reason"] == "error":
                 raise ApiError(500, result["error"] or "the generation failed")
             if req.store:
-                kept[f"resp_{ident}"] = [*history, *new, {"role": "assistant", "content": result["answer"]}]
+                turn: dict[str, Any] = {"role": "assistant", "content": result["answer"]}
+                if result["tool_calls"]:
+                    turn["tool_calls"] = [{"id": c["id"], "type": "function",
+                                           "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                          for c in result["tool_calls"]]
+                kept[f"resp_{ident}"] = [*history, *new, *engine_messages([turn])]
                 while len(kept) > KEEP_RESPONSES:
                     kept.popitem(last=False)
-            return response("completed", _items(ident, result["reasoning"], result["answer"], "completed"), result)
+            output = _items(ident, result["reasoning"], result["answer"], "completed")
+            if result["tool_calls"]:
+                output = [o for o in output if o["type"] == "reasoning" or result["answer"]]
+                output += _calls(ident, result["tool_calls"])
+            return response("completed", output, result)
 
         if not req.stream:
             result = await follower.result()
@@ -147,15 +178,23 @@ def responses_route(service: "EngineService"):
 
             yield event("response.created", response=response("in_progress", [], None))
             yield event("response.in_progress", response=response("in_progress", [], None))
-            open_kind: str | None = None  # "reasoning" | "message"
+            open_kind: str | None = None  # "reasoning" | "message" | "function_call"
             texts = {"reasoning": "", "message": ""}
+            calls: list[dict[str, str]] = []  # as the engine reports them: id, name, arguments
             index = -1
 
             def item(kind: str, status: str) -> dict[str, Any]:
+                if kind == "function_call":
+                    return {**_calls(ident, calls)[-1], "status": status}
                 items = _items(ident, texts["reasoning"] or " ", texts["message"], status)
                 return items[0] if kind == "reasoning" else items[-1]
 
             def close() -> list[bytes]:
+                if open_kind == "function_call":
+                    done = item("function_call", "completed")
+                    return [event("response.function_call_arguments.done", item_id=done["id"], output_index=index,
+                                  arguments=done["arguments"]),
+                            event("response.output_item.done", output_index=index, item=done)]
                 if open_kind == "reasoning":
                     return [event("response.reasoning_text.done", item_id=f"rs_{ident}", output_index=index,
                                   content_index=0, text=texts["reasoning"]),
@@ -173,7 +212,9 @@ def responses_route(service: "EngineService"):
                 nonlocal open_kind, index
                 out = close()
                 open_kind, index = kind, index + 1
-                added = {**item(kind, "in_progress"), "content": []}
+                added = item(kind, "in_progress")
+                if kind != "function_call":
+                    added["content"] = []
                 out.append(event("response.output_item.added", output_index=index, item=added))
                 if kind == "message":
                     out.append(event("response.content_part.added", item_id=f"msg_{ident}", output_index=index,
@@ -182,6 +223,18 @@ def responses_route(service: "EngineService"):
 
             async for batch in follower.batches():
                 for e in batch:
+                    if isinstance(e, ToolCallDelta):
+                        if e.id is not None:  # a new call: its own output item
+                            calls.append({"id": e.id, "name": e.name or "", "arguments": ""})
+                            for b in open_item("function_call"):
+                                yield b
+                        if e.arguments and calls:
+                            calls[-1]["arguments"] += e.arguments
+                            yield event("response.function_call_arguments.delta", item_id=f"fc_{ident}_{len(calls) - 1}",
+                                        output_index=index, delta=e.arguments)
+                        continue
+                    if calls:
+                        continue  # text after the calls began is not part of this turn's output items
                     kind = "reasoning" if type(e) is ReasoningDelta else "message" if type(e) is AnswerDelta else None
                     if kind is None or (kind == "reasoning" and texts["message"]):
                         continue  # reasoning after the answer began stays out of the answer item
@@ -200,7 +253,7 @@ def responses_route(service: "EngineService"):
             except ApiError as exc:
                 yield sse({"type": "error", "sequence_number": seq, **exc.body()["error"]}, "error")
                 return
-            if open_kind != "message":
+            if open_kind != "message" and not calls:
                 for b in open_item("message"):
                     yield b
             for b in close():

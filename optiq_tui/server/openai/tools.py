@@ -75,6 +75,10 @@ def engine_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def chosen_tools(tools: list[dict] | None, tool_choice: Any) -> list[dict] | None:
     """The tools the model is shown: none for ``"none"``, the named one for a specific choice."""
+    if tool_choice == "required":
+        # Nothing here forces a call yet (no constrained start of the assistant turn): refuse, never pretend.
+        raise ApiError(400, 'tool_choice "required" is not supported by this server; use "auto" or name a function',
+                       param="tool_choice")
     if not tools or tool_choice == "none":
         return None
     for i, tool in enumerate(tools):
@@ -89,3 +93,23 @@ def chosen_tools(tools: list[dict] | None, tool_choice: Any) -> list[dict] | Non
             raise ApiError(400, f"tool_choice names {name!r}, which is not in tools", param="tool_choice")
         return picked
     return tools
+
+
+def responses_tools(tools: list[dict] | None) -> list[dict] | None:
+    """Responses-shape function tools ({type, name, description, parameters}) in the chat shape."""
+    if not tools:
+        return tools
+    out = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("name"), str):
+            raise ApiError(400, f"tools.{i}: only function tools with a name are supported", param=f"tools.{i}")
+        out.append({"type": "function", "function": {k: tool[k] for k in ("name", "description", "parameters")
+                                                      if tool.get(k) is not None}})
+    return out
+
+
+def responses_tool_choice(choice: Any) -> Any:
+    """A Responses ``tool_choice`` ({type: function, name}) in the chat shape."""
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"type": "function", "function": {"name": choice.get("name")}}
+    return choice
