@@ -8,6 +8,7 @@ import pytest
 
 from optiq_tui.engine.events import AnswerDelta, Finished, ReasoningDelta, StatsUpdate
 from optiq_tui.engine.session import ChatSession, ContextOverflow, SamplerSettings
+from tests.forcing import forcing
 
 GREEDY = SamplerSettings(temperature=0.0, max_tokens=16)
 
@@ -236,18 +237,7 @@ R1_TEMPLATE = (
 
 
 def forced(loaded, text):
-    import mlx.core as mx
-
-    target = loaded.tokenizer.encode(text, add_special_tokens=False)
-    step = iter(range(len(target)))
-
-    def force(_tokens, logits):
-        i = next(step, len(target) - 1)
-        mask = mx.full(logits.shape, -1e9, dtype=logits.dtype)
-        mask[..., target[i]] = 0
-        return logits + mask
-
-    return force
+    return forcing(loaded.tokenizer.encode(text, add_special_tokens=False))
 
 
 def test_template_that_opens_the_think_block_in_the_prompt(tiny_qwen3_dir, tmp_path):
