@@ -85,3 +85,36 @@ def test_demo_answers_paris(demo_model_dir):
     assert "Paris" in out["answer"]
     assert out["finish_reason"] in ("stop", "length")
     assert out["stats"]["gen_tps"] > 0 and out["stats"]["rss_bytes"] > 0
+
+
+def test_ctrl_c_while_the_job_is_being_submitted_cancels_it(tiny_llama_dir, monkeypatch):
+    # The engine can start a job before the submit call returns (CI caught this window once:
+    # the command died of the KeyboardInterrupt and left the quantize running in the engine).
+    import signal
+    import threading
+
+    from optiq_tui.commands._engine import submit_and_follow
+    from optiq_tui.engine.client import InProcessClient
+    from tests.engine_proc import poll
+    from tests.ui_util import hold_job
+
+    gate = hold_job(monkeypatch, "quantize")
+    engine = InProcessClient()
+
+    def submit():
+        job = engine.quantize(str(tiny_llama_dir), name="interrupted", verify=False)
+        assert gate.reached.wait(60)  # the engine runs it already
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C before this client knows the job's id
+        return job
+
+    def open_when_cancelled():
+        poll(gate.cancel_requested, what="the cancel")
+        gate.open()
+
+    threading.Thread(target=open_when_cancelled, daemon=True).start()
+    try:
+        job = submit_and_follow(engine, submit, None)
+    finally:
+        gate.open()
+        engine.close()
+    assert job.state == "cancelled"

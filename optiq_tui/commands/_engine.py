@@ -25,6 +25,29 @@ def client(args: argparse.Namespace, *, start: bool = True) -> Any:
     return open_client(in_process=getattr(args, "in_process", False), start=start)
 
 
+def submit_and_follow(engine: Any, submit: Callable[[], Any], on_event: Callable[[Any], None] | None) -> Any:
+    """Start a job and follow it to its end; Ctrl-C cancels it, also while it is being submitted.
+
+    The engine can start the job before the submit call returns: a Ctrl-C then would end this
+    client with the job left running, so it is held until the job's id is known.
+    """
+    import signal
+    import threading
+
+    interrupted: list[bool] = []
+    held = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if held else None
+    try:
+        job = submit()
+    finally:
+        if held:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        engine.cancel(job.id)
+        return engine.wait_for(job.id)
+    return engine.follow(job, on_event)
+
+
 def finish(job: Any) -> tuple[dict | None, int]:
     """(result, 0) of an ended job, or (None, exit code) after printing why it did not finish."""
     import sys
@@ -61,7 +84,7 @@ def run_job(args: argparse.Namespace, submit: Callable[[Any], Any], *, json_out:
     terminal = TerminalProgress()
     try:
         engine = client(args, start=start_engine)
-        job = engine.follow(submit(engine), progress(terminal) if progress else terminal)
+        job = submit_and_follow(engine, lambda: submit(engine), progress(terminal) if progress else terminal)
         error = job.error
     except OptiqError as exc:
         job, error = None, str(exc)

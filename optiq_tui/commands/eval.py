@@ -80,14 +80,14 @@ def format_table(rows: list[list[str]]) -> str:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from optiq_tui.commands._engine import client, finish, model_arg
+    from optiq_tui.commands._engine import client, finish, model_arg, submit_and_follow
     from optiq_tui.eval import reports
     from optiq_tui.progress import OptiqError
 
     progress = _Progress()
     try:
         engine = client(args)
-        job = engine.eval(
+        job = submit_and_follow(engine, lambda: engine.eval(
             [model_arg(m) for m in args.models],
             reference=model_arg(args.reference) if args.reference else None,
             text=os.path.abspath(args.text) if args.text else None,
@@ -98,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
             compute=args.compute,
             card=not args.no_card,
             markdown=os.path.abspath(args.markdown) if args.markdown else None,
-        )
-        job = engine.follow(job, progress)
+        ), progress)
     except OptiqError as exc:
         progress.done()
         print(f"error: {exc}", file=sys.stderr)

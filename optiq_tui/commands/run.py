@@ -61,7 +61,7 @@ class _LoadProgress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from optiq_tui.commands._engine import client, finish, model_arg
+    from optiq_tui.commands._engine import client, finish, model_arg, submit_and_follow
     from optiq_tui.engine.loader import as_info
     from optiq_tui.engine.events import AnswerDelta, ReasoningDelta
     from optiq_tui.progress import OptiqError, Progress
@@ -95,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
         # Flags are checked and the model's own sampler found before anything loads.
         settings, sampler, sampler_source, system = sampler_and_system(args, as_info(args.model).path)
         engine = client(args)
-        job = engine.chat(model_arg(args.model), args.prompt, system=system, sampler=asdict(sampler),
-                          effort=args.effort or settings.effort, save=False)
-        job = engine.follow(job, show)
+        job = submit_and_follow(engine, lambda: engine.chat(
+            model_arg(args.model), args.prompt, system=system, sampler=asdict(sampler),
+            effort=args.effort or settings.effort, save=False), show)
     except OptiqError as exc:
         progress.done()
         print(f"error: {exc}", file=sys.stderr)
