@@ -493,3 +493,21 @@ def test_tool_choice_required_is_refused_not_ignored(engine):
     with pytest.raises(openai.BadRequestError, match="required"):
         engine.client.responses.create(model="tiny-gpt-oss", input="Weather?", tools=[tool],
                                        tool_choice="required", max_output_tokens=8)
+
+
+def test_an_engine_bound_beyond_loopback_answers_the_openai_client_only_with_its_key(optiq_home, tiny_llama_dir):
+    # A real engine process on 0.0.0.0 (what `optiq-chat serve --host 0.0.0.0` does for a LAN).
+    from optiq_tui.server import state
+    from tests.engine_proc import kill_engines, record, start_engine
+    from tests.ui_util import install_model
+
+    install_model(tiny_llama_dir, optiq_home, "tiny-llama")
+    proc = start_engine(optiq_home, "--host", "0.0.0.0", "--idle-timeout", "0")
+    try:
+        address = record(optiq_home)["address"].replace("0.0.0.0", "127.0.0.1")
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{address}/v1", api_key="wrong", max_retries=0).models.list()
+        keyed = openai.OpenAI(base_url=f"{address}/v1", api_key=state.api_key(), max_retries=0)
+        assert "tiny-llama" in [m.id for m in keyed.models.list().data]
+    finally:
+        kill_engines(optiq_home, proc)
