@@ -195,15 +195,16 @@ def replayed(events: Callable[[], Iterator[Any]]) -> Iterator[None]:
 
 
 def paced_replay(words: list[str], rate: float) -> Iterator[Any]:
-    """``words`` as answer events at ``rate`` tokens per second (busy-waits: exact pacing)."""
+    """``words`` as answer events at ``rate`` tokens per second. It sleeps between tokens: the
+    engine now runs in the TUI's process, and a busy-wait would hold the GIL the UI thread
+    needs, where real generation waits in MLX with the GIL released."""
     from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, StatsUpdate
 
     start = time.perf_counter()
     for i, word in enumerate(words):
         yield AnswerDelta(word)
         yield StatsUpdate(GenStats(gen_tokens=i + 1))
-        while time.perf_counter() - start < (i + 1) / rate:
-            pass
+        time.sleep(max(0.0, start + (i + 1) / rate - time.perf_counter()))
     yield Finished("stop", GenStats(gen_tokens=len(words)))
 
 
