@@ -41,9 +41,16 @@ def _client():
     return client
 
 
+def _at_a_terminal() -> None:
+    # As a shell's foreground command: Ctrl-C is delivered. A suite started as a background job
+    # (`cmd &` in a script) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args, **popen):
     return subprocess.Popen([sys.executable, "-m", "optiq_tui", *args], env=engine_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_at_a_terminal, **popen)
 
 
 def test_remote_chat_streams_typed_deltas_and_saves_the_answer(engines, tiny_llama_dir):
