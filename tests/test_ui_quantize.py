@@ -274,13 +274,17 @@ def _save_conversation(store, title: str, turns: list[tuple[str, str]]) -> str:
     return cid
 
 
-async def test_picked_conversations_reach_the_quantize_and_stay_unchanged(llama_home):
-    from optiq_tui.engine.conversations import ConversationStore
+async def test_picked_conversations_reach_the_quantize_and_stay_unchanged(llama_home, monkeypatch):
+    from optiq_tui.engine import conversations
     from optiq_tui.ui.widgets.conversation_picker import ConversationPicker
 
-    store = ConversationStore()
-    ids = [_save_conversation(store, title, [(f"{title}? Tell me in detail, please.", "Here is a long answer " * 40)])
-           for title in ("Capital of France", "A haiku on rounding", "Left out")]
+    store = conversations.ConversationStore()
+    ids = []
+    for hour, title in ((22, "Capital of France"), (21, "A haiku on rounding"), (20, "Left out")):
+        # Saved an hour apart, so the list (most recent first) puts "Left out" last.
+        monkeypatch.setattr(conversations, "_now", lambda hour=hour: f"2026-11-30T{hour}:00:00+00:00")
+        ids.append(_save_conversation(store, title, [(f"{title}? Tell me in detail, please.",
+                                                      "Here is a long answer " * 40)]))
     files = sorted(store.folder.glob("*.jsonl"))
     before = {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in files}
 
