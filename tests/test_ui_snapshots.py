@@ -493,7 +493,7 @@ async def planned_form(pilot):
     form.query_one("#kv-bits", Select).value = 8
     form.query_one("#context", Input).value = "2048"
     form.query_one("#memory", Input).value = "29.05MB"
-    await wait_until(pilot, lambda: form.query_one("#fit-in").current, 30, "the plan")
+    await wait_until(pilot, lambda: form.query_one("#fit-in").plan is not None, 30, "the plan")
     form.query_one("#target", Input).focus()
     await pilot.pause()
     return form

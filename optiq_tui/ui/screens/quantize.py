@@ -161,7 +161,7 @@ class QuantizeScreen(Screen):
         self.query_one("#target", Input).disabled = uniform
         self.query_one("#bits", Input).disabled = uniform
         fit = self.query_one(FitIn)
-        if not uniform and fit.current and fit.plan is not None:
+        if not uniform and fit.plan is not None:
             self.query_one("#target", Input).value = f"{self._reachable(fit.plan['target_bpw']):.2f}"
         help_text = "every layer 4-bit: the baseline OptiQ is measured against"
         self.query_one("#preset-help", Static).update(help_text if uniform else PRESETS[preset].description)

@@ -65,7 +65,8 @@ class FitIn(Grid):
         self.model = model  # the source's folder path, as the engine resolves it
         self.group_size = group_size
         self.ask: PlanAsk | None = None  # the fields as last read, when complete and readable
-        self.plan: dict[str, Any] | None = None  # the engine's answer for ``ask``
+        # The engine's answer for ``ask``: every change of the fields clears it first.
+        self.plan: dict[str, Any] | None = None
         self.error: str | None = None  # why there is no plan (unreadable field, does not fit)
         self.bad_fields: set[str] = set()
 
@@ -84,11 +85,6 @@ class FitIn(Grid):
     def kv_bits(self) -> int | None:
         value = self.query_one("#kv-bits", Select).value
         return None if value in (UNQUANTIZED_KV, Select.BLANK) else int(value)  # type: ignore[arg-type]
-
-    @property
-    def current(self) -> bool:
-        """A plan is shown for exactly what the fields say now."""
-        return self.plan is not None and self.error is None
 
     def set_group_size(self, group_size: int) -> None:
         if group_size != self.group_size:
@@ -124,7 +120,6 @@ class FitIn(Grid):
             result.update(Text(self.error))  # as typed: no markup
         elif not memory_text:
             result.update("")
-            self.workers.cancel_group(self, "plan")
         elif not context_text:
             result.update(Text("give a context in tokens too", style="italic"))
         else:
@@ -160,7 +155,7 @@ class FitIn(Grid):
 
     def review_line(self) -> str | None:
         """The plan in one line for the review before start, or None without a current one."""
-        if not self.current or self.ask is None or self.plan is None:
+        if self.ask is None or self.plan is None:
             return None
         peak, kv = self.plan["peak"], f", KV {self.ask.kv_bits}-bit" if self.ask.kv_bits else ""
         what = "fits unquantized" if self.plan["unquantized_fits"] else f"planned {self.plan['target_bpw']:.2f} bpw"
