@@ -264,6 +264,13 @@ async def test_planner_sets_the_target_and_kv_bits_reach_the_config(llama_home):
         planned = "fits unquantized" if expected_kv8.unquantized_fits else f"planned {expected_kv8.target_bpw:.2f} bpw"
         assert f"{kv8_target:g} bits/weight" in question and planned in question and "at 1024 tokens, KV 8-bit" in question
         assert "KV cache: 8-bit" in question
+        await pilot.press("n")
+        await wait_until(pilot, lambda: app.screen is form)
+
+        # The group size is part of the plan: a new one plans again (and all-8-bit costs 8.25 at 128).
+        at_128 = min(plan(mm, parse_memory(memory), 1024, kv_bits=8, group_size=128).target_bpw, 8.25)
+        form.query_one("#group", Select).value = 128
+        await wait_until(pilot, lambda: target.value == f"{at_128:.2f}", what="the group-128 plan")
 
 
 def _save_conversation(store, title: str, turns: list[tuple[str, str]]) -> str:
