@@ -150,3 +150,34 @@ def test_planned_kv_bits_reach_chat(tiny_llama_dir, tmp_path, capsys, monkeypatc
     assert main(["run", "kv8-narrow", "Hello", "--max-tokens", "4", "--temp", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["kv_bits"] is None
     assert not any(isinstance(c, QuantizedKVCache) for c in caches[-1])
+
+
+def test_plan_is_an_engine_job(tiny_llama_dir):
+    # The quantize form asks the engine (the plan builds the model's caches: MLX work).
+    from optiq_tui.engine.client import InProcessClient
+
+    client = InProcessClient()
+    try:
+        done = client.wait_for(client.plan(str(tiny_llama_dir), "40MB", 2048, kv_bits=8).id)
+        assert done.state == "done"
+        assert done.result == plan(model_memory(tiny_llama_dir), parse_memory("40MB"), 2048, kv_bits=8).to_dict()
+        for memory, says in (("1KB", "does not fit in 1.0 KB"), ("lots", "cannot read a memory size")):
+            failed = client.wait_for(client.plan(str(tiny_llama_dir), memory, 2048).id)
+            assert failed.state == "failed" and says in failed.error and "\n" not in failed.error
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("text,value", [("32768", 32768), ("32,768", 32768), (" 2048 ", 2048)])
+def test_parse_context(text, value):
+    from optiq_tui.quant.plan import parse_context
+
+    assert parse_context(text) == value
+
+
+@pytest.mark.parametrize("text", ["many", "0", "-5", "2.5k"])
+def test_parse_context_says_what_to_write(text):
+    from optiq_tui.quant.plan import parse_context
+
+    with pytest.raises(OptiqError, match="give a number of tokens like 32768"):
+        parse_context(text)

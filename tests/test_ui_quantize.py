@@ -204,3 +204,147 @@ async def test_quitting_mid_run_stops_the_quantize_and_keeps_nothing(llama_home)
     assert not app.engine.client.service.busy  # the in-process engine stopped it
     assert sorted(p.name for p in (llama_home / "models").iterdir()) == ["tiny-llama"]
     assert list((llama_home / ".staging").iterdir()) == []
+
+
+# ---- the memory planner and conversations in the form ---------------------------------
+
+
+async def test_planner_sets_the_target_and_kv_bits_reach_the_config(llama_home):
+    from textual.widgets import Static
+
+    from optiq_tui.quant.plan import model_memory, parse_memory, plan, predict_peak
+
+    mm = model_memory(llama_home / "models" / "tiny-llama")
+    # A memory size that a 6-bit quant at 1,024 tokens just fits, as the planner counts it.
+    memory = f"{predict_peak(mm, 6.0, 1024).total / 1e6:.3f}MB"
+    expected = plan(mm, parse_memory(memory), 1024)
+    expected_kv8 = plan(mm, parse_memory(memory), 1024, kv_bits=8)
+    assert 4.5 < expected.target_bpw < 8.5 and expected.target_bpw < expected_kv8.target_bpw
+    # optiq-4/8 spends at most all-8-bit (8.5 bpw at group 64): a wider plan is capped there.
+    kv8_target = min(expected_kv8.target_bpw, 8.5)
+
+    app = OptiqApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_form(app, pilot)
+        target = form.query_one("#target", Input)
+        form.query_one("#memory", Input).value = memory
+        await wait_until(pilot, lambda: "context in tokens too" in form_text(form, "#plan-result"))
+        assert target.value == "5"  # nothing planned yet: the preset's target stands
+        form.query_one("#context", Input).value = "1,024"
+        await wait_until(pilot, lambda: target.value == f"{expected.target_bpw:.2f}", what="the planned target")
+        assert f"{expected.target_bpw:.2f} bpw fits" in form_text(form, "#plan-result")
+        assert "weights" in form_text(form, "#plan-result")
+
+        form.query_one("#kv-bits", Select).value = 8  # a smaller cache leaves room for wider weights
+        await wait_until(pilot, lambda: target.value == f"{kv8_target:.2f}", what="the KV-8 plan")
+        config, errors = form.build_config()
+        assert errors == [] and config.kv_bits == 8 and config.target_bpw == kv8_target
+
+        target.value = "5.5"  # the plan suggests; the user decides
+        await wait_until(pilot, lambda: not form.query_one("#start", Button).disabled)
+        assert form.build_config()[0].target_bpw == 5.5
+
+        form.query_one("#memory", Input).value = "1MB"
+        await wait_until(pilot, lambda: "does not fit" in form_text(form, "#plan-result"), what="the refusal")
+        assert target.value == "5.5"  # no plan: the target stays
+        assert form.query_one("#plan-result", Static).has_class("-error")
+        assert not form.query_one("#start", Button).disabled  # the planner advises; it blocks nothing
+        form.query_one("#memory", Input).value = "[lots]"
+        await wait_until(pilot, lambda: form.query_one("#memory", Input).has_class("-invalid"))
+        assert "cannot read a memory size from '[lots]'" in form_text(form, "#plan-result")  # as typed
+        assert form.query_one("#plan-result", Static).has_class("-error")
+
+        # The review before start names the plan and the KV bits.
+        form.query_one("#memory", Input).value = memory
+        await wait_until(pilot, lambda: target.value == f"{kv8_target:.2f}")
+        form.query_one("#name", Input).focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        question = app.screen.question
+        planned = "fits unquantized" if expected_kv8.unquantized_fits else f"planned {expected_kv8.target_bpw:.2f} bpw"
+        assert f"{kv8_target:g} bits/weight" in question and planned in question and "at 1024 tokens, KV 8-bit" in question
+        assert "KV cache: 8-bit" in question
+        await pilot.press("n")
+        await wait_until(pilot, lambda: app.screen is form)
+
+        # The group size is part of the plan: a new one plans again (and all-8-bit costs 8.25 at 128).
+        at_128 = min(plan(mm, parse_memory(memory), 1024, kv_bits=8, group_size=128).target_bpw, 8.25)
+        form.query_one("#group", Select).value = 128
+        await wait_until(pilot, lambda: target.value == f"{at_128:.2f}", what="the group-128 plan")
+
+
+def _save_conversation(store, title: str, turns: list[tuple[str, str]]) -> str:
+    cid = store.create(model="tiny-llama", title=title)
+    for user, assistant in turns:
+        store.append(cid, "user", user)
+        store.append(cid, "assistant", assistant, model="tiny-llama")
+    return cid
+
+
+async def test_picked_conversations_reach_the_quantize_and_stay_unchanged(llama_home, monkeypatch):
+    from optiq_tui.engine import conversations
+    from optiq_tui.ui.widgets.conversation_picker import ConversationPicker
+
+    store = conversations.ConversationStore()
+    ids = []
+    for hour, title in ((22, "Capital of France"), (21, "A haiku on rounding"), (20, "Left out")):
+        # Saved an hour apart, so the list (most recent first) puts "Left out" last.
+        monkeypatch.setattr(conversations, "_now", lambda hour=hour: f"2026-11-30T{hour}:00:00+00:00")
+        ids.append(_save_conversation(store, title, [(f"{title}? Tell me in detail, please.",
+                                                      "Here is a long answer " * 40)]))
+    files = sorted(store.folder.glob("*.jsonl"))
+    before = {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in files}
+
+    app = OptiqApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_form(app, pilot)
+        picker = form.query_one(ConversationPicker)
+        # Most recent first; tick the first two with the keyboard.
+        assert list(picker.summaries) == [s.id for s in store.list()]
+        picker.focus()
+        await pilot.press("space", "down", "space")
+        await wait_until(pilot, lambda: len(picker.selected) == 2)
+        picked = tuple(list(picker.summaries)[:2])
+        config, errors = form.build_config()
+        assert errors == [] and config.conversations == picked
+
+        form.query_one("#name", Input).focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        question = app.screen.question
+        titles = [picker.summaries[i].title for i in picked]
+        assert "+ 2 saved conversations" in question and all(f"“{t}”" in question for t in titles)
+        assert "Left out" not in question
+        await pilot.press("y")
+        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen))
+        progress = app.screen
+        assert progress.config.conversations == picked
+        await wait_until(pilot, lambda: progress.state != "running", timeout=240, what="the quantize to finish")
+        assert progress.state == "done", progress.query_one("#stage-label").render()
+
+    (job,) = [j for j in app.engine.client.service.jobs() if j.kind == "quantize"]
+    assert tuple(job.args["config"]["conversations"]) == picked
+    meta = json.loads((llama_home / "models" / "tiny-llama-optiq-5bpw" / "optiq_quant.json").read_text())
+    assert meta["calibration"]["source"] == "shipped + 2 saved conversations"
+    assert "2 saved conversations" in (llama_home / "models" / "tiny-llama-optiq-5bpw" / "README.md").read_text()
+    # Read, never written: same files, same bytes, same modification times.
+    assert sorted(store.folder.glob("*.jsonl")) == files
+    assert {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in files} == before
+    assert ids[2] not in picked
+
+
+async def test_an_empty_conversation_is_refused_on_its_field(llama_home):
+    from optiq_tui.engine.conversations import ConversationStore
+    from optiq_tui.ui.widgets.conversation_picker import ConversationPicker
+
+    ConversationStore().create(model="tiny-llama", title="never answered")
+    app = OptiqApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_form(app, pilot)
+        picker = form.query_one(ConversationPicker)
+        picker.select_all()
+        await wait_until(pilot, lambda: "no saved conversation with messages" in form_text(form, "#quant-errors"))
+        assert picker.has_class("-invalid") and form.query_one("#start", Button).disabled
+        picker.deselect_all()
+        await wait_until(pilot, lambda: not form.query_one("#start", Button).disabled)
+        assert not picker.has_class("-invalid")

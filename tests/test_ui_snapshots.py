@@ -461,3 +461,64 @@ def test_quantize_finished(snap_compare, home, steady_quantize, size):
         await pilot.pause()
 
     assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+# ---- quantize form: the memory planner and conversations to calibrate on (h5) ----------------
+
+
+def save_two_conversations(monkeypatch) -> None:
+    """Two saved chats at fixed times (the picker shows their dates)."""
+    from optiq_tui.engine import conversations
+
+    store = conversations.ConversationStore()
+    for hour, title in ((20, "What is the capital of France?"), (21, "Write a haiku about quantization")):
+        monkeypatch.setattr(conversations, "_now", lambda hour=hour: f"2026-11-30T{hour}:00:00+00:00")
+        cid = store.create(model=SOURCE, title=title)
+        store.append(cid, "user", title)
+        store.append(cid, "assistant", "Paris. " * 30, model=SOURCE)
+
+
+async def planned_form(pilot):
+    """The form on the source with "fit in 29.05 MB at 2,048 tokens, 8-bit KV" planned and both chats ticked."""
+    from textual.widgets import Input, Select
+
+    from optiq_tui.ui.screens.quantize import QuantizeScreen
+    from optiq_tui.ui.widgets.conversation_picker import ConversationPicker
+
+    await library_loaded(pilot, highlight=SOURCE)
+    await pilot.press("q")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, QuantizeScreen))
+    form = pilot.app.screen
+    form.query_one(ConversationPicker).select_all()
+    form.query_one("#kv-bits", Select).value = 8
+    form.query_one("#context", Input).value = "2048"
+    form.query_one("#memory", Input).value = "29.05MB"
+    await wait_until(pilot, lambda: form.query_one("#fit-in").plan is not None, 30, "the plan")
+    form.query_one("#target", Input).focus()
+    await pilot.pause()
+    return form
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_quantize_form_planned(snap_compare, home, monkeypatch, size):
+    save_two_conversations(monkeypatch)
+
+    async def run_before(pilot):
+        await planned_form(pilot)
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_quantize_review_with_plan_and_conversations(snap_compare, home, monkeypatch, size):
+    save_two_conversations(monkeypatch)
+
+    async def run_before(pilot):
+        from optiq_tui.ui.screens.modals import ConfirmModal
+
+        await planned_form(pilot)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConfirmModal), 30, "the review")
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)

@@ -62,6 +62,11 @@ class EngineCalls:
     def quantize(self, model: str, **config: Any) -> JobInfo:
         return self.submit("quantize", model=model, config=config)
 
+    def plan(self, model: str, memory: str, context: int, *, kv_bits: int | None = None,
+             group_size: int = 64) -> JobInfo:
+        return self.submit("plan", model=model, memory=memory, context=context, kv_bits=kv_bits,
+                           group_size=group_size)
+
     def eval(self, models: list[str], **options: Any) -> JobInfo:
         return self.submit("eval", models=list(models), **options)
 

@@ -37,6 +37,8 @@ KINDS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {
     "chat": (tasks.chat, "mlx"),
     "complete": (tasks.complete, "mlx"),
     "quantize": (tasks.quantize, "mlx"),
+    # Builds the model's skeleton and caches to count them: MLX work, though no weights are read.
+    "plan": (tasks.plan, "mlx"),
     "eval": (tasks.evaluate, "mlx"),
     "compare": (tasks.compare, "mlx"),
     "import": (tasks.import_gguf, "mlx"),

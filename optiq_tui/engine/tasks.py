@@ -261,6 +261,18 @@ def quantize(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: 
     return run_quantize(source, cfg, progress=emit, cancel=cancel).to_dict()
 
 
+def plan(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str, memory: str,
+         context: int, kv_bits: int | None = None, group_size: int = 64) -> dict[str, Any]:
+    """The target bpw for ``model`` to generate at ``context`` tokens within ``memory`` ("16GB"):
+    MLX work (the model's own caches are built to count them), so the engine's, not the client's."""
+    from optiq_tui.library.catalog import resolve
+    from optiq_tui.quant.plan import model_memory, parse_memory, plan as run_plan
+
+    budget = parse_memory(memory)
+    return run_plan(model_memory(resolve(model).path), budget, context, kv_bits=kv_bits,
+                    group_size=group_size).to_dict()
+
+
 def evaluate(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, models: list,
              reference: str | None = None, text: str | None = None, seq_len: int = 512,
              max_tokens: int = 8192, retrieval: bool = True, compute: str = "auto",

@@ -304,3 +304,14 @@ def parse_memory(text: str) -> int:
     if value <= 0:
         raise OptiqError(f"cannot read a memory size from {text!r}; write it like 16GB or 512MB")
     return value
+
+
+def parse_context(text: str) -> int:
+    """Tokens of context from "32768" or "32,768"; OptiqError saying what to write otherwise."""
+    try:
+        tokens = int(text.strip().replace(",", "").replace("_", ""))
+    except ValueError:
+        tokens = 0
+    if tokens < 1:
+        raise OptiqError(f"cannot read a context from {text!r}; give a number of tokens like 32768")
+    return tokens

@@ -12,9 +12,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, SelectionList, Static
 
 from optiq_tui.ui.format import human_bytes
+from optiq_tui.ui.widgets.conversation_picker import ConversationPicker
+from optiq_tui.ui.widgets.plan_panel import FitIn
 
 if TYPE_CHECKING:
     from optiq_tui.library.catalog import ModelInfo
@@ -49,6 +51,18 @@ def _budget_problems(config: QuantConfig) -> list[str]:
     return []
 
 
+def _short(title: str, width: int = 24) -> str:
+    return title if len(title) <= width else title[: width - 1] + "…"
+
+
+def _field_of(message: str) -> str:
+    """The form field a QuantConfig.validate message is about (it raises plain OptiqErrors)."""
+    for words, field in (("conversation", "conversations"), ("bit width", "bits"), ("calibration", "calibration")):
+        if words in message:
+            return field
+    return "target"
+
+
 def default_name(info: ModelInfo, config: QuantConfig) -> str:
     if config.uniform_bits:
         return f"{info.name}-{config.uniform_bits}bit"
@@ -70,6 +84,10 @@ class QuantizeScreen(Screen):
         self._name_edited = False
         self._auto_name = ""
         self.bad_fields: set[str] = set()  # marked invalid (see build_config)
+        # Saved conversations, read once: the picker offers them for calibration.
+        from optiq_tui.engine.conversations import ConversationStore
+
+        self.saved = ConversationStore().list()
 
     def compose(self) -> ComposeResult:
         from optiq_tui.quant.config import DEFAULT_PRESET, PRESETS, SUPPORTED_GROUPS
@@ -80,7 +98,7 @@ class QuantizeScreen(Screen):
         yield Header()
         with VerticalScroll(id="quant-form"):
             yield Static(Text.assemble(("Source  ", "bold"), self._source_line()), id="quant-source")
-            with Grid(id="form-grid"):
+            with Grid(classes="form-grid"):
                 yield Label("Preset")
                 yield Select(choices, value=DEFAULT_PRESET, allow_blank=False, id="preset", compact=True)
                 yield Label("")
@@ -92,10 +110,17 @@ class QuantizeScreen(Screen):
                 yield Label("Group size")
                 groups = [(str(g), g) for g in SUPPORTED_GROUPS]
                 yield Select(groups, value=group, allow_blank=False, id="group", compact=True)
+            yield FitIn(str(self.info.path), group, id="fit-in", classes="form-grid")
+            with Grid(classes="form-grid"):
                 yield Label("Calibration")
                 yield Input(
                     placeholder="built-in (prose, code, math, chat), or a text file", id="calibration", compact=True
                 )
+                yield Label("+ conversations")
+                if self.saved:
+                    yield ConversationPicker(self.saved, id="conversations", compact=True)
+                else:
+                    yield Static("none saved yet (chat first to calibrate on your own turns)", classes="form-hint")
                 yield Label("Output name")
                 yield Input(id="name", compact=True)
                 if self.info.bit_histogram:
@@ -135,6 +160,9 @@ class QuantizeScreen(Screen):
             widget.display = not uniform
         self.query_one("#target", Input).disabled = uniform
         self.query_one("#bits", Input).disabled = uniform
+        fit = self.query_one(FitIn)
+        if not uniform and fit.plan is not None:
+            self.query_one("#target", Input).value = f"{self._reachable(fit.plan['target_bpw']):.2f}"
         help_text = "every layer 4-bit: the baseline OptiQ is measured against"
         self.query_one("#preset-help", Static).update(help_text if uniform else PRESETS[preset].description)
         self._update()
@@ -185,13 +213,14 @@ class QuantizeScreen(Screen):
                 f"{self.info.name} is already quantized ({self.info.quant}); quantizing it again compounds "
                 "the rounding errors. Pick its unquantized source, or tick 'dequantize it first'."
             )
-        config = replace(config, calibration=calibration, dequantize=dequantize)
+        config = replace(config, calibration=calibration, dequantize=dequantize,
+                         kv_bits=self.query_one(FitIn).kv_bits, conversations=self._picked())
         try:
             config.validate()
         except OptiqError as exc:
             if str(exc) not in " ".join(errors):
                 errors.append(str(exc))
-                self.bad_fields.add("bits" if "bit width" in str(exc) else "target")
+                self.bad_fields.add(_field_of(str(exc)))
         if name:
             named = self._name_problems(name)
             errors += named
@@ -249,8 +278,9 @@ class QuantizeScreen(Screen):
                 )
             )
         self.query_one("#quant-errors", Static).update("\n".join(errors))
-        for field in ("target", "bits", "calibration", "name"):
-            self.query_one(f"#{field}", Input).set_class(field in self.bad_fields, "-invalid")
+        for field in ("target", "bits", "calibration", "name", "conversations"):
+            for widget in self.query(f"#{field}"):
+                widget.set_class(field in self.bad_fields, "-invalid")
         self.query_one("#start", Button).disabled = config is None
 
     @on(Select.Changed, "#preset")
@@ -258,10 +288,43 @@ class QuantizeScreen(Screen):
         self._apply_preset(str(event.value))
 
     @on(Select.Changed, "#group")
+    def _group_changed(self, event: Select.Changed) -> None:
+        self.query_one(FitIn).set_group_size(int(event.value))  # type: ignore[arg-type]
+        self._update()
+
     @on(Checkbox.Changed)
+    @on(SelectionList.SelectedChanged)
     @on(Input.Changed, "#target, #bits, #calibration")
     def _changed(self) -> None:
         self._update()
+
+    @on(FitIn.Planned)
+    def _planned(self, event: FitIn.Planned) -> None:
+        """A new plan sets the target (the user can still edit it); no plan leaves it as it is."""
+        if event.plan is not None and str(self.query_one("#preset", Select).value) != UNIFORM_4:
+            self.query_one("#target", Input).value = f"{self._reachable(event.plan['target_bpw']):.2f}"
+        self._update()
+
+    def _reachable(self, planned: float) -> float:
+        """The planned bpw, capped at what the candidate widths can spend (a source that fits
+        unquantized plans its own bpw); a plan below the widths is left for validation to name."""
+        from optiq_tui.quant.config import QuantConfig, cost_per_param
+
+        try:
+            bits = parse_bits(self.query_one("#bits", Input).value)
+        except ValueError:
+            return planned
+        group = int(self.query_one("#group", Select).value)  # type: ignore[arg-type]
+        widths = QuantConfig.from_preset(str(self.query_one("#preset", Select).value), bits=bits).widths
+        return min(planned, cost_per_param(widths[-1], group))
+
+    def _picked(self) -> tuple[str, ...]:
+        """Ticked conversations, in the list's order (most recent first)."""
+        picker = self.query(ConversationPicker)
+        if not picker:
+            return ()
+        ticked = set(picker.first().selected)
+        return tuple(i for i in picker.first().summaries if i in ticked)
 
     @on(Input.Changed, "#name")
     def _name_changed(self, event: Input.Changed) -> None:
@@ -302,10 +365,20 @@ class QuantizeScreen(Screen):
             widths = "/".join(str(b) for b in config.bits or ())
             recipe = f"{config.preset}: {config.target_bpw:g} bits/weight from {widths}-bit, group {config.group_size}"
         calibration = str(config.calibration) if config.calibration else "built-in texts"
-        return (
-            f"{self.info.name} → {config.name}\n{recipe}\ncalibration: {calibration}\n"
-            f"predicted: {human_bytes(size.disk_bytes)} on disk\n\nEsc on the progress view cancels; nothing half-made is kept."
-        )
+        if config.conversations:
+            # Two titles at most: the review must fit a 24-row terminal with its buttons.
+            titles = [f"“{_short(t)}”" for t in self.query_one(ConversationPicker).picked_titles()]
+            n = len(titles)
+            more = f" and {n - 2} more" if n > 2 else ""
+            calibration += f" + {n} saved conversation{'' if n == 1 else 's'}: {', '.join(titles[:2])}{more}"
+        lines = [f"{self.info.name} → {config.name}", recipe, f"calibration: {calibration}",
+                 f"predicted: {human_bytes(size.disk_bytes)} on disk"]
+        plan = self.query_one(FitIn).review_line()
+        if plan:
+            lines.append(plan)
+        if config.kv_bits:
+            lines.append(f"KV cache: {config.kv_bits}-bit (recorded; chat and serve use it)")
+        return "\n".join(lines) + "\n\nEsc on the progress view cancels; nothing half-made is kept."
 
     @on(Button.Pressed, "#start")
     def action_start(self) -> None:

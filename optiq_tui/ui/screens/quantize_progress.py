@@ -98,7 +98,11 @@ class QuantizeProgressScreen(JobScreen):
             what = f"uniform {c.uniform_bits}-bit"
         else:
             what = f"{c.preset}: target {c.target_bpw:g} bpw, bits {','.join(map(str, c.bits))}"
-        calib = c.calibration or "built-in calibration"
+        calib = str(c.calibration or "built-in calibration")
+        if c.conversations:
+            calib += f" + {len(c.conversations)} saved conversation{'' if len(c.conversations) == 1 else 's'}"
+        if c.kv_bits:
+            calib += f", KV cache {c.kv_bits}-bit"
         return Text(f"{self.info.name} → {c.name}\n{what}, group {c.group_size}, {calib}", style="dim")
 
     @classmethod
