@@ -206,10 +206,16 @@ def first_paint_rounds(attach_home: Path, repeats: int) -> dict:
     """Median first paint of `optiq-chat` in a pty (bench_chat's measure: wall seconds and the CPU
     seconds it had used by then), and when it was connected: in-process, attaching to a running
     engine, starting one; and the floor, a bare Textual app in the same pty."""
+    import compileall
     import statistics
 
     from bench_chat import first_paint as pty_paint
 
+    import optiq_tui
+
+    # As installed from a wheel (pip compiles it): an editable checkout run with
+    # PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module on each start.
+    compileall.compile_dir(Path(optiq_tui.__file__).parent, quiet=1)
     floor_script = attach_home / "textual_floor.py"
     floor_script.write_text(TEXTUAL_FLOOR)
     runs: dict[str, list[dict]] = {"floor": [], "in_process": [], "attach": [], "start": []}
