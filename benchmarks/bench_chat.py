@@ -327,21 +327,32 @@ def ui_frames(info, tokens: int, rate: float, *, paced: bool = True, answers: in
 
 def first_paint_s(marker: bytes = b"optiq-chat", timeout: float = 30.0) -> float:
     """Seconds from starting `optiq-chat` in a pseudo-terminal until its first screen shows."""
+    return first_paint(marker=marker, timeout=timeout)[0]
+
+
+def first_paint(argv: list[str] | None = None, marker: bytes = b"optiq-chat",
+                timeout: float = 30.0) -> tuple[float, float]:
+    """(seconds from starting ``argv`` (default `optiq-chat`) in a pseudo-terminal until its first
+    screen shows, the CPU seconds the process had used by then: less dependent on other load)."""
     import fcntl
     import pty
     import struct
     import termios
+
+    import psutil
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 36, 120, 0, 0))
     env = dict(os.environ, TERM="xterm-256color")
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "optiq_tui"], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+        argv or [sys.executable, "-m", "optiq_tui"], stdin=slave, stdout=slave, stderr=slave, env=env,
+        close_fds=True,
     )
+    process = psutil.Process(proc.pid)
     os.close(slave)
     seen = b""
-    painted = None
+    painted = cpu = None
     try:
         while time.perf_counter() - start < timeout:
             ready, _, _ = select.select([master], [], [], 0.01)
@@ -354,6 +365,7 @@ def first_paint_s(marker: bytes = b"optiq-chat", timeout: float = 30.0) -> float
                 screen_at = seen.find(b"\x1b[?1049h")
                 if screen_at != -1 and marker in seen[screen_at:]:
                     painted = time.perf_counter() - start
+                    cpu = sum(process.cpu_times()[:2])
                     break
     finally:
         proc.terminate()
@@ -364,7 +376,7 @@ def first_paint_s(marker: bytes = b"optiq-chat", timeout: float = 30.0) -> float
         os.close(master)
     if painted is None:
         raise RuntimeError(f"no first paint within {timeout}s; output began {seen[:200]!r}")
-    return painted
+    return painted, cpu
 
 
 def main() -> int:

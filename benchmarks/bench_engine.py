@@ -16,7 +16,9 @@ in-process >= 0.98 x raw.
 Then the TUI's first paint (a fresh ``optiq-chat`` process, from its start to its
 library's first frame; median of the rounds), when it attaches to a running engine
 and when it has to start one (target < 0.5 s both: paint first, connect after),
-against the same TUI with an in-process engine; and when it was connected.
+against the same TUI with an in-process engine and a bare Textual app (the floor: Python
+and Textual alone); with the CPU seconds each had used by its first frame (steadier than
+wall time on a loaded machine); and when it was connected.
 ``--first-paint-only`` skips the chat rounds (no model needed).
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \\
@@ -108,6 +110,8 @@ def start_engine(home: Path) -> tuple[subprocess.Popen, object]:
 FIRST_PAINT = """
 import time
 t0 = time.perf_counter()
+import gc
+gc.disable()  # as optiq-chat starts its TUI (cli.main); the app turns it back on after its first frame
 import asyncio, json
 from pathlib import Path
 import optiq_tui.ui.app
@@ -150,21 +154,6 @@ def first_paint(home: Path, in_process: bool = False) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def stop_engine(home: Path, wait: bool = False) -> None:
-    """Stop the engine recorded for ``home``; ``wait``: give one being started a moment to appear."""
-    from optiq_tui.server.process import connect
-
-    with environment(OPTIQ_HOME=str(home)):
-        deadline = time.monotonic() + (3.0 if wait else 0.0)
-        client = connect()
-        while client is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-            client = connect()
-        if client is not None:
-            client.shutdown()
-            client.close()
-
-
 @contextmanager
 def environment(**values: str | None) -> Iterator[None]:
     saved = dict(os.environ)
@@ -180,44 +169,101 @@ def environment(**values: str | None) -> Iterator[None]:
         os.environ.update(saved)
 
 
+# The floor under any TUI's first paint here: Python and Textual, a header with the same title.
+TEXTUAL_FLOOR = """
+from textual.app import App
+from textual.widgets import Footer, Header
+
+
+class Floor(App):
+    TITLE = "optiq-chat"
+
+    def compose(self):
+        yield Header()
+        yield Footer()
+
+
+Floor().run()
+"""
+
+
+def reap_engines(home: Path) -> None:
+    """Kill every engine process serving ``home``: a TUI measured in the pty may have started one in
+    the background just before it was stopped, and it must not run into the next measurement."""
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "optiq_tui" not in cmdline or "serve" not in cmdline:
+            continue
+        try:
+            if proc.environ().get("OPTIQ_HOME") == str(home):
+                proc.kill()
+                proc.wait(10)
+        except psutil.Error:
+            pass
+
+
 def first_paint_rounds(attach_home: Path, repeats: int) -> dict:
-    """Median first paint of `optiq-chat` in a pty (bench_chat's measure), and when it was connected:
-    in-process, attaching to a running engine, starting one."""
+    """Median first paint of `optiq-chat` in a pty (bench_chat's measure: wall seconds and the CPU
+    seconds it had used by then), and when it was connected: in-process, attaching to a running
+    engine, starting one; and the floor, a bare Textual app in the same pty."""
+    import compileall
     import statistics
 
-    from bench_chat import first_paint_s
+    from bench_chat import first_paint as pty_paint
 
-    runs: dict[str, list[dict]] = {"in_process": [], "attach": [], "start": []}
+    import optiq_tui
+
+    # As installed from a wheel (pip compiles it): an editable checkout run with
+    # PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module on each start.
+    compileall.compile_dir(Path(optiq_tui.__file__).parent, quiet=1)
+    floor_script = attach_home / "textual_floor.py"
+    floor_script.write_text(TEXTUAL_FLOOR)
+    runs: dict[str, list[dict]] = {"floor": [], "in_process": [], "attach": [], "start": []}
     for _ in range(repeats):
         for key in runs:
+            if key == "floor":
+                wall, cpu = pty_paint([sys.executable, str(floor_script)])
+                runs[key].append({"pty_paint": wall, "pty_cpu": cpu})
+                continue
             home = attach_home if key != "start" else Path(tempfile.mkdtemp(prefix="bench-paint-"))
             mode = "in-process" if key == "in_process" else None
-            # A TUI ended right after its paint may have started an engine: let that one go soon.
-            with environment(OPTIQ_HOME=str(home), OPTIQ_ENGINE=mode, OPTIQ_ENGINE_IDLE_S="5"):
-                paint = first_paint_s()
-                if key == "start":
-                    stop_engine(home, wait=True)
+            with environment(OPTIQ_HOME=str(home), OPTIQ_ENGINE=mode):
+                wall, cpu = pty_paint()
+            if key == "start":
+                reap_engines(home)
             measured = first_paint(home, in_process=key == "in_process")
             if key == "start":
-                stop_engine(home)  # the engine that TUI started in the background
-            runs[key].append({**measured, "pty_paint": paint})
-    return {k: {"paint_s": statistics.median(r["pty_paint"] for r in v),
-                "app_paint_s": statistics.median(r["paint"] for r in v),
-                "connected_s": statistics.median(r["connected"] for r in v),
-                "engine": v[-1]["engine"]} for k, v in runs.items()}
+                reap_engines(home)  # the engine that TUI started in the background
+            runs[key].append({**measured, "pty_paint": wall, "pty_cpu": cpu})
+    out = {}
+    for key, rounds in runs.items():
+        out[key] = {"paint_s": statistics.median(r["pty_paint"] for r in rounds),
+                    "paint_cpu_s": statistics.median(r["pty_cpu"] for r in rounds),
+                    "paint_rounds_s": [round(r["pty_paint"], 3) for r in rounds]}
+        if key != "floor":
+            out[key].update(app_paint_s=statistics.median(r["paint"] for r in rounds),
+                            connected_s=statistics.median(r["connected"] for r in rounds),
+                            engine=rounds[-1]["engine"])
+    return out
 
 
 def print_first_paint(paint: dict) -> None:
-    base = paint["in_process"]["paint_s"]
-    print("TUI first paint (`optiq-chat` in a pty, process start to the first frame; median),")
-    print("and in a headless app (from its first line: paint, then connected to its engine):")
+    floor = paint["floor"]
+    print("TUI first paint (`optiq-chat` in a pty, process start to the first frame; median;")
+    print("CPU: seconds the process had used by then; x floor: against a bare Textual app measured")
+    print("in the same rounds), and in a headless app (from its first line: paint, then connected):")
     for key, label in (("in_process", "in-process engine"), ("attach", "attach to a running engine"),
                        ("start", "start an engine")):
         p = paint[key]
-        print(f"  {label:<28} paint {p['paint_s']:.3f} s ({p['paint_s'] / base:.2f}x in-process)"
-              f"   in the app: paint {p['app_paint_s']:.3f} s, connected {p['connected_s']:.3f} s"
+        print(f"  {label:<28} paint {p['paint_s']:.3f} s ({p['paint_s'] / floor['paint_s']:.2f}x floor),"
+              f" CPU {p['paint_cpu_s']:.3f} s ({p['paint_cpu_s'] / floor['paint_cpu_s']:.2f}x floor)"
+              f"   rounds {p['paint_rounds_s']}")
+        print(f"  {'':<28} in the app: paint {p['app_paint_s']:.3f} s, connected {p['connected_s']:.3f} s"
               f"   [{p['engine']}]")
-    print("  target: paint < 0.5 s when attaching and when starting")
+    print(f"  {'floor: bare Textual app':<28} paint {floor['paint_s']:.3f} s, CPU {floor['paint_cpu_s']:.3f} s"
+          f"   rounds {floor['paint_rounds_s']}")
+    met = all(paint[key]["paint_s"] < 0.5 for key in ("attach", "start"))
+    print(f"  target: paint < 0.5 s when attaching and when starting: {'met' if met else 'NOT met'}")
 
 
 def main() -> int:

@@ -46,6 +46,13 @@ def error_details(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, error.__traceback__)).strip()
 
 
+def _settle_gc() -> None:
+    """After the first frame: freeze what startup made (see on_mount) and let the GC run again
+    (``optiq-chat`` starts with it off, cli.main)."""
+    gc.freeze()
+    gc.enable()
+
+
 class OptiqApp(App[int]):
     """optiq-chat: keep, quantize, chat with and compare local MLX models."""
 
@@ -117,7 +124,7 @@ class OptiqApp(App[int]):
         # The objects of startup (Textual, Rich, the first screen) live as long as the app:
         # frozen out of the garbage collector, its full passes during a fast stream went
         # from ~110 ms to ~35 ms of UI time (bench_chat --ui-only; they were the slowest frames).
-        self.call_after_refresh(gc.freeze)
+        self.call_after_refresh(_settle_gc)
         # After the first frame: starting an engine process takes seconds, painting must not wait.
         self.call_after_refresh(self._connect)
 
