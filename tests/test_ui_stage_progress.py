@@ -62,3 +62,24 @@ async def test_bar_moves_per_stage_and_step_and_time_left_grows_in_a_stall(monke
         widget.stage_changed("verify", "skipped")
         widget.end("Finished.", complete=True)
         assert bar.progress == 3 and str(eta.render()).startswith("took ")
+
+
+async def test_a_view_attached_to_a_running_job_counts_from_the_jobs_start(monkeypatch) -> None:
+    # After an SSH drop the next TUI follows a job 90 s old: its time is the job's, not the view's.
+    clock = Clock()
+    monkeypatch.setattr(stage_progress, "monotonic", clock)
+    monkeypatch.setattr(stage_progress, "time", lambda: 1_000_090.0)
+
+    class Host(App):
+        def compose(self) -> ComposeResult:
+            yield StageProgress(("load", "measure"), started=1_000_000.0)
+
+    app = Host()
+    async with app.run_test(size=(80, 10)) as pilot:
+        widget = app.query_one(StageProgress)
+        widget.stage_changed("load", "running")
+        await pilot.pause()
+        assert "1m30s so far" in str(app.query_one("#stage-eta", Label).render())
+        clock.now += 10
+        widget.end("Finished.", complete=True)
+        assert str(app.query_one("#stage-eta", Label).render()) == "took 1m40s"

@@ -81,7 +81,8 @@ class QuantizeProgressScreen(JobScreen):
             yield stages
             with Vertical(id="stage-progress-box") as box:
                 box.border_title = "Current stage"
-                yield StageProgress(STAGES, id="stage-progress")
+                started = self.running.started or self.running.created if self.running else None
+                yield StageProgress(STAGES, started=started, id="stage-progress")
                 yield Static(self._settings_line(), id="quant-settings")
         yield Static("", id="summary")
         chart = SensitivityChart(id="sensitivity")

@@ -9,7 +9,7 @@ shows its estimate growing instead of a countdown that reaches zero.
 
 from __future__ import annotations
 
-from time import monotonic
+from time import monotonic, time
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -41,8 +41,10 @@ class StageProgress(Vertical):
     StageProgress > #stage-eta { color: $text-muted; }
     """
 
-    def __init__(self, stages: tuple[str, ...] | list[str], **kwargs) -> None:
+    def __init__(self, stages: tuple[str, ...] | list[str], started: float | None = None, **kwargs) -> None:
+        """``started``: when the job began (epoch seconds), for a view attached to a running job."""
         super().__init__(**kwargs)
+        self._started_epoch = started
         self.stages = list(stages)
         self.finished: set[str] = set()
         self.running: str | None = None
@@ -56,7 +58,9 @@ class StageProgress(Vertical):
         yield Label("", id="stage-eta")
 
     def on_mount(self) -> None:
-        self._job_started = monotonic()
+        # A job followed after an SSH drop has run for a while already: count from its real start.
+        ran = max(0.0, time() - self._started_epoch) if self._started_epoch else 0.0
+        self._job_started = monotonic() - ran
         self.set_interval(1.0, self._show_time)
 
     @property
