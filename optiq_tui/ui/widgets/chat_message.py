@@ -104,6 +104,7 @@ class ChatMessage(Vertical):
             if reasoning_tokens:
                 self._reasoning.tokens = reasoning_tokens
             await self._reasoning.finish()
+        self._answer.end_stream()
         self.streaming = False
         self.finish_reason = reason
         note = FINISH_NOTES.get(reason)

@@ -33,6 +33,10 @@ MAX_FLUSH_INTERVAL_S = 1.0
 # 3%, not 5%: timers, stats and the stream's start and end take the UI thread's
 # share of a replayed 500 tok/s answer about two points higher (bench_chat --ui-only).
 UI_CPU_BUDGET = 0.03
+# The pacer steers on the UI thread's share over about this much of the stream...
+PACER_WINDOW_S = 1.0
+# ...changing the delay by at most this factor a flush.
+PACER_MAX_STEP = 1.5
 
 # While tokens stream, the UI thread's rendering and the engine thread's token
 # loop share the GIL. Python hands it over every 5 ms by default, so each
@@ -68,21 +72,38 @@ def engine_priority(on: bool) -> None:
 
 
 class FlushPacer:
-    """Picks the delay to the next flush from the UI thread's CPU time since the last one.
+    """Picks the delay to the next flush from the UI thread's share of the last second.
 
-    That CPU time covers everything the stream costs the UI thread (the append,
-    then the layout and repaint Textual does after it), so the next delay is the
-    time in which the same cost stays within ``UI_CPU_BUDGET``, between
-    ``FLUSH_INTERVAL_S`` and ``MAX_FLUSH_INTERVAL_S``. Call from the UI thread.
+    That CPU time covers everything the stream costs the UI thread (the appends,
+    then the layouts and repaints Textual does after them). A frame's cost is not
+    a constant to divide by the budget: most flushes repaint only the answer's
+    tail, some lay out the screen (see StreamedMarkdown), and a longer delay
+    gathers more text, so more of them lay out. So the delay is steered instead:
+    longer while the share is over ``UI_CPU_BUDGET``, shorter while it is under,
+    between ``FLUSH_INTERVAL_S`` and ``MAX_FLUSH_INTERVAL_S``. Call from the UI thread.
     """
 
     def __init__(self) -> None:
-        self._cpu = time.thread_time()
+        self._interval = FLUSH_INTERVAL_S
+        # (wall, UI thread CPU) at recent flushes; the first flush, which also paid
+        # for the stream's start (mounting the messages), is left out.
+        self._marks: list[tuple[float, float]] = []
+        self._started = False
 
     def next_interval(self) -> float:
-        now = time.thread_time()
-        used, self._cpu = now - self._cpu, now
-        return min(MAX_FLUSH_INTERVAL_S, max(FLUSH_INTERVAL_S, used / UI_CPU_BUDGET))
+        mark = (time.perf_counter(), time.thread_time())
+        if not self._started:
+            self._started = True
+            self._marks = [mark]
+            return self._interval
+        self._marks.append(mark)
+        while len(self._marks) > 2 and mark[0] - self._marks[1][0] >= PACER_WINDOW_S:
+            self._marks.pop(0)
+        (wall0, cpu0), (wall1, cpu1) = self._marks[0], mark
+        share = (cpu1 - cpu0) / max(wall1 - wall0, 1e-6)
+        step = min(PACER_MAX_STEP, max(1 / PACER_MAX_STEP, (share / UI_CPU_BUDGET) ** 0.5))
+        self._interval = min(MAX_FLUSH_INTERVAL_S, max(FLUSH_INTERVAL_S, self._interval * step))
+        return self._interval
 
 
 @dataclass
