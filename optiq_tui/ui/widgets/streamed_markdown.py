@@ -19,7 +19,7 @@ scrolls line by line.
 
 from __future__ import annotations
 
-import time
+from time import monotonic
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.markdown import Markdown as RichMarkdown
@@ -90,7 +90,7 @@ class BlockMarkdown:
 
     Finished blocks' lines come from ``cache`` (shared by the frames of one
     stream), so a frame renders only the open block; the result is memoised per
-    width, as Textual asks a Static for its height and then its lines.
+    width, as Textual asks a widget for its height and then its lines.
     """
 
     def __init__(self, blocks: list[str], cache: dict[tuple[int, str], Lines], *, last_open: bool) -> None:
@@ -102,6 +102,7 @@ class BlockMarkdown:
 
     def lines(self, console: Console, options: ConsoleOptions) -> Lines:
         width = options.max_width
+        options = options.reset_height()  # a height would pad every block to it
         if self._lines[0] == width:
             return self._lines[1]
         out: Lines = []
@@ -112,7 +113,7 @@ class BlockMarkdown:
             lines = self.cache.get((width, block)) if keep else None
             if lines is None:
                 lines = console.render_lines(RichMarkdown(block), options, pad=True)
-                while lines and not "".join(s.text for s in lines[0]).strip():
+                while lines and all(not s.style and not s.text.strip() for s in lines[0]):
                     lines = lines[1:]  # lists and rules open with a blank line: one is enough
                 if keep:
                     self.cache[(width, block)] = lines
@@ -222,7 +223,7 @@ class StreamedMarkdown(Vertical):
             visual = BlockMarkdown(split_blocks(self._tail_text, self._fenced), self._cache, last_open=True)
             rows = self._text_rows = self._measure(visual)
         if rows:
-            now = time.monotonic()
+            now = monotonic()
             when, before = self._grown_at
             self._grown_at = (now, rows)
             extra = reserve_rows(rows - before, now - when, self.screen.size.height) if when else 0
