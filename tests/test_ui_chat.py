@@ -534,6 +534,85 @@ async def test_streamed_markdown_keeps_finished_parts_and_all_the_text():
         assert 2 <= view.parts <= len(paragraphs) // 4
 
 
+def test_blocks_split_outside_fences_and_render_as_the_whole_text():
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from optiq_tui.ui.widgets.streamed_markdown import BlockMarkdown, split_blocks
+
+    assert split_blocks("a\nb\n\nc\n\n\n```\nx\n\ny\n```\n\nopen") == ["a\nb\n", "c\n", "```\nx\n\ny\n```\n", "open"]
+    assert split_blocks("done\n\n") == ["done\n", ""]  # nothing open yet
+    console = Console(width=40, force_terminal=True)
+    text = "# Title\n\nOne paragraph here.\n\n```\ncode\n\nmore\n```\n\nThe open one"
+    cache: dict = {}
+    view = BlockMarkdown(split_blocks(text), cache, last_open=True)
+    plain = lambda segments: "".join(s.text for s in segments)  # noqa: E731
+    assert plain(console.render(view)) == plain(console.render(Markdown(text)))
+    assert len(cache) == 3  # the finished blocks, kept for the next frame; not the open one
+    assert view.open_row == len(view.lines(console, console.options)) - 1
+
+
+def test_reserve_follows_the_stream_rate_within_a_share_of_the_screen():
+    from optiq_tui.ui.widgets.streamed_markdown import reserve_rows
+
+    assert reserve_rows(1, 2.0, 40) == 0  # a slow stream scrolls line by line
+    assert reserve_rows(10, 1.0, 40) == 6  # about 0.6 s of it
+    assert reserve_rows(100, 1.0, 40) == 24  # never more than 60% of the screen
+
+
+async def test_a_fast_stream_fills_blank_rows_below_the_tail_then_ends_as_one_document(monkeypatch):
+    from rich.markdown import Markdown
+
+    from optiq_tui.ui.widgets import streamed_markdown
+
+    clock = [100.0]
+    monkeypatch.setattr(streamed_markdown, "monotonic", lambda: clock[0])
+    view = streamed_markdown.StreamedMarkdown()
+    paragraph = "word " * 8 + "\n\n"  # one row and a blank one
+    async with Host(view).run_test(size=(80, 24)) as pilot:
+        await view.write(paragraph)
+        await pilot.pause()
+        clock[0] += 0.1
+        await view.write(paragraph * 5)  # 10 rows in 0.1 s: a fast stream
+        await pilot.pause()
+        tail = view.children[-1]
+        height, reserved = tail.size.height, view.reserved_rows
+        assert reserved > 0 and height == view._text_rows + reserved
+        # More text fills the blank rows: the tail (and so the screen's layout) keeps its height.
+        clock[0] += 0.05
+        await view.write(paragraph * 2)
+        await pilot.pause()
+        assert tail.size.height == height and view.reserved_rows == reserved - 4
+        view.end_stream()
+        await pilot.pause()
+        assert view.reserved_rows == 0
+        text = paragraph * 8
+        assert view.text == text
+        rows = len(pilot.app.console.render_lines(Markdown(text), pilot.app.console.options.update_width(tail.size.width)))
+        assert tail.size.height == rows
+
+
+def test_flush_pacer_steers_the_ui_share_to_its_budget():
+    from optiq_tui.ui.widgets import stream_batch
+
+    wall, cpu = [0.0], [0.0]
+    pacer = stream_batch.FlushPacer(clock=lambda: wall[0], cpu_clock=lambda: cpu[0])
+
+    def flush(cost: float, interval: float) -> float:
+        wall[0] += interval
+        cpu[0] += cost
+        return pacer.next_interval()
+
+    interval = flush(0.5, 0.1)  # the first flush also mounted the messages: not counted
+    assert interval == stream_batch.FLUSH_INTERVAL_S
+    for _ in range(20):  # 10 ms a flush: 10% at 0.1 s, so the flushes space out
+        interval = flush(0.010, interval)
+    assert 0.010 / interval <= stream_batch.UI_CPU_BUDGET * 1.2
+    for _ in range(20):  # cheap flushes again: back to the smoothest pace
+        interval = flush(0.001, interval)
+    assert interval == stream_batch.FLUSH_INTERVAL_S
+
+
 async def test_chat_shows_waiting_for_first_token_and_copies_only_finished_answers(tiny_llama_dir, monkeypatch):
     import threading
 

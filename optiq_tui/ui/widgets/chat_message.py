@@ -20,8 +20,8 @@ FINISH_NOTES = {
 class ChatMessage(Vertical):
     """A user or assistant message; assistant messages can stream.
 
-    Streaming goes through ``Markdown.get_stream`` so the document is appended
-    to, never re-rendered whole; the reasoning panel is created on the first
+    Streaming goes through :class:`StreamedMarkdown`, which re-renders only the
+    open block at the end of the text; the reasoning panel is created on the first
     reasoning text, open while it streams and collapsed when the answer starts.
     """
 
@@ -104,6 +104,7 @@ class ChatMessage(Vertical):
             if reasoning_tokens:
                 self._reasoning.tokens = reasoning_tokens
             await self._reasoning.finish()
+        self._answer.end_stream()
         self.streaming = False
         self.finish_reason = reason
         note = FINISH_NOTES.get(reason)

@@ -41,6 +41,7 @@ class ReasoningPanel(Collapsible):
         self.title = self._title_text()
 
     async def finish(self) -> None:
-        """Show the final title."""
+        """Show the final title; the text is complete."""
+        self._markdown.end_stream()
         self.streaming = False
         self.title = self._title_text()

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, ReasoningDelta, StatsUpdate
 
@@ -25,14 +25,18 @@ from optiq_tui.engine.events import AnswerDelta, Finished, GenStats, ReasoningDe
 # each) and cost fewer timer wake-ups than 25.
 FLUSH_INTERVAL_S = 0.1
 # The slowest the stream may update, reached only when frames are expensive
-# (a long answer streaming at hundreds of tokens/s: 50-200 ms a frame here).
+# (hundreds of tokens/s on a loaded machine, where every frame lays out the screen).
 MAX_FLUSH_INTERVAL_S = 1.0
-# Share of wall time the flushes may take while a stream runs. A frame
-# (Markdown append, transcript layout, repaint) measured 10-25 ms of CPU on the
-# 2-core dev machine: at a fixed 40 ms that took half a core from generation.
-# 3%, not 5%: timers, stats and the stream's start and end take the UI thread's
-# share of a replayed 500 tok/s answer about two points higher (bench_chat --ui-only).
+# Share of wall time the flushes may take while a stream runs. A frame that
+# repaints only the answer's tail measured 4-8 ms of the UI thread on the 2-core
+# dev machine, one that lays out and repaints the screen 12-40 ms (load-dependent).
+# 3%, not 5%: timers and stats take the UI thread's share of a replayed
+# 500 tok/s stream about a point higher (bench_chat --ui-only).
 UI_CPU_BUDGET = 0.03
+# The pacer steers on the UI thread's share over about this much of the stream...
+PACER_WINDOW_S = 1.0
+# ...changing the delay by at most this factor a flush.
+PACER_MAX_STEP = 2.0
 
 # While tokens stream, the UI thread's rendering and the engine thread's token
 # loop share the GIL. Python hands it over every 5 ms by default, so each
@@ -68,21 +72,41 @@ def engine_priority(on: bool) -> None:
 
 
 class FlushPacer:
-    """Picks the delay to the next flush from the UI thread's CPU time since the last one.
+    """Picks the delay to the next flush from the UI thread's share of the last second.
 
-    That CPU time covers everything the stream costs the UI thread (the append,
-    then the layout and repaint Textual does after it), so the next delay is the
-    time in which the same cost stays within ``UI_CPU_BUDGET``, between
-    ``FLUSH_INTERVAL_S`` and ``MAX_FLUSH_INTERVAL_S``. Call from the UI thread.
+    That CPU time covers everything the stream costs the UI thread (the appends,
+    then the layouts and repaints Textual does after them). A frame's cost is not
+    a constant to divide by the budget: most flushes repaint only the answer's
+    tail, some lay out the screen (see StreamedMarkdown), and a longer delay
+    gathers more text, so more of them lay out. So the delay is steered instead:
+    longer while the share is over ``UI_CPU_BUDGET``, shorter while it is under,
+    between ``FLUSH_INTERVAL_S`` and ``MAX_FLUSH_INTERVAL_S``. Call from the UI thread.
     """
 
-    def __init__(self) -> None:
-        self._cpu = time.thread_time()
+    def __init__(
+        self, clock: Callable[[], float] = time.perf_counter, cpu_clock: Callable[[], float] = time.thread_time
+    ) -> None:
+        self._clock, self._cpu_clock = clock, cpu_clock
+        self._interval = FLUSH_INTERVAL_S
+        # (wall, UI thread CPU) at recent flushes; the first flush, which also paid
+        # for the stream's start (mounting the messages), is left out.
+        self._marks: list[tuple[float, float]] = []
+        self._started = False
 
     def next_interval(self) -> float:
-        now = time.thread_time()
-        used, self._cpu = now - self._cpu, now
-        return min(MAX_FLUSH_INTERVAL_S, max(FLUSH_INTERVAL_S, used / UI_CPU_BUDGET))
+        mark = (self._clock(), self._cpu_clock())
+        if not self._started:
+            self._started = True
+            self._marks = [mark]
+            return self._interval
+        self._marks.append(mark)
+        while len(self._marks) > 2 and mark[0] - self._marks[1][0] >= PACER_WINDOW_S:
+            self._marks.pop(0)
+        (wall0, cpu0), (wall1, cpu1) = self._marks[0], mark
+        share = (cpu1 - cpu0) / max(wall1 - wall0, 1e-6)
+        step = min(PACER_MAX_STEP, max(1 / PACER_MAX_STEP, share / UI_CPU_BUDGET))
+        self._interval = min(MAX_FLUSH_INTERVAL_S, max(FLUSH_INTERVAL_S, self._interval * step))
+        return self._interval
 
 
 @dataclass
