@@ -114,6 +114,51 @@ async def test_an_answer_outlives_the_tui_and_is_saved_complete(engine, tiny_lla
         ("user", "Hello"), ("assistant", job.result["answer"])]
 
 
+async def test_an_eval_outlives_the_tui_and_the_next_one_shows_it(engine, optiq_home, tiny_llama_dir, tmp_path):
+    from mlx_lm import convert
+
+    from optiq_tui.eval import reports
+    from optiq_tui.library.catalog import inspect_model
+    from optiq_tui.ui.screens.eval import EvalScreen
+    from optiq_tui.ui.widgets.eval_table import EvalTable
+
+    convert(str(tiny_llama_dir), str(tmp_path / "tiny-llama-q4"), quantize=True, q_bits=4, q_group_size=64)
+    source, quant = inspect_model(optiq_home / "models" / "tiny-llama"), inspect_model(tmp_path / "tiny-llama-q4")
+    gate = engine
+    app = OptiqApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await attached(app, pilot)
+        screen = EvalScreen([quant, source], retrieval=False)
+        await app.push_screen(screen)
+        await pilot.press("enter")
+        await wait_until(pilot, gate.with_name("gate.eval").exists, 120, "the eval's first row")
+        app.exit()  # as a hang-up does
+    [job] = [j for j in engine_jobs() if j.kind == "eval"]
+    assert job.state == "running"
+
+    app = OptiqApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await attached(app, pilot)
+        await wait_until(pilot, lambda: isinstance(app.screen, EvalScreen) and app.screen.running, 30, "the eval view")
+        screen = app.screen
+        assert screen.reference.path == source.path
+        assert [m.path for m in screen.models] == [quant.path]
+        # Its events were read from the start: the row finished before this TUI came is in the table,
+        # the bar shows how far it got.
+        table, bar = screen.query_one(EvalTable), screen.query_one("#eval-progress")
+        await wait_until(pilot, lambda: table.row_count == 1, 30, "the replayed row")
+        assert bar.display and bar.total and bar.progress > 0
+        assert "tiny-llama" in str(screen.query_one("#eval-status").render())
+        gate.touch()
+        await wait_until(pilot, lambda: screen.report is not None, 120, "the eval to finish")
+        assert table.row_count == 2 and not screen.running
+        assert "saved to" in str(screen.query_one("#eval-status").render())
+    [job] = [j for j in engine_jobs() if j.kind == "eval"]
+    assert job.state == "done"
+    stored = reports.load_report(job.result["saved"])
+    assert [r.name for r in stored.rows] == [source.name, quant.name] == [r.name for r in screen.report.rows]
+
+
 async def test_about_names_the_engine_and_its_openai_address(engine):
     from optiq_tui.server import state
     from optiq_tui.ui.screens.about import AboutScreen

@@ -103,7 +103,7 @@ class LibraryJobs:
         self.refresh_catalog()
 
     async def attach_running_jobs(self) -> None:
-        """Show what the engine runs now: a quantize in its progress view, a download in the bar."""
+        """Show what the engine runs now: a quantize or an eval in its own view, a download in the bar."""
         engine = await self.app.client()
         running = [j for j in await engine.jobs() if not j.ended]
         for job in running:
@@ -111,9 +111,13 @@ class LibraryJobs:
                 from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
 
                 self.app.push_screen(QuantizeProgressScreen.attached(job))
+            elif job.kind == "eval":
+                from optiq_tui.ui.screens.eval import EvalScreen
+
+                self.app.push_screen(EvalScreen.attached(job))
             elif job.kind in BAR_KINDS and self.job is None:
                 self.attach_job(job)
-        others = [j.title for j in running if j.kind not in BAR_KINDS + ("quantize",)]
+        others = [j.title for j in running if j.kind not in BAR_KINDS + ("quantize", "eval")]
         if others:
             self.notify("Running in the engine: " + "; ".join(others), timeout=8)
 
