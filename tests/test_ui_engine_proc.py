@@ -102,13 +102,23 @@ async def test_an_answer_outlives_the_tui_and_is_saved_complete(engine, tiny_lla
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         await attached(app, pilot)
-        # The library says what the engine is still doing.
-        await wait_until(pilot, lambda: any("Running in the engine: chat" in n.message for n in app._notifications), 30,
-                         "the running answer's notice")
+        # The chat re-opens on the conversation, the answer streaming in from its first token.
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen) and app.screen.generating, 30,
+                         "the chat view")
+        screen = app.screen
+        assert screen.conversation_id == conversation and screen.info.name == "tiny-llama"
+        user, answer = screen.transcript.messages
+        assert user.role == "user" and user.answer_text == "Hello" and answer.role == "assistant"
+        await wait_until(pilot, lambda: answer.answer_text, 30, "the replayed first tokens")
+        assert answer.streaming and screen.ready is None and screen.query_one("#prompt").disabled
         gate.touch()
-        await wait_until(pilot, lambda: all(j.ended for j in engine_jobs()), 60, "the answer to finish")
+        await wait_until(pilot, lambda: not screen.generating and answer.finish_reason, 60, "the answer to finish")
+        # Then the model's options are read and the prompt takes the next question.
+        await wait_until(pilot, lambda: screen.ready is not None, 60, "the model")
+        assert not screen.query_one("#prompt").disabled
     [job] = [j for j in engine_jobs() if j.kind == "chat"]
     assert job.state == "done" and job.result["answer"]
+    assert answer.answer_text == job.result["answer"]
     saved = ConversationStore().load(conversation).messages
     assert [(m.role, m.content) for m in saved if m.role != "system"] == [
         ("user", "Hello"), ("assistant", job.result["answer"])]
