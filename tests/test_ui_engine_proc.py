@@ -65,7 +65,9 @@ async def test_a_quantize_outlives_the_tui_and_the_next_one_shows_it(engine, opt
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         await attached(app, pilot)
-        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen), 30, "the progress view")
+        # Mounted (it follows the job from on_mount): its widgets are there to query.
+        await wait_until(pilot, lambda: isinstance(app.screen, QuantizeProgressScreen) and app.screen.job_running, 30,
+                         "the progress view")
         progress = app.screen
         assert progress.state == "running" and progress.info.name == "tiny-llama"
         # Its events were read from the start: the chart has every layer measured before this TUI came.
