@@ -113,6 +113,7 @@ async def test_an_answer_outlives_the_tui_and_is_saved_complete(engine, tiny_lla
         assert user.role == "user" and user.answer_text == "Hello" and answer.role == "assistant"
         await wait_until(pilot, lambda: answer.answer_text, 30, "the replayed first tokens")
         assert answer.streaming and screen.ready is None and screen.query_one("#prompt").disabled
+        assert not screen.query_one("#load-progress").display  # the engine holds the model already
         gate.touch()
         await wait_until(pilot, lambda: not screen.generating and answer.finish_reason, 60, "the answer to finish")
         # Then the model's options are read and the prompt takes the next question.

@@ -129,6 +129,7 @@ class ChatScreen(StreamPump, TurnActions, JobScreen):
 
     async def _follow_answer(self, job: JobInfo) -> None:
         """Show the conversation and stream the running answer into it from its first token."""
+        self._hide_load_bar()  # the engine holds the model already
         await self.open_conversation(job.args["conversation"])
         shown = self.transcript.messages
         if not shown or shown[-1].role != "user" or shown[-1].answer_text != job.args["text"]:
