@@ -2,8 +2,9 @@
 
 A quantize stops after writing (the model still in staging, the measurement
 already cached) and touches ``$OPTIQ_TEST_GATE.reached``; a chat answer stops
-after its first event and touches ``$OPTIQ_TEST_GATE.chat``. Both wait until
-the test creates ``$OPTIQ_TEST_GATE``; tests poll for the files, never sleep.
+after its first event and touches ``$OPTIQ_TEST_GATE.chat``; an eval stops
+after its first finished row and touches ``$OPTIQ_TEST_GATE.eval``. All wait
+until the test creates ``$OPTIQ_TEST_GATE``; tests poll for the files, never sleep.
 """
 
 import os
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 from optiq_tui.engine import session
+from optiq_tui.eval import quality
+from optiq_tui.eval.results import ModelEvaluated
 from optiq_tui.quant import writer
 
 gate = Path(os.environ["OPTIQ_TEST_GATE"])
@@ -39,6 +42,24 @@ def gated_generate(self, *args, **kwargs):
 
 
 session.ChatSession.generate = gated_generate
+real_evaluate = quality.evaluate
+
+
+def gated_evaluate(*args, progress, **kwargs):
+    rows = []
+
+    def gated_progress(event):
+        progress(event)
+        if isinstance(event, ModelEvaluated) and not rows:
+            rows.append(event)
+            Path(f"{gate}.eval").touch()
+            while not gate.exists():
+                time.sleep(0.02)
+
+    return real_evaluate(*args, progress=gated_progress, **kwargs)
+
+
+quality.evaluate = gated_evaluate
 
 if __name__ == "__main__":
     from optiq_tui.cli import main

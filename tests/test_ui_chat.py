@@ -12,8 +12,12 @@ from optiq_tui.ui.widgets.chat_message import ChatMessage
 from optiq_tui.ui.widgets.effort_switch import EffortSwitch
 from optiq_tui.ui.widgets.stats_line import StatsLine, format_stats
 from optiq_tui.ui.widgets.stream_batch import StreamBatch
+from tests.engine_proc import assert_on, engine_kind  # noqa: F401 - a fixture
 from tests.replay import replay_generate
 from tests.ui_util import hold_job
+
+# Chat-screen tests without the engine_kind fixture run in-process only: they patch its internals
+# (hold_job, ChatSession.generate, loader.available_memory) or read its sessions (engine_session).
 
 # A think-tag answer as a model streams it, one event per token (recorded shape).
 RECORDED = (
@@ -192,7 +196,7 @@ def answers(screen: ChatScreen) -> list[ChatMessage]:
     return [m for m in screen.query(ChatMessage) if m.role == "assistant"]
 
 
-async def test_chat_sends_streams_and_keeps_final_stats(tiny_llama_dir):
+async def test_chat_sends_streams_and_keeps_final_stats(tiny_llama_dir, engine_kind):
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_chat(pilot, app, tiny_llama_dir)
@@ -207,7 +211,11 @@ async def test_chat_sends_streams_and_keeps_final_stats(tiny_llama_dir):
         shown = str(stats.render())
         assert shown.startswith("TTFT") and f"gen {stats.stats.gen_tokens} tok" in shown
         assert saved_users(screen) == ["Hello"]
-        assert [t.user for t in engine_session(app, screen).turns] == ["Hello"]
+        saved = screen.store.load(screen.conversation_id).messages
+        assert [(m.role, m.content) for m in saved][-1] == ("assistant", answer.answer_text)
+        assert_on(app, engine_kind)
+        if app.in_process:  # an engine process keeps its sessions to itself
+            assert [t.user for t in engine_session(app, screen).turns] == ["Hello"]
 
 
 async def test_chat_stops_mid_answer(tiny_llama_dir, monkeypatch):
@@ -308,7 +316,7 @@ async def test_chat_keeps_up_with_a_fast_stream(tiny_llama_dir, monkeypatch):
         assert screen.stats_line.updates - updates_before <= screen.flushes
 
 
-async def test_chat_reopens_a_saved_conversation(tiny_llama_dir):
+async def test_chat_reopens_a_saved_conversation(tiny_llama_dir, engine_kind):
     from optiq_tui.ui.screens.conversations import ConversationsScreen
 
     app = OptiqApp()
@@ -333,7 +341,9 @@ async def test_chat_reopens_a_saved_conversation(tiny_llama_dir):
         await pilot.press(*"Second question", "enter")
         await until(pilot, lambda: len(answers(screen)) == 2 and not screen.generating, "the second answer")
         assert saved_users(screen) == ["First question", "Second question"]
-        assert [t.user for t in engine_session(app, screen).turns] == ["First question", "Second question"]
+        assert_on(app, engine_kind)
+        if app.in_process:  # an engine process keeps its sessions to itself
+            assert [t.user for t in engine_session(app, screen).turns] == ["First question", "Second question"]
 
 
 async def test_chat_says_when_the_model_will_not_fit(tiny_llama_dir, monkeypatch):

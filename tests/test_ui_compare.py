@@ -13,6 +13,7 @@ from optiq_tui.ui.app import OptiqApp
 from optiq_tui.ui.screens.compare import CompareScreen, first_difference
 from optiq_tui.ui.widgets.chat_message import ChatMessage
 from optiq_tui.ui.widgets.vote_bar import VoteBar
+from tests.engine_proc import assert_on, engine_kind  # noqa: F401 - a fixture
 from tests.tiny import build_tiny_llama
 from tests.ui_util import screen_text, wait_until
 
@@ -22,6 +23,11 @@ def pair(tiny_llama_dir, tmp_path_factory):
     """The tiny llama and a second tiny llama (other random weights, same tokenizer)."""
     other = build_tiny_llama(tmp_path_factory.mktemp("pair") / "tiny-llama-b", seed=1)
     return inspect_model(tiny_llama_dir), inspect_model(other)
+
+
+# Screen tests without the engine_kind fixture run in-process only: they patch the in-process
+# engine's internals (loader.available_memory, ChatSession.generate, CompareSession.prepare)
+# or read its compare session.
 
 
 def settle(app: OptiqApp, max_tokens: int = 8) -> None:
@@ -49,7 +55,7 @@ async def ask(pilot, screen: CompareScreen, text: str) -> None:
     await wait_until(pilot, lambda: answered(screen, turns), 120, "both answers")
 
 
-async def test_two_models_answer_side_by_side(pair):
+async def test_two_models_answer_side_by_side(pair, engine_kind):
     a, b = pair
     app = OptiqApp()
     async with app.run_test(size=(120, 36)) as pilot:
@@ -71,9 +77,10 @@ async def test_two_models_answer_side_by_side(pair):
         line = str(screen.query_one("#agreement").render())
         assert ("Identical" in line) or (f"Same first {result['agreement']['common_prefix']} tokens" in line)
         assert "No cross-KL" in line  # two unrelated random models
+        assert_on(app, engine_kind)
 
 
-async def test_blind_vote_is_recorded_and_revealed(pair):
+async def test_blind_vote_is_recorded_and_revealed(pair, engine_kind):
     from optiq_tui.eval.votes import load_tally
 
     a, b = pair
@@ -97,6 +104,7 @@ async def test_blind_vote_is_recorded_and_revealed(pair):
         assert screen.voted == "left" and not vote.display
         assert left_model.name in str(screen.columns[0].query_one(".column-title").render())
         assert "(1 vote)" in str(screen.query_one("#tally").render())
+        assert_on(app, engine_kind)
 
 
 async def test_models_that_cannot_both_be_loaded_take_turns(pair, monkeypatch):

@@ -10,7 +10,10 @@ from optiq_tui.ui.screens.eval import EvalScreen
 from optiq_tui.ui.screens.modals import InputModal
 from optiq_tui.ui.widgets.eval_table import COLUMNS, EvalTable
 from optiq_tui.ui.widgets.quality_chart import Point, QualityChart, plot
+from tests.engine_proc import assert_on, engine_kind  # noqa: F401 - a fixture
 from tests.ui_util import hold_job, wait_until
+
+# In-process only: the cancel test holds the eval with hold_job (an in-process engine's task table).
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,7 @@ def llama_and_quant(tiny_llama_dir, tmp_path_factory):
     return inspect_model(tiny_llama_dir), inspect_model(out)
 
 
-async def test_eval_screen_shows_table_and_chart_and_exports(llama_and_quant, tmp_path):
+async def test_eval_screen_shows_table_and_chart_and_exports(llama_and_quant, tmp_path, engine_kind):
     source, quant = llama_and_quant
     app = OptiqApp()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -50,6 +53,7 @@ async def test_eval_screen_shows_table_and_chart_and_exports(llama_and_quant, tm
         await pilot.press("enter")
         await wait_until(pilot, target.exists, 20, "the Markdown export")
         assert quant.name in target.read_text()
+        assert_on(app, engine_kind)
 
 
 async def test_eval_screen_cancel_keeps_nothing(llama_and_quant, monkeypatch):

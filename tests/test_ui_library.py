@@ -9,6 +9,7 @@ from optiq_tui.ui.app import OptiqApp
 from optiq_tui.ui.screens.modals import ConfirmModal, ErrorModal, InputModal, TextModal
 from optiq_tui.ui.widgets.model_details import ModelDetails
 from optiq_tui.ui.widgets.model_table import ModelTable
+from tests.engine_proc import assert_on, engine_kind  # noqa: F401 - a fixture
 from tests.ui_util import install_model, library_ready, wait_until
 
 
@@ -27,6 +28,14 @@ def two_models(optiq_home, tiny_llama_dir, tiny_qwen3_dir):
 
 def table(app) -> ModelTable:
     return app.library.query_one(ModelTable)
+
+
+async def answer_with_path(app, pilot, path) -> None:
+    """Fill the open InputModal with ``path`` and accept it. Set, not typed: a tmp path typed key
+    by key took ~5 s of each import test (typing into the dialog is covered by the download test)."""
+    await wait_until(pilot, lambda: isinstance(app.screen, InputModal))
+    app.screen.query_one("#answer").value = str(path)
+    await pilot.press("enter")
 
 
 async def test_empty_library_shows_the_welcome_panel(optiq_home):
@@ -81,7 +90,7 @@ async def test_rows_filter_sort_and_details(two_models):
         await wait_until(pilot, lambda: t.row_count == 2 and t.has_focus)
 
 
-async def test_delete_asks_first_and_removes_the_folder(two_models):
+async def test_delete_asks_first_and_removes_the_folder(two_models, engine_kind):
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: library_ready(app))
@@ -99,17 +108,17 @@ async def test_delete_asks_first_and_removes_the_folder(two_models):
         await wait_until(pilot, lambda: not folder.exists() and table(app).row_count == 1)
         assert [m.name for m in table(app).shown] == ["tiny-qwen3"]
         assert not any((two_models / ".staging").iterdir())
+        assert_on(app, engine_kind)
 
 
-async def test_import_of_a_broken_gguf_shows_the_error_and_keeps_nothing(optiq_home, tmp_path):
+async def test_import_of_a_broken_gguf_shows_the_error_and_keeps_nothing(optiq_home, tmp_path, engine_kind):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\x00" * 20)  # the magic, then a truncated header
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: library_ready(app))
         await pilot.press("i")
-        await wait_until(pilot, lambda: isinstance(app.screen, InputModal))
-        await pilot.press(*str(broken), "enter")
+        await answer_with_path(app, pilot, broken)
         await wait_until(pilot, lambda: isinstance(app.screen, ErrorModal), timeout=60)
         assert "broken.gguf" in app.screen.title_text
         assert app.screen.message  # the importer's own explanation
@@ -118,9 +127,10 @@ async def test_import_of_a_broken_gguf_shows_the_error_and_keeps_nothing(optiq_h
         assert not app.library.query_one("#job-bar").display
         assert list((optiq_home / "models").iterdir()) == []
         assert list((optiq_home / ".staging").iterdir()) == []
+        assert_on(app, engine_kind)
 
 
-async def test_import_of_a_gguf_adds_the_model_and_highlights_it(optiq_home, tmp_path, tiny_llama_dir):
+async def test_import_of_a_gguf_adds_the_model_and_highlights_it(optiq_home, tmp_path, tiny_llama_dir, engine_kind):
     from tests.gguf_files import Q, write_llama_gguf
 
     source = tmp_path / "tiny.Q8_0.gguf"
@@ -129,14 +139,15 @@ async def test_import_of_a_gguf_adds_the_model_and_highlights_it(optiq_home, tmp
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: library_ready(app))
         await pilot.press("i")
-        await wait_until(pilot, lambda: isinstance(app.screen, InputModal))
-        await pilot.press(*str(source), "enter")
+        await answer_with_path(app, pilot, source)
         await wait_until(pilot, lambda: table(app).row_count == 1, timeout=120)
         info = table(app).highlighted_model
         assert info.quant_kind == "gguf" and "Q8_0" in info.quant
         assert not app.library.query_one("#job-bar").display
+        assert_on(app, engine_kind)
 
 
+# In-process only: it keeps the in-process engine's MLX thread busy from the test.
 async def test_esc_cancels_a_queued_import(optiq_home, tmp_path, tiny_llama_dir):
     import threading
 
@@ -152,8 +163,7 @@ async def test_esc_cancels_a_queued_import(optiq_home, tmp_path, tiny_llama_dir)
         engine = await app.client()
         engine.client.service._threads["mlx"].submit(lambda emit, cancel: release.wait(30), name="busy")
         await pilot.press("i")
-        await wait_until(pilot, lambda: isinstance(app.screen, InputModal))
-        await pilot.press(*str(source), "enter")
+        await answer_with_path(app, pilot, source)
         await wait_until(pilot, lambda: app.library.query_one("#job-bar").display)
         await pilot.press("escape")
         release.set()
@@ -162,7 +172,7 @@ async def test_esc_cancels_a_queued_import(optiq_home, tmp_path, tiny_llama_dir)
         assert list((optiq_home / ".staging").iterdir()) == []
 
 
-async def test_download_offline_shows_the_error(optiq_home):
+async def test_download_offline_shows_the_error(optiq_home, engine_kind):
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: library_ready(app))
@@ -172,6 +182,7 @@ async def test_download_offline_shows_the_error(optiq_home):
         await wait_until(pilot, lambda: isinstance(app.screen, ErrorModal), timeout=60)
         assert "not-here" in app.screen.title_text
         assert list((optiq_home / "models").iterdir()) == []
+        assert_on(app, engine_kind)
 
 
 async def test_marks_feed_compare_and_eval(two_models):

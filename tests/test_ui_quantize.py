@@ -18,7 +18,12 @@ from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
 from optiq_tui.ui.widgets.model_table import ModelTable
 from optiq_tui.ui.widgets.sensitivity_chart import SensitivityChart
 from optiq_tui.ui.widgets.stage_list import StageList
+from tests.engine_proc import assert_on, engine_kind  # noqa: F401 - a fixture
 from tests.ui_util import hold_job, install_model, library_ready, wait_until
+
+# In-process only: the cancel test holds the job with hold_job (an in-process engine's task table);
+# the quit test checks that quitting stops an in-process engine's job (an engine process keeps it,
+# see tests/test_ui_engine_proc.py).
 
 
 @pytest.fixture
@@ -119,7 +124,7 @@ async def test_form_marks_every_bad_field_hides_unused_ones_and_reviews_on_enter
         assert not form.query_one("#bits", Input).display
 
 
-async def test_quantize_runs_to_completion_and_lands_in_the_library(llama_home):
+async def test_quantize_runs_to_completion_and_lands_in_the_library(llama_home, engine_kind):
     app = OptiqApp()
     async with app.run_test(size=(100, 30)) as pilot:
         progress = await start_quantize(app, pilot)
@@ -143,6 +148,7 @@ async def test_quantize_runs_to_completion_and_lands_in_the_library(llama_home):
         assert table.highlighted_model.quant_kind == "optiq"
         meta = json.loads((llama_home / "models" / "tiny-llama-optiq-5bpw" / "optiq_quant.json").read_text())
         assert meta["source_model"] == "tiny-llama"
+        assert_on(app, engine_kind)
 
 
 async def test_cancel_mid_run_keeps_nothing(llama_home, monkeypatch):

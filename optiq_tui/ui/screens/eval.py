@@ -41,7 +41,7 @@ class EvalScreen(JobScreen):
         Binding("escape", "cancel_or_back", "Cancel/Back"),
     ]
 
-    def __init__(self, models: list[Any], *, retrieval: bool = True) -> None:
+    def __init__(self, models: list[Any], *, retrieval: bool = True, running: JobInfo | None = None) -> None:
         super().__init__()
         self.reference = default_reference(models)
         self.models = [m for m in models if self.reference is None or m.path != self.reference.path]
@@ -50,6 +50,20 @@ class EvalScreen(JobScreen):
         self.rows: list[Any] = []
         self._finding = False
         self._run_when_found = False
+        self._running_job = running  # an eval already running in the engine, to follow from its start
+
+    @classmethod
+    def attached(cls, job: JobInfo) -> "EvalScreen":
+        """The eval view of an eval the engine runs already (started before an SSH drop, or by another TUI)."""
+        from optiq_tui.library.catalog import inspect_model
+
+        screen = cls([inspect_model(p) for p in job.args["models"]], retrieval=job.args.get("retrieval", True),
+                     running=job)
+        # The job's own reference, not one guessed from the list (None: the engine looks it up).
+        reference = job.args.get("reference")
+        screen.reference = inspect_model(reference) if reference else None
+        screen.models = [m for m in screen.models if screen.reference is None or m.path != screen.reference.path]
+        return screen
 
     def compose(self) -> ComposeResult:
         yield Label("Quick eval · KL, perplexity and top-1 against a reference; retrieval probe", id="eval-title")
@@ -64,7 +78,12 @@ class EvalScreen(JobScreen):
         self.query_one("#eval-progress").display = False
         self._show_setup()
         self._status("Enter runs the eval · a adds a model · r picks the reference · p toggles the retrieval probe")
-        if self.reference is None and self.models:
+        if self._running_job is not None:
+            # Its progress and finished rows are replayed from the job's first event.
+            ref = self.reference
+            self._show_running(len(self.models), f"against {ref.name}" if ref else "against the source its quants name")
+            self.attach_job(self._running_job)
+        elif self.reference is None and self.models:
             self._finding = True
             self._find_reference(list(self.models))
 
@@ -155,17 +174,21 @@ class EvalScreen(JobScreen):
             self.notify("Pick at least one model (a).", severity="warning")
             return
         models, reference = list(self.models), self.reference
+        against = f"against {reference.name}" if reference is not None else "with no reference (perplexity only; r picks one)"
+        self._show_running(len(models), against)
+        # The engine saves the report (so it survives this screen); the cards stay as they are.
+        self.start_job("eval", models=[str(m.path) for m in models],
+                       reference=str(reference.path) if reference is not None else None,
+                       retrieval=self.retrieval, card=False)
+
+    def _show_running(self, n_models: int, against: str) -> None:
+        """Clear the results, show the progress bar and what runs ("evaluating 2 model(s) against X…")."""
         self.rows = []
         self.query_one(EvalTable).show_rows([])
         bar = self.query_one("#eval-progress", ProgressBar)
         bar.update(total=None, progress=0)
         bar.display = True
-        against = f"against {reference.name}" if reference is not None else "with no reference (perplexity only; r picks one)"
-        self._status(f"evaluating {len(models)} model(s) {against}…")
-        # The engine saves the report (so it survives this screen); the cards stay as they are.
-        self.start_job("eval", models=[str(m.path) for m in models],
-                       reference=str(reference.path) if reference is not None else None,
-                       retrieval=self.retrieval, card=False)
+        self._status(f"evaluating {n_models} model(s) {against}…")
 
     async def job_event(self, job: JobInfo, event: Any) -> None:
         if isinstance(event, Progress):

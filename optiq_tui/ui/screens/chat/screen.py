@@ -54,9 +54,11 @@ class ChatScreen(StreamPump, TurnActions, JobScreen):
         Binding("ctrl+n", "next_effort", "Effort", tooltip="Next reasoning effort", priority=True),
     ]
 
-    def __init__(self, info: Any, conversation_id: str | None = None) -> None:
+    def __init__(self, info: Any, conversation_id: str | None = None, running: JobInfo | None = None) -> None:
         super().__init__()
         self.info = info
+        # An answer the engine is writing already (started before an SSH drop), to follow from its start.
+        self._running_answer = running
         self.effort: str | None = None
         self.ready: dict[str, Any] | None = None  # the engine's answer to loading the model
         self.conversation_id = conversation_id
@@ -70,6 +72,13 @@ class ChatScreen(StreamPump, TurnActions, JobScreen):
         self.chat_settings: dict[str, Any] = {}
         # When the running generation was sent, until its first text or figures arrive.
         self._waiting_since: float | None = None
+
+    @classmethod
+    def attached(cls, job: JobInfo) -> "ChatScreen":
+        """The chat of an answer the engine is writing already (a chat job saving into a conversation)."""
+        from optiq_tui.library.catalog import inspect_model
+
+        return cls(inspect_model(job.args["model"]), job.args["conversation"], running=job)
 
     # ---- layout -------------------------------------------------------
 
@@ -113,7 +122,24 @@ class ChatScreen(StreamPump, TurnActions, JobScreen):
         self._flush_timer: Timer | None = None
         self._pacer = FlushPacer()
         self._waiting_timer = self.set_interval(0.1, self._show_waiting, pause=True)
-        self.load_model(self.info)
+        if self._running_answer is not None:
+            self.call_later(self._follow_answer, self._running_answer)
+        else:
+            self.load_model(self.info)
+
+    async def _follow_answer(self, job: JobInfo) -> None:
+        """Show the conversation and stream the running answer into it from its first token."""
+        self._hide_load_bar()  # the engine holds the model already
+        await self.open_conversation(job.args["conversation"])
+        shown = self.transcript.messages
+        if not shown or shown[-1].role != "user" or shown[-1].answer_text != job.args["text"]:
+            # The engine saves the question once the model is loaded; this one may still be loading.
+            await self.transcript.mount(ChatMessage("user", job.args["text"]))
+        self.query_one("#prompt", Input).placeholder = "Answering (Esc stops it)…"
+        message = ChatMessage("assistant", label=self.info.name, streaming=True)
+        await self.transcript.mount(message)
+        self.begin_stream(message)
+        self.attach_job(job)
 
     # ---- loading ------------------------------------------------------
 
@@ -232,6 +258,10 @@ class ChatScreen(StreamPump, TurnActions, JobScreen):
         await self._flush()
         if self._gen_message is not None:
             await self._end_generation(reason, error)
+        if self._running_answer is not None:
+            # The followed answer is done: now the model's options and the prompt (loaded already, quick).
+            self._running_answer = None
+            self.load_model(self.info)
 
     # ---- the engine's jobs (JobScreen hooks) ------------------------
 

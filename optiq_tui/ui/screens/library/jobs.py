@@ -37,6 +37,23 @@ def bar_title(job: JobInfo) -> str:
     return job.title
 
 
+def job_view(job: JobInfo) -> Any:
+    """The screen that follows a running ``job`` from its first event, or None for one that has none."""
+    if job.kind == "quantize":
+        from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
+
+        return QuantizeProgressScreen.attached(job)
+    if job.kind == "eval":
+        from optiq_tui.ui.screens.eval import EvalScreen
+
+        return EvalScreen.attached(job)
+    if job.kind == "chat" and job.args.get("conversation"):  # an unsaved answer (save=False) has none to show
+        from optiq_tui.ui.screens.chat import ChatScreen
+
+        return ChatScreen.attached(job)
+    return None
+
+
 class LibraryJobs:
     """Starts and follows the library's jobs (mixed into LibraryScreen)."""
 
@@ -103,17 +120,18 @@ class LibraryJobs:
         self.refresh_catalog()
 
     async def attach_running_jobs(self) -> None:
-        """Show what the engine runs now: a quantize in its progress view, a download in the bar."""
+        """Show what the engine runs now: a quantize, an eval or an answer in its own view, a download in the bar."""
         engine = await self.app.client()
-        running = [j for j in await engine.jobs() if not j.ended]
-        for job in running:
-            if job.kind == "quantize":
-                from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
-
-                self.app.push_screen(QuantizeProgressScreen.attached(job))
-            elif job.kind in BAR_KINDS and self.job is None:
-                self.attach_job(job)
-        others = [j.title for j in running if j.kind not in BAR_KINDS + ("quantize",)]
+        others = []
+        for job in [j for j in await engine.jobs() if not j.ended]:
+            view = job_view(job)
+            if view is not None:
+                self.app.push_screen(view)
+            elif job.kind in BAR_KINDS:
+                if self.job is None:
+                    self.attach_job(job)
+            else:
+                others.append(job.title)
         if others:
             self.notify("Running in the engine: " + "; ".join(others), timeout=8)
 
