@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
+from tests import engine_proc
 from tests.tiny import build_tiny_llama, build_tiny_qwen3
 
 
@@ -59,3 +61,21 @@ def demo_model_dir(tmp_path_factory, demo_wheel_dir) -> Path:
         mp.setenv("OPTIQ_HOME", str(home))
         mp.setenv(WHEEL_DIR_ENV, str(demo_wheel_dir))
         return ensure_demo().path
+
+
+ENGINE_KINDS = ("in-process", "process")
+
+
+@pytest.fixture(params=ENGINE_KINDS)
+def engine_kind(request, optiq_home, monkeypatch) -> Iterator[str]:
+    """Runs a UI test against both clients: the in-process engine, and an engine process on the
+    test's OPTIQ_HOME (the TUI finds it through its record), killed at teardown so none outlives it."""
+    if request.param == "in-process":
+        yield request.param
+        return
+    monkeypatch.delenv("OPTIQ_ENGINE")
+    proc = engine_proc.start_engine(optiq_home, "--idle-timeout", "0")
+    try:
+        yield request.param
+    finally:
+        engine_proc.kill_engines(optiq_home, proc)

@@ -9,9 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 GATED = ROOT / "tests" / "engine_gated.py"
@@ -80,25 +78,6 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
-
-
-ENGINE_KINDS = ("in-process", "process")
-
-
-@pytest.fixture(params=ENGINE_KINDS)
-def engine_kind(request, optiq_home, monkeypatch) -> Iterator[str]:
-    """Runs a UI test against both clients: the in-process engine, and an engine process on the
-    test's OPTIQ_HOME (the TUI finds it through its record), killed at teardown so none outlives it.
-    Import it into a test module to use it."""
-    if request.param == "in-process":
-        yield request.param
-        return
-    monkeypatch.delenv("OPTIQ_ENGINE")
-    proc = start_engine(optiq_home, "--idle-timeout", "0")
-    try:
-        yield request.param
-    finally:
-        kill_engines(optiq_home, proc)
 
 
 def assert_on(app, engine_kind: str) -> None:

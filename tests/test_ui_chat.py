@@ -12,7 +12,7 @@ from optiq_tui.ui.widgets.chat_message import ChatMessage
 from optiq_tui.ui.widgets.effort_switch import EffortSwitch
 from optiq_tui.ui.widgets.stats_line import StatsLine, format_stats
 from optiq_tui.ui.widgets.stream_batch import StreamBatch
-from tests.engine_proc import assert_on, engine_kind  # noqa: F401 - a fixture
+from tests.engine_proc import assert_on
 from tests.replay import replay_generate
 from tests.ui_util import hold_job
 

@@ -13,7 +13,7 @@ from optiq_tui.ui.app import OptiqApp
 from optiq_tui.ui.screens.compare import CompareScreen, first_difference
 from optiq_tui.ui.widgets.chat_message import ChatMessage
 from optiq_tui.ui.widgets.vote_bar import VoteBar
-from tests.engine_proc import assert_on, engine_kind  # noqa: F401 - a fixture
+from tests.engine_proc import assert_on
 from tests.tiny import build_tiny_llama
 from tests.ui_util import screen_text, wait_until
 

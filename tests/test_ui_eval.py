@@ -10,7 +10,7 @@ from optiq_tui.ui.screens.eval import EvalScreen
 from optiq_tui.ui.screens.modals import InputModal
 from optiq_tui.ui.widgets.eval_table import COLUMNS, EvalTable
 from optiq_tui.ui.widgets.quality_chart import Point, QualityChart, plot
-from tests.engine_proc import assert_on, engine_kind  # noqa: F401 - a fixture
+from tests.engine_proc import assert_on
 from tests.ui_util import hold_job, wait_until
 
 # In-process only: the cancel test holds the eval with hold_job (an in-process engine's task table).

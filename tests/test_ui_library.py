@@ -9,7 +9,7 @@ from optiq_tui.ui.app import OptiqApp
 from optiq_tui.ui.screens.modals import ConfirmModal, ErrorModal, InputModal, TextModal
 from optiq_tui.ui.widgets.model_details import ModelDetails
 from optiq_tui.ui.widgets.model_table import ModelTable
-from tests.engine_proc import assert_on, engine_kind  # noqa: F401 - a fixture
+from tests.engine_proc import assert_on
 from tests.ui_util import install_model, library_ready, wait_until
 
 

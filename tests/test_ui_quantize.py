@@ -18,7 +18,7 @@ from optiq_tui.ui.screens.quantize_progress import QuantizeProgressScreen
 from optiq_tui.ui.widgets.model_table import ModelTable
 from optiq_tui.ui.widgets.sensitivity_chart import SensitivityChart
 from optiq_tui.ui.widgets.stage_list import StageList
-from tests.engine_proc import assert_on, engine_kind  # noqa: F401 - a fixture
+from tests.engine_proc import assert_on
 from tests.ui_util import hold_job, install_model, library_ready, wait_until
 
 # In-process only: the cancel test holds the job with hold_job (an in-process engine's task table);

@@ -52,8 +52,6 @@ class ModelPickerModal(ModalScreen[Any]):
         if self._models is not None:
             self._show(self._models)
             return
-        from optiq_tui.library import catalog
-
         self.query_one(OptionList).add_option(Option("scanning the library…", disabled=True))
         self._scan(self.app.settings.scan_hf_cache)
 
