@@ -50,7 +50,6 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("OPTIQ_HOME", tempfile.mkdtemp(prefix="bench-quant-"))
 
-    import mlx.core as mx
     from mlx_lm.convert import mixed_quant_predicate_builder
 
     from optiq_tui.engine.blas import loaded_blas
