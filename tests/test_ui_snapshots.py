@@ -282,6 +282,7 @@ def test_eval_table(snap_compare, home, monkeypatch, size):
     """A real quick eval of both quants against their source (retrieval probe off: minutes on CPU)."""
     from optiq_tui.eval import reports
     from optiq_tui.ui.screens.eval import EvalScreen
+    from optiq_tui.ui.widgets.eval_table import EvalTable
 
     # The saved report's file name holds the date and time: saved under a fixed name instead.
     save = reports.save_report
@@ -299,6 +300,9 @@ def test_eval_table(snap_compare, home, monkeypatch, size):
         await wait_until(pilot, lambda: screen.reference is not None, 30, "the reference")
         await pilot.press("enter")
         await wait_until(pilot, lambda: screen.report is not None, 300, "the eval")
+        # DataTable sizes its columns to new rows when idle: under load the shot came first.
+        table = screen.query_one(EvalTable)
+        await wait_until(pilot, lambda: table.ordered_columns[0].content_width > len("model"), 30, "the columns")
         await pilot.pause()
 
     assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
