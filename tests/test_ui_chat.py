@@ -426,6 +426,8 @@ async def test_chat_regenerates_edits_and_copies(tiny_llama_dir):
                     and not screen.generating, "the regenerated answer")
         assert [m.answer_text for m in screen.query(ChatMessage) if m.role == "user"] == ["Hi"]
         assert saved_users(screen) == ["Hi"]
+        saved = screen.store.load(screen.conversation_id).messages
+        assert [m.role for m in saved] == ["system", "user", "assistant"]  # one system prompt, not two
         assert [t.user for t in engine_session(app, screen).turns] == ["Hi"]
         # A regenerate reuses the cached prompt: no made-up prompt rate.
         assert "prompt cached" in str(screen.stats_line.render())
