@@ -373,7 +373,7 @@ async def test_chat_offers_to_drop_old_turns_when_the_context_is_full(tiny_llama
         assert saved_users(screen) == [long_text.strip()] * 2  # the dropped turn stays in the file
 
 
-async def test_conversations_screen_renames_exports_and_deletes(tmp_path):
+async def test_conversations_screen_renames_exports_and_deletes(tmp_path, optiq_home, monkeypatch):
     from optiq_tui.engine.conversations import ConversationStore
     from optiq_tui.ui.screens.conversations import ConversationsScreen
     from optiq_tui.ui.screens.modals import ConfirmModal, InputModal
@@ -402,6 +402,16 @@ async def test_conversations_screen_renames_exports_and_deletes(tmp_path):
         await pilot.press("enter")
         await until(pilot, target.exists, "the export")
         assert "Nobody knows." in target.read_text()
+
+        # The default: the exports folder, shown with ~ so the whole path fits; the prompt names the folder.
+        monkeypatch.setenv("HOME", str(optiq_home.parent))
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, InputModal), "the export dialog")
+        default = store.default_export_path(first)
+        assert app.screen.query_one("#answer").value == f"~/{default.relative_to(optiq_home.parent)}"
+        assert f"go to ~/{default.parent.relative_to(optiq_home.parent)}" in app.screen.prompt
+        await pilot.press("enter")
+        await until(pilot, default.exists, "the export to the default path")
 
         await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the delete question")
