@@ -80,11 +80,15 @@ class EvalTable(DataTable):
         self._rows = list(rows)
         self._narrow = self.size.width < NARROW
         columns = [c for c in COLUMNS if not (self._narrow and c in WIDE_ONLY)]
-        self.clear(columns=True)
-        self.add_columns(*columns)
         cells = [dict(zip(COLUMNS, row_cells(row))) for row in self._rows]
         others = sum(max([len(c)] + [len(r[c]) for r in cells]) + 2 for c in columns[1:])
         room = max(MIN_NAME, self.size.width - others - 4) if self._narrow else 10**6
-        for i, (row, shown) in enumerate(zip(self._rows, cells)):
+        for shown in cells:
             shown["model"] = truncate_middle(shown["model"], room)
+        # Widths given, not measured: DataTable measures new rows when idle, which a report
+        # arriving from a job does not always bring about (the cells stayed cut to the headers).
+        self.clear(columns=True)
+        for c in columns:
+            self.add_column(c, width=max([len(c)] + [len(r[c]) for r in cells]), key=c)
+        for i, (row, shown) in enumerate(zip(self._rows, cells)):
             self.add_row(*(shown[c] for c in columns), key=f"{i}:{row.name}")
