@@ -383,7 +383,7 @@ async def test_chat_offers_to_drop_old_turns_when_the_context_is_full(tiny_llama
         assert saved_users(screen) == [long_text.strip()] * 2  # the dropped turn stays in the file
 
 
-async def test_conversations_screen_renames_exports_and_deletes(tmp_path):
+async def test_conversations_screen_renames_exports_and_deletes(tmp_path, optiq_home, monkeypatch):
     from optiq_tui.engine.conversations import ConversationStore
     from optiq_tui.ui.screens.conversations import ConversationsScreen
     from optiq_tui.ui.screens.modals import ConfirmModal, InputModal
@@ -413,6 +413,16 @@ async def test_conversations_screen_renames_exports_and_deletes(tmp_path):
         await until(pilot, target.exists, "the export")
         assert "Nobody knows." in target.read_text()
 
+        # The default: the exports folder, shown with ~ so the whole path fits; the prompt names the folder.
+        monkeypatch.setenv("HOME", str(optiq_home.parent))
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, InputModal), "the export dialog")
+        default = store.default_export_path(first)
+        assert app.screen.query_one("#answer").value == f"~/{default.relative_to(optiq_home.parent)}"
+        assert f"go to ~/{default.parent.relative_to(optiq_home.parent)}" in app.screen.prompt
+        await pilot.press("enter")
+        await until(pilot, default.exists, "the export to the default path")
+
         await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the delete question")
         await pilot.press("y")
@@ -436,6 +446,8 @@ async def test_chat_regenerates_edits_and_copies(tiny_llama_dir):
                     and not screen.generating, "the regenerated answer")
         assert [m.answer_text for m in screen.query(ChatMessage) if m.role == "user"] == ["Hi"]
         assert saved_users(screen) == ["Hi"]
+        saved = screen.store.load(screen.conversation_id).messages
+        assert [m.role for m in saved] == ["system", "user", "assistant"]  # one system prompt, not two
         assert [t.user for t in engine_session(app, screen).turns] == ["Hi"]
         # A regenerate reuses the cached prompt: no made-up prompt rate.
         assert "prompt cached" in str(screen.stats_line.render())

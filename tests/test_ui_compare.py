@@ -268,3 +268,28 @@ async def test_a_prompt_typed_while_the_models_reload_is_sent_when_ready(pair, m
             assert [m.answer_text for m in messages(screen.columns[0]) if m.role == "user"] == ["Still there?"]
     finally:
         gate.set()
+
+
+async def test_a_masked_column_says_whether_its_side_answered_or_was_stopped():
+    """Blind, before the vote: no figures, but 'stopped' when it was (the transcript says so too)."""
+    from textual.app import App
+
+    from optiq_tui.engine.events import Finished, GenStats
+    from optiq_tui.ui.widgets.compare_column import CompareColumn
+    from optiq_tui.ui.widgets.stream_batch import Batch
+
+    class Two(App):
+        def compose(self):
+            yield CompareColumn("Left", id="left")
+            yield CompareColumn("Right", id="right")
+
+    app = Two()
+    async with app.run_test(size=(80, 24)) as pilot:
+        for side, reason in (("left", "stop"), ("right", "cancelled")):
+            column = app.query_one(f"#{side}", CompareColumn)
+            column.masked = True
+            await column.start_answer(side)
+            await column.apply(Batch(finished=Finished(reason, GenStats(gen_tokens=3, gen_tps=9.0))))
+        await pilot.pause()
+        assert "answered · its figures show after your vote" in str(app.query_one("#left").stats.render())
+        assert "stopped · its figures show after your vote" in str(app.query_one("#right").stats.render())

@@ -20,3 +20,26 @@ def test_download_label_shows_bytes_of_total_and_speed(monkeypatch) -> None:
     # A new stage starts its own rate.
     assert rate.update(Progress("import", 5, 10, unit="B")) is None
     assert describe("Importing", Progress("import", 1, 3, "tensors")) == "Importing · tensors"
+
+
+async def test_percentage_only_when_it_says_something() -> None:
+    """No "--%" while the total is unknown, none beside bytes (the label says "x of y"), shown for steps."""
+    from textual.app import App
+
+    from optiq_tui.ui.widgets.job_bar import JobBar
+
+    class One(App):
+        def compose(self):
+            yield JobBar(id="job-bar")
+
+    app = One()
+    async with app.run_test(size=(80, 5)) as pilot:
+        bar = app.query_one(JobBar)
+        percentage = bar.query_one("#job-progress #percentage")
+        bar.start("Getting the demo model")
+        await pilot.pause()
+        assert bar.display and not percentage.display
+        bar.show(Progress("download", 41_200_000, 108_000_000, unit="B"))
+        assert not percentage.display
+        bar.show(Progress("import", 3, 10, "tensors"))
+        assert percentage.display

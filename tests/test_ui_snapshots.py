@@ -258,6 +258,73 @@ def test_compare_blind_tally_after_the_vote(snap_compare, home, size):
     assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
 
 
+def hold_compare_turn(monkeypatch):
+    """The next compare turn waits after its first token until the returned gate opens;
+    ``held`` gets the turn's cancel flag (the prepare job that loads the pair is not held)."""
+    import functools
+    import threading
+
+    from optiq_tui.engine import service
+    from optiq_tui.engine.events import TextDelta
+    from optiq_tui.eval.compare import SideEvent
+
+    gate, reached, held = threading.Event(), threading.Event(), {}
+    task, thread = service.KINDS["compare"]
+
+    @functools.wraps(task)  # the engine checks arguments against the task's signature
+    def gated(ctx, emit, cancel, **args):
+        if args.get("prompt") is None or reached.is_set():
+            return task(ctx, emit, cancel, **args)
+        held["cancel"] = cancel
+
+        def gated_emit(event):
+            emit(event)
+            if isinstance(event, SideEvent) and isinstance(event.event, TextDelta) and not reached.is_set():
+                reached.set()
+                gate.wait(120)
+
+        return task(ctx, gated_emit, cancel, **args)
+
+    monkeypatch.setitem(service.KINDS, "compare", (gated, thread))
+    return gate, reached, held
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_compare_stopped_says_why_no_kl(snap_compare, home, monkeypatch, size):
+    """Esc during the answers: both sides stop, and the findings say why there is no agreement or KL."""
+    from optiq_tui.ui.screens.compare import CompareScreen
+
+    import random
+    import types
+
+    from optiq_tui.eval import compare
+
+    gate, reached, held = hold_compare_turn(monkeypatch)
+    # The sides step in a random order each round (so blind mode reveals nothing): seeded here,
+    # so the same side has its first token when the stop comes.
+    monkeypatch.setattr(compare, "random", types.SimpleNamespace(Random=lambda: random.Random(0)))
+
+    async def run_before(pilot):
+        app = pilot.app
+        settle(app)
+        await library_loaded(pilot)
+        screen = CompareScreen(info(UNIFORM), info(OPTIQ), blind=False, seed=1)
+        await app.push_screen(screen)
+        await wait_until(pilot, lambda: screen.ready, 60, "both models")
+        await pilot.press(*"What is the capital of France?", "enter")
+        await wait_until(pilot, reached.is_set, 60, "the first token")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: held["cancel"].is_set(), 30, "the stop request")
+        gate.set()
+        await wait_until(pilot, lambda: screen.result is not None and not screen.running, 60, "both sides stopped")
+        await pilot.pause()
+
+    try:
+        assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+    finally:
+        gate.set()
+
+
 # ---- quantize -------------------------------------------------------------------
 
 
@@ -282,7 +349,6 @@ def test_eval_table(snap_compare, home, monkeypatch, size):
     """A real quick eval of both quants against their source (retrieval probe off: minutes on CPU)."""
     from optiq_tui.eval import reports
     from optiq_tui.ui.screens.eval import EvalScreen
-    from optiq_tui.ui.widgets.eval_table import EvalTable
 
     # The saved report's file name holds the date and time: saved under a fixed name instead.
     save = reports.save_report
@@ -300,9 +366,22 @@ def test_eval_table(snap_compare, home, monkeypatch, size):
         await wait_until(pilot, lambda: screen.reference is not None, 30, "the reference")
         await pilot.press("enter")
         await wait_until(pilot, lambda: screen.report is not None, 300, "the eval")
-        # DataTable sizes its columns to new rows when idle: under load the shot came first.
-        table = screen.query_one(EvalTable)
-        await wait_until(pilot, lambda: table.ordered_columns[0].content_width > len("model"), 30, "the columns")
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_eval_before_the_run(snap_compare, home, size):
+    """The set-up: what will run, how long the retrieval probe takes (said before it starts),
+    and why the figures are not the quantize summary's."""
+    from optiq_tui.ui.screens.eval import EvalScreen
+
+    async def run_before(pilot):
+        await library_loaded(pilot)
+        screen = EvalScreen([info(UNIFORM), info(OPTIQ)], retrieval=True)
+        await pilot.app.push_screen(screen)
+        await wait_until(pilot, lambda: screen.reference is not None, 30, "the reference")
         await pilot.pause()
 
     assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
@@ -371,6 +450,69 @@ def test_model_picker(snap_compare, home, size):
     async def run_before(pilot):
         await library_loaded(pilot)
         await pilot.app.push_screen(ModelPickerModal("Model A"))
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_command_palette(snap_compare, home, size):
+    """ctrl+p, searched: the library's action by name and its key binding, each with its key.
+
+    Searched, because with no query the providers' lists arrive in either order."""
+    from textual.command import CommandList, CommandPalette
+
+    async def run_before(pilot):
+        await library_loaded(pilot)
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, CommandPalette))
+        await pilot.press(*"quantize")
+        await wait_until(pilot, lambda: pilot.app.screen.query_one(CommandList).option_count >= 2, 30, "the hits")
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_conversation_export_dialog(snap_compare, home, monkeypatch, size):
+    """The export dialog names the one folder every export goes to (its input shows only the path's end)."""
+    from optiq_tui.engine import conversations
+    from optiq_tui.settings import paths
+    from optiq_tui.ui.screens.conversations import ConversationsScreen
+
+    store = conversations.ConversationStore()
+    monkeypatch.setattr(conversations, "_now", lambda: "2026-11-30T20:00:00+00:00")
+    cid = store.create(model=SOURCE, title="What is the capital of France?")
+    store.append(cid, "user", "What is the capital of France?")
+    # The default file name holds the conversation's id (made from the clock): a fixed one instead.
+    monkeypatch.setattr(conversations.ConversationStore, "default_export_path",
+                        lambda self, _cid: paths().exports / "what-is-the-capital-of-france.md")
+
+    async def run_before(pilot):
+        await library_loaded(pilot)
+        await pilot.app.push_screen(ConversationsScreen())
+        await pilot.pause()
+        await pilot.press("e")
+        await pilot.pause()
+
+    assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_quantize_form_marks_every_bad_field(snap_compare, home, size):
+    """Two bad fields: both marked (visible with 256 colours too) and both problems listed."""
+    from textual.widgets import Input
+
+    from optiq_tui.ui.screens.quantize import QuantizeScreen
+
+    async def run_before(pilot):
+        await library_loaded(pilot, highlight=SOURCE)
+        await pilot.press("q")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, QuantizeScreen))
+        screen = pilot.app.screen
+        screen.query_one("#target", Input).value = "five"
+        screen.query_one("#bits", Input).value = "4,x"
+        await wait_until(pilot, lambda: screen.bad_fields == {"target", "bits"}, 10, "both fields marked")
         await pilot.pause()
 
     assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)

@@ -168,7 +168,9 @@ def chat(
         dropped = session.drop_oldest_turns()
         emit(Log(f"Dropped the {dropped} oldest turn{'' if dropped == 1 else 's'} to make room."))
     if conversation and save:
-        if system and not session.turns:
+        # Not again after a regenerate took back the only turn (the file keeps the first one).
+        last_system = next((m.content for m in reversed(saved) if m.role == "system"), None)
+        if system and not session.turns and system != last_system:
             ctx.store.append(conversation, "system", system)
         ctx.store.append(conversation, "user", text)
     effort = loaded.format.normalize_effort(effort)

@@ -52,6 +52,7 @@ def about_table(diag: Any | None, engine: str = "", api: str = "") -> Table:
     table.add_row(Text("optiq-chat", style="bold underline"), __version__)
     table.add_row("models", display_path(p.models))
     table.add_row("conversations", display_path(p.conversations))
+    table.add_row("exports", display_path(p.exports))  # where every export dialog writes by default
     table.add_row("settings", display_path(p.settings_file))
     table.add_row("", "")
     table.add_row(Text("engine", style="bold underline"), engine or "connecting…")

@@ -12,6 +12,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label
 from textual.worker import Worker, WorkerState
 
+from optiq_tui.ui.widgets.model_table import truncate_middle
+
 
 class ConversationsScreen(Screen[str | None]):
     """Dismisses with the id of the conversation to reopen, or None."""
@@ -48,15 +50,21 @@ class ConversationsScreen(Screen[str | None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("title", "model", "messages", "updated")
+        table.add_columns("title", "model", "msgs", "updated")
         self.refresh_list()
 
     def refresh_list(self) -> None:
         self.conversations = list(self.store.list())
         table = self.query_one(DataTable)
         table.clear()
+        # Title and model share what the count and date leave, so the date stays whole at 80 columns;
+        # a model's name is cut in the middle (quants differ at the end).
+        cut = max(26, (self.app.size.width - 28) // 2)
         for c in self.conversations:
-            table.add_row(c.title or "(untitled)", c.model, str(c.n_messages), c.updated[:16].replace("T", " "), key=c.id)
+            title = c.title or "(untitled)"
+            title = title if len(title) <= cut else title[: cut - 1] + "…"
+            model = truncate_middle(c.model, cut)
+            table.add_row(title, model, str(c.n_messages), c.updated[:16].replace("T", " "), key=c.id)
         self.query_one("#conv-empty").display = not self.conversations
         table.focus()
 
@@ -109,7 +117,7 @@ class ConversationsScreen(Screen[str | None]):
         )
 
     def action_export(self) -> None:
-        from optiq_tui.ui.screens.modals import InputModal
+        from optiq_tui.ui.screens.modals import export_dialog
 
         chosen = self._selected()
         if chosen is None:
@@ -121,7 +129,7 @@ class ConversationsScreen(Screen[str | None]):
             if path:
                 self._export(store, chosen.id, path)
 
-        self.app.push_screen(InputModal("Export to Markdown", "Write the conversation to:", value=str(default)), chosen_path)
+        self.app.push_screen(export_dialog("Export to Markdown", "the conversation", default), chosen_path)
 
     @work(group="export", exit_on_error=False)
     async def _export(self, store: Any, conversation_id: str, path: str) -> None:

@@ -240,7 +240,7 @@ class EvalScreen(JobScreen):
         if self.report is None:
             self.notify("Run the eval first (Enter).", severity="warning")
             return
-        from optiq_tui.ui.screens.modals import InputModal
+        from optiq_tui.ui.screens.modals import export_dialog
 
         report = self.report
         suffix = ".md" if kind == "markdown" else ".json"
@@ -254,7 +254,7 @@ class EvalScreen(JobScreen):
                 self._export(report, path)
 
         self.app.push_screen(
-            InputModal(f"Export {kind}", "Write the report to:", value=str(default)), chosen
+            export_dialog(f"Export {kind}", "the report", default), chosen
         )
 
     @work(group="export")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -68,6 +70,15 @@ class ConfirmModal(ModalScreen[bool]):
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
+
+
+def export_dialog(title: str, what: str, default: Path) -> "InputModal":
+    """Asks where to export ``what``, naming the one folder every export goes to; paths shown with ~
+    (the writers expand it), so the input holds the whole path at 80 columns."""
+    from optiq_tui.ui.widgets.model_details import display_path
+
+    prompt = f"Exports (conversations and eval reports) go to {display_path(default.parent)}. Write {what} to:"
+    return InputModal(title, prompt, value=display_path(default))
 
 
 class InputModal(ModalScreen[str | None]):

@@ -54,7 +54,7 @@ def summary_text(result: dict[str, Any]) -> Text:
 class QuantizeProgressScreen(JobScreen):
     """Runs a quantize job of ``info`` with ``config`` in the engine (or follows a running one) and shows it."""
 
-    # Short terminals (24 rows over SSH) get a lower chart, and no log once the summary shows.
+    # Short terminals (24 rows over SSH) get a lower chart, and the summary in place of the stages once done.
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),

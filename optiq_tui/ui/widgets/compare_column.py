@@ -68,9 +68,10 @@ class CompareColumn(Vertical):
             else:
                 self.stats.show_stats(batch.stats, live=batch.finished is None)
         if batch.finished is not None:
-            if self.masked:
-                self.stats.show_text("answered · its figures show after your vote")
             fin = batch.finished
+            if self.masked:
+                how = {"cancelled": "stopped", "error": "failed"}.get(fin.reason, "answered")
+                self.stats.show_text(f"{how} · its figures show after your vote")
             await self.current.finish(fin.reason, fin.error, fin.stats.reasoning_tokens)
 
     def reveal(self) -> None:

@@ -52,12 +52,13 @@ def row_cells(row: Any) -> tuple[str, ...]:
     )
 
 
-# Narrower than this, the size and KL-interval columns go (the library shows the size,
-# the saved report and the CLI the interval) and names are cut in the middle, so top-1,
-# flips and retrieval stay on screen at 80 columns.
+# Narrower than this, or when names would be cut below MIN_WIDE_NAME, the size and KL-interval
+# columns go (the library shows the size, the saved report and the CLI the interval) and names
+# are cut in the middle, so top-1, flips and retrieval stay on screen.
 NARROW = 100
 WIDE_ONLY = ("size", "KL 95% CI")
 MIN_NAME = 14
+MIN_WIDE_NAME = 24
 
 
 class EvalTable(DataTable):
@@ -66,25 +67,36 @@ class EvalTable(DataTable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._rows: list[Any] = []
-        self._narrow: bool | None = None
+        self._width: int | None = None
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
 
     def on_resize(self) -> None:
-        if (self.size.width < NARROW) != self._narrow:
+        if self.size.width != self._width:
             self.show_rows(self._rows)
 
     def show_rows(self, rows: list[Any]) -> None:
         self._rows = list(rows)
-        self._narrow = self.size.width < NARROW
-        columns = [c for c in COLUMNS if not (self._narrow and c in WIDE_ONLY)]
-        self.clear(columns=True)
-        self.add_columns(*columns)
+        self._width = width = self.size.width
         cells = [dict(zip(COLUMNS, row_cells(row))) for row in self._rows]
-        others = sum(max([len(c)] + [len(r[c]) for r in cells]) + 2 for c in columns[1:])
-        room = max(MIN_NAME, self.size.width - others - 4) if self._narrow else 10**6
+
+        def layout(narrow: bool) -> tuple[list[str], int]:
+            columns = [c for c in COLUMNS if not (narrow and c in WIDE_ONLY)]
+            others = sum(max([len(c)] + [len(r[c]) for r in cells]) + 2 for c in columns[1:])
+            # The room left for names: their padding, and a scrollbar's once the rows pass the table's height.
+            return columns, width - others - 2 - (2 if len(cells) > 10 else 0)
+
+        columns, room = layout(width < NARROW)
+        if width >= NARROW and room < MIN_WIDE_NAME:
+            columns, room = layout(True)
+        for shown in cells:
+            shown["model"] = truncate_middle(shown["model"], max(MIN_NAME, room)) if width else shown["model"]
+        # Widths given, not measured: DataTable measures new rows only when idle, which a report
+        # arriving from a job does not always bring about (the cells stayed cut to the headers).
+        self.clear(columns=True)
+        for c in columns:
+            self.add_column(c, width=max([len(c)] + [len(r[c]) for r in cells]), key=c)
         for i, (row, shown) in enumerate(zip(self._rows, cells)):
-            shown["model"] = truncate_middle(shown["model"], room)
             self.add_row(*(shown[c] for c in columns), key=f"{i}:{row.name}")

@@ -62,11 +62,17 @@ class JobBar(Horizontal):
         self._rate = ByteRate()
         self.query_one("#job-label", Label).update(f"{title}…")
         self.query_one(ProgressBar).update(total=None, progress=0)
+        self._show_percentage(False)
         self.display = True
+
+    def _show_percentage(self, shown: bool) -> None:
+        # "--%" while the total is unknown says nothing; byte progress says "x of y" in the label.
+        self.query_one("#job-progress #percentage").display = shown
 
     def show(self, event: Any) -> None:
         if isinstance(event, Progress):
             self.query_one(ProgressBar).update(total=event.total, progress=event.done)
+            self._show_percentage(bool(event.total) and event.unit != "B")
             rate = self._rate.update(event) if event.unit == "B" else None
             self.query_one("#job-label", Label).update(describe(self.title, event, rate))
         elif isinstance(event, Log):

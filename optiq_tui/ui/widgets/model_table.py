@@ -158,8 +158,27 @@ class ModelTable(DataTable):
             shown.sort(key=lambda m: getattr(m, self.sort_key) is None)
         self._shown = shown
         self.clear(columns=True)
-        columns = [c for c in COLUMNS if not (self.narrow and c[0] in WIDE_ONLY)]
         mark_of = {path: letter for letter, path in self.marks.items()}
+        columns, rows, natural, widths, room = self._layout(shown, mark_of, narrow=self.narrow)
+        if self.available_width and room < natural["name"] and not self.narrow:
+            # Whole names before arch, format and context (the details panel shows those).
+            columns, rows, natural, widths, room = self._layout(shown, mark_of, narrow=True)
+        widths["name"] = min(natural["name"], max(MIN_NAME_WIDTH, room)) if self.available_width else natural["name"]
+        for key, header, _ in columns:
+            label = header
+            if key == self.sort_key:
+                label += " ▼" if self.sort_reverse else " ▲"
+            self.add_column(label, key=key, width=widths.get(key))
+        for info, cells in rows:
+            for key, width in widths.items():
+                if cells[key].cell_len > width:
+                    cells[key] = self._cut(info, key, cells[key], width, mark_of.get(str(info.path)))
+            self.add_row(*cells.values(), key=str(info.path))
+        self._restore_cursor(keep, shown)
+
+    def _layout(self, shown: list[ModelInfo], mark_of: dict[str, str], *, narrow: bool) -> tuple:
+        """Columns, cells per model, natural and capped widths, and the room left for names."""
+        columns = [c for c in COLUMNS if not (narrow and c[0] in WIDE_ONLY)]
         rows = []
         for info in shown:
             cells = {key: Text(fmt(info), no_wrap=True) for key, _, fmt in columns}
@@ -173,19 +192,7 @@ class ModelTable(DataTable):
         widths = {key: min(cap, natural[key]) for key, cap in MAX_WIDTH.items() if key in natural}
         others = sum(widths.get(key, natural[key]) + CELL_PADDING for key in natural if key != "name")
         # The vertical scrollbar's room.
-        room = self.available_width - others - CELL_PADDING - 2
-        widths["name"] = min(natural["name"], max(MIN_NAME_WIDTH, room)) if self.available_width else natural["name"]
-        for key, header, _ in columns:
-            label = header
-            if key == self.sort_key:
-                label += " ▼" if self.sort_reverse else " ▲"
-            self.add_column(label, key=key, width=widths.get(key))
-        for info, cells in rows:
-            for key, width in widths.items():
-                if cells[key].cell_len > width:
-                    cells[key] = self._cut(info, key, cells[key], width, mark_of.get(str(info.path)))
-            self.add_row(*cells.values(), key=str(info.path))
-        self._restore_cursor(keep, shown)
+        return columns, rows, natural, widths, self.available_width - others - CELL_PADDING - 2
 
     @staticmethod
     def _cut(info: ModelInfo, key: str, cell: Text, width: int, mark: str | None) -> Text:

@@ -16,12 +16,12 @@ SEPARATOR = " │ "
 def stats_parts(stats: GenStats, memory: bool = True) -> list[str]:
     """The figures of GenStats, each one unbreakable piece: TTFT, prompt, generation, memory."""
     ttft = "–" if stats.ttft_s is None else f"{stats.ttft_s:.2f}s"
-    # One new token (a regenerate, the rest reused from the cache) has no meaningful rate.
-    prompt = (
-        f"prompt {stats.prompt_tokens} tok {stats.prompt_tps:.0f}/s"
-        if stats.prompt_tokens > 1
-        else "prompt cached"
-    )
+    # One new token (a regenerate, the rest reused from the cache) has no meaningful rate;
+    # none at all: stopped before the prompt was read (one side of a stopped compare).
+    if stats.prompt_tokens > 1:
+        prompt = f"prompt {stats.prompt_tokens} tok {stats.prompt_tps:.0f}/s"
+    else:
+        prompt = "prompt cached" if stats.prompt_tokens == 1 else "prompt –"
     parts = [f"TTFT {ttft}", prompt, f"gen {stats.gen_tokens} tok {stats.gen_tps:.1f}/s"]
     if memory:
         parts += [

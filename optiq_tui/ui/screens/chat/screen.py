@@ -153,6 +153,7 @@ class ChatScreen(StreamPump, TurnActions, JobScreen):
         prompt.placeholder = f"Loading {info.name}…"
         bar = self.query_one("#load-progress", ProgressBar)
         bar.update(total=None, progress=0)
+        bar.query_one("#percentage").display = False  # "--%" until the load reports a total
         bar.display = True
         self._set_notice("")
         self.stats_line.show_text(f"loading {info.name}…")
@@ -280,6 +281,7 @@ class ChatScreen(StreamPump, TurnActions, JobScreen):
         if isinstance(event, Progress):
             bar = self.query_one("#load-progress", ProgressBar)
             bar.update(total=event.total, progress=event.done)
+            bar.query_one("#percentage").display = bool(event.total)
             self.stats_line.show_text(f"loading {self.info.name}: {event.message or event.stage}")
 
     async def job_done(self, job: JobInfo) -> None:
