@@ -108,6 +108,21 @@ def test_reference_found_from_optiq_provenance(family, tmp_path):
     assert not related(q4, src)
 
 
+
+def test_a_copied_library_relates_a_quant_to_its_own_copy_of_the_source(family, optiq_home, tmp_path):
+    # The quant records the old home's source folder, which still exists: the library's copy wins.
+    from optiq_tui.eval.compare import related
+    from optiq_tui.library.provenance import source_path
+
+    src, q4, _q8 = family
+    old_source = tmp_path / "old-home" / "models" / "tiny-src"
+    shutil.copytree(src.path, old_source)
+    source = inspect_model(shutil.copytree(src.path, optiq_home / "models" / "tiny-src"))
+    quant = shutil.copytree(q4.path, optiq_home / "models" / "tiny-src-optiq")
+    (quant / "optiq_quant.json").write_text(json.dumps({"source_model": "tiny-src", "source_path": str(old_source)}))
+    assert source_path(inspect_model(quant)) == source.path.resolve()
+    assert related(inspect_model(quant), source)
+
 @pytest.mark.demo
 def test_demo_model_against_its_uniform_4bit(demo_model_dir, tmp_path):
     from mlx_lm import convert

@@ -31,25 +31,23 @@ def find_reference(models: Sequence[Any]) -> Any | None:
 def source_path(info: Any) -> Path | None:
     """The folder of the model ``info`` was made from, or None when unknown or gone.
 
-    OptiQ quants record the source folder in ``optiq_quant.json``; otherwise
-    the catalog's ``source_model`` is looked up in the library. GGUF imports
-    name a .gguf file, not a model: they are sources themselves.
+    The library's model of the recorded source name comes first: a library copied or
+    moved to another OPTIQ_HOME keeps its quants' recorded folders, which may still
+    exist where it was. Otherwise OptiQ quants' ``optiq_quant.json`` folder is used.
+    GGUF imports name a .gguf file, not a model: they are sources themselves.
     """
     from optiq_tui.library.catalog import resolve
 
     if getattr(info, "quant_kind", None) == "gguf":
         return None
-    try:
-        meta = json.loads((Path(info.path) / OPTIQ_QUANT_FILE).read_text())
-        folder = Path(meta["source_path"])
-        if (folder / "config.json").exists():
-            return folder.resolve()
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
     name = getattr(info, "source_model", None)
-    if not name:
-        return None
+    if name:
+        try:
+            return Path(resolve(name).path).resolve()
+        except OptiqError:
+            pass
     try:
-        return Path(resolve(name).path).resolve()
-    except OptiqError:
+        folder = Path(json.loads((Path(info.path) / OPTIQ_QUANT_FILE).read_text())["source_path"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+    return folder.resolve() if (folder / "config.json").exists() else None
