@@ -116,3 +116,48 @@ def test_moe_experts_get_hessians_from_their_routed_tokens_and_compensate():
     layer = quantized_module(glu.down_proj, compensate_quantized(w, h, 4, 32), 4, 32)
     assert mx.array_equal(mx.dequantize(layer.weight, layer.scales, layer.biases,
                                         group_size=32, bits=4), compensate(w, h, 4, 32))
+
+
+def test_aiming_at_the_source_output_beats_aiming_at_the_own_weight():
+    """Inputs already off from the source's (an earlier block quantized): compensating
+    towards the source's output lowers ||X Ŵᵀ − X_s Wᵀ|| below both RTN and own-weight GPTQ."""
+    from optiq_tui.quant.compensate import aim_at_source
+
+    x_s = _inputs(400, 128, seed=7)
+    mx.random.seed(8)
+    x = x_s + 0.2 * mx.random.normal(x_s.shape)  # the quantized model's inputs
+    w = (0.05 * mx.random.normal((48, 128))).astype(mx.float16)
+    xtx, cross = x.T @ x, x.T @ x_s
+    target = aim_at_source(w, xtx, cross)
+
+    def to_source(w_hat: mx.array) -> float:
+        return mx.sum((x @ w_hat.astype(mx.float32).T - x_s @ w.astype(mx.float32).T) ** 2).item()
+
+    dq = lambda t: mx.dequantize(*t, group_size=64, bits=4)  # noqa: E731
+    aimed = dq(compensate_quantized(w, xtx, 4, 64, target=target))
+    own = dq(compensate_quantized(w, xtx, 4, 64))
+    assert to_source(aimed) < 0.8 * to_source(own) < 0.8 * to_source(qdq(w, 4, 64))
+    # Never worse than RTN per row on the objective it aims at (error against the target).
+    assert (output_error(target, aimed, xtx) <= output_error(target, qdq(w, 4, 64), xtx) * (1 + 1e-9)).all()
+    # Same inputs in both streams: the target is the weight itself.
+    assert mx.allclose(aim_at_source(w, x_s.T @ x_s, x_s.T @ x_s), w.astype(mx.float32), atol=1e-3)
+
+
+def test_source_stream_gives_cross_terms_for_linears_only():
+    from mlx_lm.models import llama
+
+    args = llama.ModelArgs(model_type="llama", hidden_size=64, num_hidden_layers=1,
+                           intermediate_size=128, num_attention_heads=4, rms_norm_eps=1e-5,
+                           vocab_size=32, num_key_value_heads=2)
+    mx.random.seed(0)
+    block = llama.TransformerBlock(args)
+    xs = [mx.random.normal((1, 16, 64)) for _ in range(2)]
+    shifted = [x + 0.1 for x in xs]
+    xtx, _t, _o = collect_hessians(block, [((x,), {"mask": "causal"}) for x in shifted],
+                                   source_calls=[((x,), {"mask": "causal"}) for x in xs])
+    a = [block.input_layernorm(x).reshape(-1, 64) for x in shifted]
+    b = [block.input_layernorm(x).reshape(-1, 64) for x in xs]
+    expect = sum(p.T @ q for p, q in zip(a, b))
+    assert mx.allclose(xtx["self_attn.k_proj#cross"], expect, rtol=1e-4, atol=1e-3)
+    assert xtx["mlp.down_proj#cross"].shape == (128, 128)
+    assert type(block.self_attn.q_proj) is nn.Linear
