@@ -27,8 +27,6 @@ def main() -> int:
     parser.add_argument("--calibration", type=int, default=8, help="calibration sequences of 512 tokens")
     parser.add_argument("--heldout-tokens", type=int, default=4096)
     parser.add_argument("--no-flips", action="store_true")
-    parser.add_argument("--source-target", action="store_true",
-                        help="compensate towards the source model's output (quant/plus.py)")
     args = parser.parse_args()
 
     import mlx.core as mx
@@ -59,8 +57,7 @@ def main() -> int:
     rtn_in_place(rtn, paths)
     plus, _ = mlx_lm.load(folder)
     t0 = time.perf_counter()
-    compensate_model(plus, {p: args.bits for p in block_paths}, 64, cal,
-                     source_target=args.source_target)
+    compensate_model(plus, {p: args.bits for p in block_paths}, 64, cal)
     seconds = time.perf_counter() - t0
     rtn_in_place(plus, [p for p in paths if p not in block_paths])
     for m in (source, rtn, plus):

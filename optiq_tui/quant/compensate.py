@@ -43,12 +43,6 @@ class _Recorder(nn.Module):
         object.__setattr__(self, "xtx", mx.zeros(shape, dtype=mx.float32))
         object.__setattr__(self, "tokens", np.zeros(experts or 1, dtype=np.int64))
         object.__setattr__(self, "experts", experts)
-        # Asymmetric mode: per call, this layer's input in the source model (``paired``), and
-        # the running sum of Xᵀ X_source; ``keep`` stores the inputs (the source pass).
-        object.__setattr__(self, "paired", None)
-        object.__setattr__(self, "cross", None)
-        object.__setattr__(self, "kept", None)
-        object.__setattr__(self, "calls", 0)
 
     def __getattr__(self, name: str) -> Any:
         # Models that read e.g. ``proj.weight`` directly still see the real layer.
@@ -64,14 +58,8 @@ class _Recorder(nn.Module):
             rows = x.reshape(-1, x.shape[-1]).astype(mx.float32)
             object.__setattr__(self, "xtx", self.xtx + rows.T @ rows)
             self.tokens[0] += rows.shape[0]
-            if self.kept is not None:
-                self.kept.append(rows)
-            if self.paired is not None:
-                object.__setattr__(self, "cross", self.cross + rows.T @ self.paired[self.calls])
-                mx.eval(self.cross)
         else:
             self._add_routed(x, args[0] if args else kwargs["indices"])
-        object.__setattr__(self, "calls", self.calls + 1)
         mx.eval(self.xtx)
         return self.inner(x, *args, **kwargs)
 
@@ -103,7 +91,7 @@ def linear_paths(block: nn.Module) -> list[str]:
 
 
 def collect_hessians(
-    block: nn.Module, calls: Iterable[Call], *, source_calls: Sequence[Call] | None = None,
+    block: nn.Module, calls: Iterable[Call]
 ) -> tuple[dict[str, mx.array], dict[str, np.ndarray], list[Any]]:
     """Run ``block(*args, **kwargs)`` for each call, with every Linear / SwitchLinear
     wrapped, and return (XᵀX per path, tokens seen per path, the block's outputs).
@@ -111,67 +99,25 @@ def collect_hessians(
     XᵀX is (D, D) float32 for a Linear and (E, D, D) for an expert stack, summed
     over the tokens routed to each expert; tokens is one count per expert.
     The block is restored afterwards, even on error.
-
-    ``source_calls`` (one per call, the same tokens as the source model's stream hands
-    the block): the block runs on them first, and each Linear's XᵀX_source is returned
-    too, under ``"<path>#cross"`` (see :func:`aim_at_source`). Experts get none: their
-    routing differs between the two streams.
     """
     switch = _switch_linear()
     paths = linear_paths(block)
     originals = {p: dict(block.named_modules())[p] for p in paths}
-
-    def wrap() -> dict[str, _Recorder]:
-        return {p: _Recorder(m, m.weight.shape[0] if isinstance(m, switch) else None)
-                for p, m in originals.items()}
-
-    def run(recorders: dict[str, _Recorder], todo: Iterable[Call]) -> list[Any]:
-        outputs = []
-        block.update_modules(tree_unflatten(list(recorders.items())))
-        try:
-            for args, kwargs in todo:
-                out = block(*args, **kwargs)
-                mx.eval(out)
-                outputs.append(out)
-        finally:
-            block.update_modules(tree_unflatten(list(originals.items())))
-        return outputs
-
-    cross: dict[str, mx.array] = {}
-    recorders = wrap()
-    if source_calls is not None:
-        for r in recorders.values():
-            object.__setattr__(r, "kept", [] if r.experts is None else None)
-        run(recorders, source_calls)
-        kept = {p: r.kept for p, r in recorders.items() if r.kept is not None}
-        recorders = wrap()
-        for p, rows in kept.items():
-            r = recorders[p]
-            object.__setattr__(r, "paired", rows)
-            object.__setattr__(r, "cross", mx.zeros(r.xtx.shape, dtype=mx.float32))
-    outputs = run(recorders, calls)
-    xtx = {p: r.xtx for p, r in recorders.items()}
-    xtx.update({f"{p}#cross": r.cross for p, r in recorders.items() if r.cross is not None})
-    return xtx, {p: r.tokens.copy() for p, r in recorders.items()}, outputs
-
-
-def aim_at_source(weight: mx.array, xtx: mx.array, cross: mx.array, damp: float = 0.1) -> mx.array:
-    """The weight V whose output on this model's inputs X best matches the source's output
-    on its own inputs X_s: argmin ||X Vᵀ − X_s Wᵀ||² + λ||V − W||² (float32).
-
-    Compensating towards V instead of W also undoes the error the blocks before this one
-    left in X (GPTAQ's asymmetric calibration): ||X Ŵᵀ − X_s Wᵀ||² = ||X (Ŵ − V)ᵀ||² + const.
-    λ (``damp`` times the mean of diag XᵀX) pulls V to W where X says little.
-    """
-    h = np.array(xtx, dtype=np.float64)
-    c = np.array(cross, dtype=np.float64)
-    w = np.array(weight.astype(mx.float32), dtype=np.float64)
-    lam = damp * float(np.mean(np.diag(h)))
-    if lam <= 0:
-        return weight.astype(mx.float32)
-    # (H + λI) Vᵀ = X_sᵀ-side target: XᵀX_s Wᵀ + λ Wᵀ.
-    vt = np.linalg.solve(h + lam * np.eye(len(h)), c @ w.T + lam * w.T)
-    return mx.array(vt.T.astype(np.float32))
+    recorders = {
+        p: _Recorder(m, m.weight.shape[0] if isinstance(m, switch) else None)
+        for p, m in originals.items()
+    }
+    outputs = []
+    block.update_modules(tree_unflatten(list(recorders.items())))
+    try:
+        for args, kwargs in calls:
+            out = block(*args, **kwargs)
+            mx.eval(out)
+            outputs.append(out)
+    finally:
+        block.update_modules(tree_unflatten(list(originals.items())))
+    return ({p: r.xtx for p, r in recorders.items()},
+            {p: r.tokens.copy() for p, r in recorders.items()}, outputs)
 
 
 def _inverse_factor(xtx: np.ndarray, damp: float) -> np.ndarray:
@@ -261,16 +207,13 @@ def _dequantize(t: Triple, bits: int, group_size: int) -> mx.array:
 
 
 def compensate_quantized(weight: mx.array, xtx: mx.array, bits: int, group_size: int, *,
-                         damp: float = 0.01, block: int = 128,
-                         target: mx.array | None = None) -> Triple:
+                         damp: float = 0.01, block: int = 128) -> Triple:
     """GPTQ-quantize ``weight`` (O, D), or an expert stack (E, O, D) with (E, D, D) XᵀX,
     at ``bits`` and ``group_size``: (codes, scales, biases) as ``mx.quantize`` lays
     them out, scales and biases in the weight's dtype.
 
     Rows whose calibration output error would be above round-to-nearest's keep
     round-to-nearest, so no row's error is worse than RTN's on these inputs.
-    ``target`` (float32, from :func:`aim_at_source`): compensate towards it instead,
-    error measured against it; round-to-nearest is still of ``weight``.
     """
     if weight.shape[-1] % group_size:
         raise ValueError(f"input dimension {weight.shape[-1]} is not a multiple of {group_size}")
@@ -283,18 +226,17 @@ def compensate_quantized(weight: mx.array, xtx: mx.array, bits: int, group_size:
     if not np.any(np.diag(h) > 0):
         return rtn  # no calibration token reached this layer (an unused expert)
     block = max(group_size, block // group_size * group_size)
-    goal = weight if target is None else target
-    raw = _gptq_matrix(np.array(goal.astype(mx.float32)), h, bits, group_size,
+    raw = _gptq_matrix(np.array(weight.astype(mx.float32)), h, bits, group_size,
                        weight.dtype, damp, block)
     gptq = _triple(mx.array(raw), bits, group_size, weight.dtype)
     # Per row, the first candidate whose output error is not above RTN's: the compensated
     # grid, else RTN nudged to a fixed point of quantize/dequantize, else plain RTN.
-    rtn_error = output_error(goal, _dequantize(rtn, bits, group_size), xtx)
+    rtn_error = output_error(weight, _dequantize(rtn, bits, group_size), xtx)
     fixed = mx.quantize(_fixed_point(_dequantize(rtn, bits, group_size), bits, group_size),
                         group_size=group_size, bits=bits)
     chosen = rtn
     for cand in (fixed, gptq):
-        ok = output_error(goal, _dequantize(cand, bits, group_size), xtx) <= rtn_error
+        ok = output_error(weight, _dequantize(cand, bits, group_size), xtx) <= rtn_error
         pick = mx.array(ok)[:, None]
         chosen = tuple(mx.where(pick, c, r) for c, r in zip(cand, chosen))
     return chosen

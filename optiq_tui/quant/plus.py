@@ -18,14 +18,13 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from optiq_tui.progress import Log, ProgressFn, check_cancel, no_progress
+from optiq_tui.quant.backbone import find_blocks
 from optiq_tui.quant.compensate import (
     Triple,
-    aim_at_source,
     collect_hessians,
     compensate_quantized,
     linear_paths,
 )
-from optiq_tui.quant.backbone import find_blocks
 from optiq_tui.quant.config import KEEP
 from optiq_tui.quant.layers import get_module
 
@@ -84,17 +83,11 @@ def record_block_calls(model: nn.Module, sequences: Sequence[Sequence[int]]):
 
 def compensate_model(model: nn.Module, choice: dict[str, int], group_size: int,
                      sequences: Sequence[Sequence[int]], *, progress: ProgressFn = no_progress,
-                     cancel: threading.Event | None = None,
-                     source_target: bool = False) -> dict[str, Triple]:
+                     cancel: threading.Event | None = None) -> dict[str, Triple]:
     """Compensated (codes, scales, biases) for every block layer ``choice`` quantizes.
 
     The model computes in float32 meanwhile and is left in its own dtype, its
     compensated layers holding their dequantized values (what the quant computes).
-    ``source_target``: each Linear aims at the source model's output on the source's own
-    inputs (carried alongside as a second stream), so it also undoes the error the
-    blocks before it left; otherwise at its own weight's output on the quantized inputs.
-    Off by default: on the demo at uniform 4-bit it made held-out KL 6.2x round-to-nearest's
-    (own target: 0.89x), though it wins on a tiny random model; kept for that measurement.
     """
     dtype = next(v.dtype for _k, v in _float_params(model))
     model.set_dtype(mx.float32)
@@ -102,30 +95,18 @@ def compensate_model(model: nn.Module, choice: dict[str, int], group_size: int,
     triples: dict[str, Triple] = {}
     try:
         hidden, calls = record_block_calls(model, sequences)
-        source_hidden = list(hidden)
         blocks = _blocks(model)
         for i, block in enumerate(blocks):
             check_cancel(cancel)
             prefix = paths[id(block)]
             block_calls = [((h, *a), k) for h, (a, k) in zip(hidden, calls[i])]
-            source_calls = None
-            if source_target:
-                source_calls = [((h, *a), k) for h, (a, k) in zip(source_hidden, calls[i])]
-            xtx, _tokens, _ = collect_hessians(block, block_calls, source_calls=source_calls)
-            if source_calls is not None:
-                # The block still holds the source's weights: its output is the source stream's next.
-                source_hidden = [block(*args, **kw) for args, kw in source_calls]
-                mx.eval(source_hidden)
+            xtx, _tokens, _ = collect_hessians(block, block_calls)
             for rel in linear_paths(block):
                 bits = choice.get(f"{prefix}.{rel}", KEEP)
                 if bits == KEEP:
                     continue
                 layer = get_module(block, rel)
-                target = None
-                if f"{rel}#cross" in xtx:
-                    target = aim_at_source(layer.weight, xtx[rel], xtx[f"{rel}#cross"])
-                triple = compensate_quantized(layer.weight.astype(dtype), xtx[rel], bits, group_size,
-                                              target=target)
+                triple = compensate_quantized(layer.weight.astype(dtype), xtx[rel], bits, group_size)
                 triples[f"{prefix}.{rel}"] = triple
                 layer.weight = mx.dequantize(*triple, group_size=group_size,
                                              bits=bits).astype(mx.float32)
