@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -55,8 +56,6 @@ def main() -> int:
     parser.add_argument("--no-flips", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
-
-    import os
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-plus-"))
     os.environ["OPTIQ_HOME"] = str(scratch)  # an empty library and sensitivity cache
@@ -172,6 +171,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "source_ppl": src_ppl,
                                          "rows": results}, indent=2, default=str))
+    shutil.rmtree(scratch, ignore_errors=True)  # the scratch library and its sensitivity cache
     return 0
 
 
