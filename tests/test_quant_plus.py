@@ -78,3 +78,29 @@ def test_plus_preset_writes_a_model_mlx_lm_loads(tiny_llama_dir, preset):
     plain = qdq(source.model.layers[0].mlp.down_proj.weight, q.bits, q.group_size)
     assert not mx.array_equal(w, plain)  # compensated, not rounded to nearest
     assert model(mx.array([[1, 2, 3]])).shape[-1] == source(mx.array([[1, 2, 3]])).shape[-1]
+
+
+def test_moe_experts_compensated_through_qwen3_moe(tmp_path):
+    """qwen3_moe's ``model.layers`` is a fresh slice each time: the blocks are found in
+    the model's own list, and the SwitchLinear experts get compensated triples."""
+    import mlx_lm
+
+    from tests.tiny import build_tiny_qwen3_moe
+
+    folder = build_tiny_qwen3_moe(tmp_path / "moe")
+    source, tok = mlx_lm.load(str(folder))
+    seqs = _sequences(tok)
+    choice = {p: 3 for p, m in source.named_modules() if ".layers." in p and hasattr(m, "to_quantized")}
+    assert any(p.endswith("switch_mlp.down_proj") for p in choice)
+    model, _ = mlx_lm.load(str(folder))
+    triples = compensate_model(model, choice, 32, seqs[:3])
+    assert set(triples) == set(choice)
+    experts = get_module(source, "model.layers.0.mlp.switch_mlp.down_proj").weight
+    assert triples["model.layers.0.mlp.switch_mlp.down_proj"][0].shape[0] == experts.shape[0]
+    rtn, _ = mlx_lm.load(str(folder))
+    for path in choice:
+        layer = get_module(rtn, path)
+        layer.weight = qdq(layer.weight, 3, 32)
+    held = mx.array([seqs[3]])
+    ref = source(held)
+    assert _kl(ref, model(held)) < _kl(ref, rtn(held))

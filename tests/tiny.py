@@ -142,6 +142,32 @@ def build_tiny_qwen3(path: Path, *, hidden: int = 64, layers: int = 2, seed: int
     return _save(path, model, config)
 
 
+def build_tiny_qwen3_moe(path: Path, *, hidden: int = 64, layers: int = 2, experts: int = 4,
+                         seed: int = 0) -> Path:
+    """A random qwen3_moe (SwitchGLU experts, every block sparse) with the tests' small tokenizer.
+
+    float32: MLX's CPU GatherMM (the experts) only supports float32.
+    """
+    from mlx_lm.models import qwen3_moe
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = build_tokenizer(path, 384, QWEN3_TEMPLATE)
+    config = {
+        "model_type": "qwen3_moe", "hidden_size": hidden, "num_hidden_layers": layers,
+        "intermediate_size": 2 * hidden, "moe_intermediate_size": hidden,
+        "num_experts": experts, "num_experts_per_tok": 2, "decoder_sparse_step": 1,
+        "mlp_only_layers": [], "norm_topk_prob": True,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": hidden // 4,
+        "rms_norm_eps": 1e-6, "vocab_size": vocab, "rope_theta": 1000000.0,
+        "tie_word_embeddings": False, "max_position_embeddings": 4096,
+        "torch_dtype": "float32", "eos_token_id": 2,
+    }
+    mx.random.seed(seed)
+    model = qwen3_moe.Model(qwen3_moe.ModelArgs.from_dict(config))
+    model.set_dtype(mx.float32)
+    return _save(path, model, config)
+
+
 # o200k_base's pre-tokenizer pattern, as published in OpenAI's tiktoken
 # (tiktoken_ext/openai_public.py); gpt-oss's tokenizer.json uses the same.
 O200K_PATTERN = "|".join(

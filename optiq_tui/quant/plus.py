@@ -18,6 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from optiq_tui.progress import Log, ProgressFn, check_cancel, no_progress
+from optiq_tui.quant.backbone import find_blocks
 from optiq_tui.quant.compensate import (
     Triple,
     collect_hessians,
@@ -60,7 +61,7 @@ class _Entry(nn.Module):
 
 def record_block_calls(model: nn.Module, sequences: Sequence[Sequence[int]]):
     """(first block's input per sequence, per block: per sequence (other args, kwargs))."""
-    blocks = model.layers
+    blocks = _blocks(model)
     sinks: list[list] = [[] for _ in blocks]
     originals = list(blocks)
     for i, block in enumerate(originals):
@@ -94,7 +95,8 @@ def compensate_model(model: nn.Module, choice: dict[str, int], group_size: int,
     triples: dict[str, Triple] = {}
     try:
         hidden, calls = record_block_calls(model, sequences)
-        for i, block in enumerate(model.layers):
+        blocks = _blocks(model)
+        for i, block in enumerate(blocks):
             check_cancel(cancel)
             prefix = paths[id(block)]
             block_calls = [((h, *a), k) for h, (a, k) in zip(hidden, calls[i])]
@@ -111,10 +113,18 @@ def compensate_model(model: nn.Module, choice: dict[str, int], group_size: int,
             del xtx
             hidden = [block(*args, **kw) for args, kw in block_calls]
             mx.eval(hidden)
-            progress(Log(f"compensated block {i + 1}/{len(model.layers)}"))
+            progress(Log(f"compensated block {i + 1}/{len(blocks)}"))
     finally:
         model.set_dtype(dtype)
     return triples
+
+
+def _blocks(model: nn.Module) -> list:
+    """The model's own list of blocks (``model.layers`` can be a copy: qwen3_moe's slices it)."""
+    found = find_blocks(model)
+    if found is None:
+        raise ValueError(f"{type(model).__name__} has no list of transformer blocks")
+    return found[1]
 
 
 def apply_triples(model: nn.Module, triples: dict[str, Triple]) -> None:
