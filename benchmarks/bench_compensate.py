@@ -33,9 +33,9 @@ def main() -> int:
     import mlx_lm
 
     from benchmarks.demo_model import demo_dir
-    from optiq_tui.eval.flips import count_flips
-    from optiq_tui.eval.metrics import kl_interval, percentile, token_kl
-    from optiq_tui.eval.texts import heldout_tokens
+    from optiq_tui.measures.flips import count_flips
+    from optiq_tui.measures.metrics import kl_interval, percentile, token_kl
+    from optiq_tui.measures.texts import heldout_tokens
     from optiq_tui.quant.calibration import build_calibration
     from optiq_tui.quant.layers import get_module, qdq
     from optiq_tui.quant.plus import compensate_model

@@ -116,7 +116,7 @@ def main() -> int:
     from optiq_tui.eval.quality import evaluate
     from optiq_tui.library.provenance import find_reference
     from optiq_tui.eval.reports import save_report, to_markdown
-    from optiq_tui.eval.texts import heldout_tokens
+    from optiq_tui.measures.texts import heldout_tokens
     from optiq_tui.library.catalog import inspect_model
 
     print(f"BLAS: {loaded_blas()}", file=sys.stderr)

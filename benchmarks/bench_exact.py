@@ -46,8 +46,8 @@ def main() -> int:
     import mlx.core as mx
     import numpy as np
 
-    from optiq_tui.eval.metrics import kl_stats, perplexity_from_nll, top1_from_matches
-    from optiq_tui.eval.texts import heldout_tokens
+    from optiq_tui.measures.metrics import kl_stats, perplexity_from_nll, top1_from_matches
+    from optiq_tui.measures.texts import heldout_tokens
     from optiq_tui.quant.allocate import allocate
     from optiq_tui.quant.backbone import Backbone
     from optiq_tui.quant.calibration import build_calibration

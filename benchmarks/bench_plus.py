@@ -64,9 +64,9 @@ def main() -> int:
     import mlx_lm
     from mlx_lm.utils import dequantize_model
 
-    from optiq_tui.eval.flips import compare_answers, flip_prompts, greedy_answers
-    from optiq_tui.eval.metrics import kl_interval, percentile, token_kl, token_nll, top1_matches
-    from optiq_tui.eval.texts import heldout_tokens
+    from optiq_tui.measures.flips import compare_answers, flip_prompts, greedy_answers
+    from optiq_tui.measures.metrics import kl_interval, percentile, token_kl, token_nll, top1_matches
+    from optiq_tui.measures.texts import heldout_tokens
     from optiq_tui.library.catalog import inspect_model
     from optiq_tui.quant.config import QuantConfig
     from optiq_tui.quant.pipeline import quantize

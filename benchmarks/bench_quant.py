@@ -53,8 +53,8 @@ def main() -> int:
     from mlx_lm.convert import mixed_quant_predicate_builder
 
     from optiq_tui.engine.blas import loaded_blas
-    from optiq_tui.eval.metrics import kl_stats, perplexity_from_nll, top1_from_matches
-    from optiq_tui.eval.texts import heldout_tokens
+    from optiq_tui.measures.metrics import kl_stats, perplexity_from_nll, top1_from_matches
+    from optiq_tui.measures.texts import heldout_tokens
     from optiq_tui.library.catalog import inspect_model
     from optiq_tui.progress import Progress
     from optiq_tui.quant.backbone import Backbone

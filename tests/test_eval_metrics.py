@@ -8,7 +8,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from optiq_tui.eval import metrics as m
+from optiq_tui.measures import metrics as m
 
 
 def test_identical_logits_give_zero_kl_and_full_agreement():

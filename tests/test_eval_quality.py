@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from optiq_tui.eval import quality
-from optiq_tui.eval.flips import flip_prompts
+from optiq_tui.measures.flips import flip_prompts
 from optiq_tui.eval.quality import evaluate
 from optiq_tui.eval.results import ModelEvaluated
 from optiq_tui.library.provenance import find_reference

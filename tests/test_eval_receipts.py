@@ -8,9 +8,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import pytest
 
-from optiq_tui.eval.flips import count_flips, flip_prompts, normalize
-from optiq_tui.eval.metrics import kl_interval
-from optiq_tui.eval.reports import receipts_line
+from optiq_tui.measures.flips import count_flips, flip_prompts, normalize
+from optiq_tui.measures.metrics import kl_interval
+from optiq_tui.measures.receipts import receipts_line
 
 
 def test_interval_brackets_the_token_weighted_mean_and_is_deterministic():

@@ -10,7 +10,7 @@ from optiq_tui.quant.plus import compensate_model, record_block_calls
 
 
 def _kl(ref_logits: mx.array, logits: mx.array) -> float:
-    from optiq_tui.eval.metrics import token_kl
+    from optiq_tui.measures.metrics import token_kl
 
     return mx.mean(token_kl(ref_logits, logits)).item()
 

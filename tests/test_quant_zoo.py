@@ -43,7 +43,7 @@ SKIPS: dict[str, str] = {
     "muse_spark": MULTIMODAL + "; its text model is defined inside it (no text model_type)",
     "phi3small": "its head writes -inf at fixed token ids up to 100351 (a smaller vocabulary "
                  "writes out of bounds: segfault); with the 100352 one it builds, but those -inf "
-                 "logits make every KL NaN (0 * (-inf - -inf)) in the guard and eval.metrics, "
+                 "logits make every KL NaN (0 * (-inf - -inf)) in the guard and measures.metrics, "
                  "which do not yet leave masked tokens out",
 }
 # Built from a tiny config, but their blocks pass more than a hidden state between them:
@@ -127,8 +127,8 @@ QUANT_SKIPS = {
 def _quantize_and_check(arch: str, tmp_path) -> None:
     from mlx_lm import load
 
-    from optiq_tui.eval.metrics import token_kl
-    from optiq_tui.eval.texts import heldout_tokens
+    from optiq_tui.measures.metrics import token_kl
+    from optiq_tui.measures.texts import heldout_tokens
     from optiq_tui.library.catalog import inspect_model
     from optiq_tui.quant.config import QuantConfig
     from optiq_tui.quant.pipeline import quantize

@@ -500,7 +500,7 @@ def test_conversation_export_dialog(snap_compare, home, monkeypatch, size):
 
 @pytest.mark.parametrize("size", SIZES)
 def test_quantize_form_marks_every_bad_field(snap_compare, home, size):
-    """Two bad fields: both marked (visible with 256 colours too) and both problems listed."""
+    """Two bad fields and a start refused: both marked (visible with 256 colours too), both problems listed."""
     from textual.widgets import Input
 
     from optiq_tui.ui.screens.quantize import QuantizeScreen
@@ -513,6 +513,7 @@ def test_quantize_form_marks_every_bad_field(snap_compare, home, size):
         screen.query_one("#target", Input).value = "five"
         screen.query_one("#bits", Input).value = "4,x"
         await wait_until(pilot, lambda: screen.bad_fields == {"target", "bits"}, 10, "both fields marked")
+        await pilot.press("ctrl+s")  # refused: the problems are shown, scrolled into view at 80x24
         await pilot.pause()
 
     assert snap_compare(OptiqApp(), terminal_size=size, run_before=run_before)

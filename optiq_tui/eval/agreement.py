@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import mlx.core as mx
 
-from optiq_tui.eval.metrics import kl_from_logprobs, kl_stats, log_softmax
+from optiq_tui.measures.metrics import kl_from_logprobs, kl_stats, log_softmax
 
 
 @dataclass(frozen=True)

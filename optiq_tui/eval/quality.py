@@ -24,8 +24,8 @@ from typing import Any, Sequence
 
 import mlx.core as mx
 
-from optiq_tui.eval.flips import ANSWER_TOKENS, compare_answers, flip_prompts, greedy_answers
-from optiq_tui.eval.metrics import (
+from optiq_tui.measures.flips import ANSWER_TOKENS, compare_answers, flip_prompts, greedy_answers
+from optiq_tui.measures.metrics import (
     kl_from_logprobs,
     kl_interval,
     kl_stats,
@@ -35,7 +35,7 @@ from optiq_tui.eval.metrics import (
 )
 from optiq_tui.eval.results import EvalReport, EvalSettings, ModelEval, ModelEvaluated
 from optiq_tui.eval.retrieval import DEFAULT_CONTEXTS, DEFAULT_HOPS, probe_plan, run_probe
-from optiq_tui.eval.texts import heldout_tokens
+from optiq_tui.measures.texts import heldout_tokens
 from optiq_tui.progress import Log, OptiqError, Progress, ProgressFn, check_cancel, no_progress
 from optiq_tui.settings import paths
 

@@ -8,18 +8,15 @@ import os
 import re
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from optiq_tui.eval.flips import Flips
+from optiq_tui.measures.receipts import figure
 from optiq_tui.eval.results import EvalReport, EvalSettings, ModelEval
 from optiq_tui.eval.retrieval import ProbeCase
 from optiq_tui.progress import OptiqError
 from optiq_tui.settings import paths
 from optiq_tui.sizes import human_bytes
 from optiq_tui.library.model_files import OPTIQ_QUANT_FILE
-
-if TYPE_CHECKING:  # metrics imports MLX; a UI reading reports must not
-    from optiq_tui.eval.metrics import KLInterval
 
 CARD_START = "<!-- optiq-eval:start -->"
 CARD_END = "<!-- optiq-eval:end -->"
@@ -97,11 +94,11 @@ def table_rows(report: EvalReport) -> list[list[str]]:
                 r.name + (" (ref)" if r.is_reference else ""),
                 f"{r.bpw:.2f}",
                 human_bytes(r.size_bytes),
-                _num(r.mean_kl, 4),
+                figure(r.mean_kl, 4),
                 kl_ci_text(r),
-                _num(r.p99_kl, 4),
-                _num(r.ppl, 2),
-                _num(r.ppl_ratio, 3),
+                figure(r.p99_kl, 4),
+                figure(r.ppl, 2),
+                figure(r.ppl_ratio, 3),
                 "—" if r.top1 is None else f"{100 * r.top1:.1f}%",
                 flips_text(r),
                 "—" if r.retrieval is None else f"{100 * r.retrieval:.0f}%",
@@ -183,18 +180,6 @@ def flips_text(row: ModelEval) -> str:
     return "—" if row.flips is None else f"{row.flips}/{row.flip_prompts}"
 
 
-def receipts_line(name: str, interval: KLInterval, flips: Flips | None = None) -> str:
-    """One line a model card can carry: mean KL with its 95% interval (and how it was
-    computed), and the flips on the shipped greedy prompts."""
-    line = (f"{name}: mean KL {interval.mean:.4f} nats/token, 95% CI "
-            f"[{_num(interval.low, 4)}, {_num(interval.high, 4)}] ({interval.method}, "
-            f"{interval.sequences} sequences)")
-    if flips is not None:
-        line += (f"; flips: {len(flips.changed)} of {len(flips.prompts)} greedy prompts "
-                 f"({100 * flips.rate:.0f}%) answer differently from the source")
-    return line + "."
-
-
 def _retrieval_table(report: EvalReport) -> str:
     cells = sorted({(c.context_tokens, c.hops) for r in report.rows for c in r.retrieval_cases})
     if not cells:
@@ -220,10 +205,6 @@ def _retrieval_table(report: EvalReport) -> str:
 def _quote(answer: str) -> str:
     text = " ".join(answer.split())
     return f"“{text[:80]}{'…' if len(text) > 80 else ''}”"
-
-
-def _num(value: float | None, digits: int) -> str:
-    return "—" if value is None or value != value else f"{value:.{digits}f}"
 
 
 def _slug(name: str) -> str:

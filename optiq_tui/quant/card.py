@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from optiq_tui.eval.flips import Flips
-from optiq_tui.eval.metrics import KLInterval
-from optiq_tui.eval.reports import receipts_line
+from optiq_tui.measures.flips import Flips
+from optiq_tui.measures.metrics import KLInterval
+from optiq_tui.measures.receipts import receipts_line
 from optiq_tui.quant.config import KEEP
 
 

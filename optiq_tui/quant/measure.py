@@ -17,7 +17,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from optiq_tui.eval.metrics import kl_stats, perplexity_from_nll
+from optiq_tui.measures.metrics import kl_stats, perplexity_from_nll
 from optiq_tui.progress import Log, OptiqError, Progress, ProgressFn, check_cancel
 from optiq_tui.quant.allocate import Allocation, allocate
 from optiq_tui.quant.backbone import Backbone

@@ -16,7 +16,7 @@ from typing import Callable
 
 import mlx.core as mx
 
-from optiq_tui.eval.metrics import log_softmax, token_kl, token_nll, top1_matches
+from optiq_tui.measures.metrics import log_softmax, token_kl, token_nll, top1_matches
 from optiq_tui.progress import check_cancel
 from optiq_tui.quant.backbone import Backbone, WeightFn
 from optiq_tui.quant.config import KEEP

@@ -30,9 +30,9 @@ from typing import Any, Callable
 import mlx.core as mx
 import mlx.nn as nn
 
-from optiq_tui.eval.flips import compare_answers, flip_prompts, greedy_answers
-from optiq_tui.eval.metrics import kl_interval, kl_stats, log_softmax, perplexity_from_nll, top1_from_matches
-from optiq_tui.eval.texts import heldout_tokens
+from optiq_tui.measures.flips import compare_answers, flip_prompts, greedy_answers
+from optiq_tui.measures.metrics import kl_interval, kl_stats, log_softmax, perplexity_from_nll, top1_from_matches
+from optiq_tui.measures.texts import heldout_tokens
 from optiq_tui.progress import Progress, ProgressFn, check_cancel, no_progress
 from optiq_tui.quant.backbone import TOKEN_CHUNK, Backbone, WeightFn
 from optiq_tui.quant.layers import BitBudget, QuantItem, dequantize_rows, get_module

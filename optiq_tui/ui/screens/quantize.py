@@ -336,6 +336,8 @@ class QuantizeScreen(Screen):
         config, errors = self.build_config()
         if config is None:
             self.notify("; ".join(errors), severity="error")
+            # At 80x24 the list sits below the fold, under the planner and conversations.
+            self.query_one("#quant-errors").scroll_visible(animate=False)
             return None
         return config if config.name else replace(config, name=default_name(self.info, config))
 

@@ -1,0 +1,26 @@
+"""The receipts line a model card or an eval report carries, and how its figures are written."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # metrics imports MLX; a UI reading reports must not
+    from optiq_tui.measures.flips import Flips
+    from optiq_tui.measures.metrics import KLInterval
+
+
+def figure(value: float | None, digits: int) -> str:
+    """``value`` to ``digits`` places, or a dash when it is missing or NaN."""
+    return "—" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def receipts_line(name: str, interval: KLInterval, flips: Flips | None = None) -> str:
+    """One line a model card can carry: mean KL with its 95% interval (and how it was
+    computed), and the flips on the shipped greedy prompts."""
+    line = (f"{name}: mean KL {interval.mean:.4f} nats/token, 95% CI "
+            f"[{figure(interval.low, 4)}, {figure(interval.high, 4)}] ({interval.method}, "
+            f"{interval.sequences} sequences)")
+    if flips is not None:
+        line += (f"; flips: {len(flips.changed)} of {len(flips.prompts)} greedy prompts "
+                 f"({100 * flips.rate:.0f}%) answer differently from the source")
+    return line + "."
