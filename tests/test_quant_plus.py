@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlx.core as mx
+import mlx_lm
 import pytest
 
 from optiq_tui.quant.layers import get_module, qdq
@@ -15,6 +16,18 @@ def _kl(ref_logits: mx.array, logits: mx.array) -> float:
     return mx.mean(token_kl(ref_logits, logits)).item()
 
 
+def assert_closer_than_rounding(model, source, folder, choice, group: int, held_out: list[int]) -> None:
+    """The compensated ``model`` is nearer ``source`` on a held-out sequence than the same
+    layers rounded to nearest at 3 bits."""
+    rtn, _ = mlx_lm.load(str(folder))
+    for path in choice:
+        layer = get_module(rtn, path)
+        layer.weight = qdq(layer.weight, 3, group)
+    held = mx.array([held_out])
+    ref = source(held)
+    assert _kl(ref, model(held)) < _kl(ref, rtn(held))
+
+
 def _sequences(tokenizer, n: int = 4) -> list[list[int]]:
     from tests.tiny import CORPUS
 
@@ -23,7 +36,6 @@ def _sequences(tokenizer, n: int = 4) -> list[list[int]]:
 
 
 def test_block_calls_are_what_the_model_passes(tiny_llama_dir):
-    import mlx_lm
 
     model, tok = mlx_lm.load(str(tiny_llama_dir))
     seqs = _sequences(tok, 2)
@@ -41,7 +53,6 @@ def test_block_calls_are_what_the_model_passes(tiny_llama_dir):
 
 
 def test_compensated_model_is_closer_to_the_source_than_rtn(tiny_llama_dir):
-    import mlx_lm
 
     source, tok = mlx_lm.load(str(tiny_llama_dir))
     seqs = _sequences(tok)
@@ -50,13 +61,7 @@ def test_compensated_model_is_closer_to_the_source_than_rtn(tiny_llama_dir):
     triples = compensate_model(model, choice, 64, seqs[:3])
     assert set(triples) == set(choice)
     assert model.model.layers[0].self_attn.q_proj.weight.dtype == mx.float16
-    rtn, _ = mlx_lm.load(str(tiny_llama_dir))
-    for path in choice:
-        layer = get_module(rtn, path)
-        layer.weight = qdq(layer.weight, 3, 64)
-    held = mx.array([seqs[3]])
-    ref = source(held)
-    assert _kl(ref, model(held)) < _kl(ref, rtn(held))
+    assert_closer_than_rounding(model, source, tiny_llama_dir, choice, 64, seqs[3])
 
 
 @pytest.mark.parametrize("preset", ["optiq-plus"])
@@ -83,7 +88,6 @@ def test_plus_preset_writes_a_model_mlx_lm_loads(tiny_llama_dir, preset):
 def test_moe_experts_compensated_through_qwen3_moe(tmp_path):
     """qwen3_moe's ``model.layers`` is a fresh slice each time: the blocks are found in
     the model's own list, and the SwitchLinear experts get compensated triples."""
-    import mlx_lm
 
     from tests.tiny import build_tiny_qwen3_moe
 
@@ -97,10 +101,4 @@ def test_moe_experts_compensated_through_qwen3_moe(tmp_path):
     assert set(triples) == set(choice)
     experts = get_module(source, "model.layers.0.mlp.switch_mlp.down_proj").weight
     assert triples["model.layers.0.mlp.switch_mlp.down_proj"][0].shape[0] == experts.shape[0]
-    rtn, _ = mlx_lm.load(str(folder))
-    for path in choice:
-        layer = get_module(rtn, path)
-        layer.weight = qdq(layer.weight, 3, 32)
-    held = mx.array([seqs[3]])
-    ref = source(held)
-    assert _kl(ref, model(held)) < _kl(ref, rtn(held))
+    assert_closer_than_rounding(model, source, folder, choice, 32, seqs[3])

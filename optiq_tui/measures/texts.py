@@ -24,17 +24,24 @@ def heldout_text(path: str | Path | None = None) -> str:
     """The shipped held-out text, or the text of the user's file ``path``."""
     if path is None:
         return resources.files("optiq_tui.data").joinpath(HELDOUT_NAME).read_text(encoding="utf-8")
-    p = Path(path).expanduser()
+    return read_user_text(Path(path), "evaluation text", "give a file with some text in it")
+
+
+def read_user_text(path: Path, what: str, empty_hint: str) -> str:
+    """A text file the user named (``what``: "calibration file"...); OptiqError saying what is wrong."""
+    p = path.expanduser()
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise OptiqError(f"evaluation text {p} does not exist; give a UTF-8 text file") from None
+        raise OptiqError(f"{what} {p} does not exist") from None
+    except IsADirectoryError:
+        raise OptiqError(f"{what} {p} is a folder; give a text file") from None
     except UnicodeDecodeError:
-        raise OptiqError(f"evaluation text {p} is not UTF-8 text; convert it or give another file") from None
+        raise OptiqError(f"{what} {p} is not UTF-8 text; convert it or give another file") from None
     except OSError as exc:
-        raise OptiqError(f"cannot read evaluation text {p}: {exc.strerror}") from None
+        raise OptiqError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
     if not text.strip():
-        raise OptiqError(f"evaluation text {p} is empty; give a file with some text in it")
+        raise OptiqError(f"{what} {p} is empty; {empty_hint}")
     return text
 
 

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from optiq_tui.measures.texts import read_user_text
 from optiq_tui.progress import OptiqError
 
 CALIBRATION_NAME = "calibration.json"
@@ -57,19 +58,7 @@ def _render(doc: dict[str, Any], tokenizer: Any) -> list[int]:
 
 def read_calibration_text(path: Path) -> str:
     """A user's calibration file as text; OptiqError saying what is wrong with it."""
-    try:
-        text = path.expanduser().read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise OptiqError(f"calibration file {path} does not exist") from None
-    except IsADirectoryError:
-        raise OptiqError(f"calibration file {path} is a folder; give a text file") from None
-    except UnicodeDecodeError:
-        raise OptiqError(f"calibration file {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise OptiqError(f"cannot read calibration file {path}: {exc.strerror or exc}") from None
-    if not text.strip():
-        raise OptiqError(f"calibration file {path} is empty; give a text file of a few pages")
-    return text
+    return read_user_text(path, "calibration file", "give a text file of a few pages")
 
 
 def _user_stream(path: Path, tokenizer: Any) -> list[int]:
