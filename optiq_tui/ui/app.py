@@ -94,15 +94,18 @@ class OptiqApp(App[int]):
         from optiq_tui.server.process import open_client
 
         try:
-            self.engine = AsyncEngine(await asyncio.to_thread(open_client))
+            engine = AsyncEngine(await asyncio.to_thread(open_client))
+            # Listed before any screen can submit: a job this TUI starts is not one to re-open.
+            running = [job for job in await engine.jobs() if not job.ended]
         except Exception as exc:  # noqa: BLE001 - shown to the user; the library still works
             self.engine_error = exc
             self._engine_ready.set()
             self.library.engine_changed(f"no engine: {exc}")
             return
+        self.engine = engine
         self._engine_ready.set()
         self.library.engine_changed(await self.engine_text())
-        await self.library.attach_running_jobs()
+        self.library.attach_running_jobs(running)
         if not self.in_process:
             # Its uptime and running jobs change: the status line follows them.
             self.set_interval(ENGINE_LINE_S, self._refresh_engine_line)

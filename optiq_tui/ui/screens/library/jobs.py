@@ -119,11 +119,11 @@ class LibraryJobs:
         self.notify(f"Deleted {info.name}; freed {human_bytes(job.result['freed_bytes'])}.")
         self.refresh_catalog()
 
-    async def attach_running_jobs(self) -> None:
-        """Show what the engine runs now: a quantize, an eval or an answer in its own view, a download in the bar."""
-        engine = await self.app.client()
+    def attach_running_jobs(self, running: list[JobInfo]) -> None:
+        """Show what the engine ran when this TUI came: a quantize, an eval or an answer in its own view,
+        a download in the bar."""
         others = []
-        for job in [j for j in await engine.jobs() if not j.ended]:
+        for job in running:
             view = job_view(job)
             if view is not None:
                 self.app.push_screen(view)
