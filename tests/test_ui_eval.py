@@ -75,6 +75,35 @@ async def test_eval_screen_cancel_keeps_nothing(llama_and_quant, monkeypatch):
         assert "cancelled" in str(screen.query_one("#eval-status").render())
 
 
+
+async def test_a_job_started_while_the_tui_connects_is_not_opened_twice(llama_and_quant, monkeypatch):
+    # The TUI re-opens what the engine ran before it came; an eval this TUI submits while it is
+    # still connecting is its own. The connect is held after the client is ready until the eval runs.
+    import asyncio
+
+    source, quant = llama_and_quant
+    gate = hold_job(monkeypatch, "eval")
+    connected = asyncio.Event()
+    engine_text = OptiqApp.engine_text
+
+    async def held_engine_text(app):
+        await connected.wait()
+        return await engine_text(app)
+
+    monkeypatch.setattr(OptiqApp, "engine_text", held_engine_text)
+    app = OptiqApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = EvalScreen([source, quant], retrieval=False)
+        await app.push_screen(screen)
+        await pilot.press("enter")
+        await wait_until(pilot, gate.reached.is_set, 60, "the eval to run")
+        connected.set()
+        await wait_until(pilot, lambda: "in-process" in app.library.engine_text, 30, "the connect to end")
+        await pilot.pause()
+        assert app.screen is screen and sum(isinstance(s, EvalScreen) for s in app.screen_stack) == 1
+        gate.open()
+        await wait_until(pilot, lambda: screen.report is not None, 120, "the eval report")
+
 def test_quality_chart_places_points():
     lines = plot([Point("q4", 4.5, 0.2), Point("q8", 8.5, 0.01)], 40, 10)
     body = lines[:-3]
