@@ -38,6 +38,16 @@ class Paths:
         return self.models.parent / ".staging"
 
     @property
+    def votes(self) -> Path:
+        # Blind A/B votes, one file per pair of models.
+        return self.models.parent / "votes"
+
+    @property
+    def eval_reports(self) -> Path:
+        # Saved eval reports (re-creatable, so with the cache; exports are the user's copies).
+        return self.cache / "evals"
+
+    @property
     def exports(self) -> Path:
         # The one default folder for exported conversations and eval reports (made on first export).
         return self.models.parent / "exports"

@@ -23,7 +23,7 @@ CARD_END = "<!-- optiq-eval:end -->"
 
 
 def reports_dir() -> Path:
-    folder = paths().cache / "evals"
+    folder = paths().eval_reports
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

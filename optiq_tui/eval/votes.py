@@ -38,7 +38,7 @@ class Tally:
 
 
 def votes_dir() -> Path:
-    folder = paths().models.parent / "votes"
+    folder = paths().votes
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
