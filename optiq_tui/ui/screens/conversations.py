@@ -49,22 +49,25 @@ class ConversationsScreen(Screen[str | None]):
         return ConversationStore()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns("title", "model", "msgs", "updated")
         self.refresh_list()
 
     def refresh_list(self) -> None:
         self.conversations = list(self.store.list())
         table = self.query_one(DataTable)
-        table.clear()
+        table.clear(columns=True)
         # Title and model share what the count and date leave, so the date stays whole at 80 columns;
         # a model's name is cut in the middle (quants differ at the end).
         cut = max(26, (self.app.size.width - 28) // 2)
+        rows = []
         for c in self.conversations:
             title = c.title or "(untitled)"
             title = title if len(title) <= cut else title[: cut - 1] + "…"
-            model = truncate_middle(c.model, cut)
-            table.add_row(title, model, str(c.n_messages), c.updated[:16].replace("T", " "), key=c.id)
+            rows.append((title, truncate_middle(c.model, cut), str(c.n_messages), c.updated[:16].replace("T", " ")))
+        # Every width given: DataTable sizes auto columns only when idle, after a first paint.
+        for n, label in enumerate(("title", "model", "msgs", "updated")):
+            table.add_column(label, width=max([len(label)] + [len(row[n]) for row in rows]))
+        for c, row in zip(self.conversations, rows):
+            table.add_row(*row, key=c.id)
         self.query_one("#conv-empty").display = not self.conversations
         table.focus()
 

@@ -168,7 +168,8 @@ class ModelTable(DataTable):
             label = header
             if key == self.sort_key:
                 label += " ▼" if self.sort_reverse else " ▲"
-            self.add_column(label, key=key, width=widths.get(key))
+            # Every width given: DataTable sizes auto columns only when idle, after a first paint.
+            self.add_column(label, key=key, width=widths.get(key, natural[key]))
         for info, cells in rows:
             for key, width in widths.items():
                 if cells[key].cell_len > width:
