@@ -108,7 +108,9 @@ def tui_rounds(
     messages, every flush, layout and repaint) is steadier than wall-clock
     ratios on a loaded machine. Each is paired with a raw ``stream_generate`` round run
     on the same engine thread and loaded model just before it, so the ratio
-    does not depend on how the machine's load drifted between phases.
+    does not depend on how the machine's load drifted between phases. A round ends when the
+    screen's ``answer_ended`` event is set (its final figures shown): awaited, not polled, so
+    the bench adds no wake-ups of its own to the UI thread it measures.
     """
     from optiq_tui.settings import Settings
     from optiq_tui.ui.app import OptiqApp
@@ -144,11 +146,10 @@ def tui_rounds(
                 sent = screen.send(PROMPT)
                 if inspect.isawaitable(sent):
                     await sent
-                # Done when the screen has applied this round's final figures.
-                await until(lambda: not screen.generating and screen.stats_line.stats is not before)
+                await screen.answer_ended.wait()
                 ui_cpu.append(time.thread_time() - cpu)
                 stats = screen.stats_line.stats
-                assert stats is not None and stats.gen_tokens == tokens, stats
+                assert stats is not before and stats is not None and stats.gen_tokens == tokens, stats
                 tui.append(stats.gen_tps)
 
     with engine_in_process(bench_raw=lambda ctx: {"tps": raw_round(ctx.loaded, prompt_ids, tokens)}):
@@ -214,7 +215,8 @@ def ui_share(info, tokens: int, rate: float) -> float:
     A replay, not the model: the events come from a thread that busy-waits
     between tokens like an engine, so the figure measures only what the chat
     screen spends on the stream (flushes, Markdown, layout, repaint). With the
-    GIL, a real generation loses about this share of its tokens/s.
+    GIL, a real generation loses about this share of its tokens/s. The bench awaits the
+    screen's ``answer_ended`` event rather than polling, so none of the figure is its own.
     """
     from optiq_tui.settings import Settings
     from optiq_tui.ui.app import OptiqApp
@@ -236,9 +238,7 @@ def ui_share(info, tokens: int, rate: float) -> float:
                 cpu = time.thread_time()
                 with replayed(lambda: paced_replay(run, rate)):
                     await screen.send("Go")
-                    await asyncio.sleep(0.05)  # the job's start: then "generating" holds until it ends
-                    while screen.generating:
-                        await asyncio.sleep(0.02)
+                    await screen.answer_ended.wait()
             share.append((time.thread_time() - cpu) / (tokens / rate))
 
     with engine_in_process():
@@ -257,6 +257,8 @@ def ui_frames(info, tokens: int, rate: float, *, paced: bool = True, answers: in
     20% slower than the first tenth's (frame cost flat as the answer grows). The tenths of
     all answers are pooled. Means, not medians: most frames repaint only the answer's tail and
     every few lay out the screen, and a median of such frames shows only the cheap ones.
+    Each answer is awaited on the screen's ``answer_ended`` event: a polling loop here would
+    add its wake-ups (about a point at 20 ms) to the UI thread being measured.
     """
     from optiq_tui.ui.widgets import stream_batch
     from optiq_tui.settings import Settings
@@ -307,9 +309,7 @@ def ui_frames(info, tokens: int, rate: float, *, paced: bool = True, answers: in
                 start = time.perf_counter()
                 with replayed(lambda: paced_replay(run, rate)):
                     await screen.send("\n\n".join(f"line {i}" for i in range(40)))
-                    await asyncio.sleep(0.05)  # the job's start: then "generating" holds until it ends
-                    while screen.generating:
-                        await asyncio.sleep(0.02)
+                    await screen.answer_ended.wait()
                 if run is words:
                     cpu += time.thread_time() - cpu_start
                     wall += time.perf_counter() - start

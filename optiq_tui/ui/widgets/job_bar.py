@@ -55,7 +55,7 @@ class JobBar(Horizontal):
         yield Label("esc cancels", id="job-hint")
 
     def on_mount(self) -> None:
-        self.display = False
+        self.stop()
 
     def start(self, title: str) -> None:
         self.title = title
@@ -82,4 +82,7 @@ class JobBar(Horizontal):
         self.query_one("#job-label", Label).update(f"{self.title} · cancelling…")
 
     def stop(self) -> None:
+        # A hidden indeterminate bar still animates, 15 timer ticks a second on every screen
+        # of the app (the library stays under them all): a full bar does not.
+        self.query_one(ProgressBar).update(total=1, progress=1)
         self.display = False

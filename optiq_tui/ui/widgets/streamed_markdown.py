@@ -19,8 +19,10 @@ scrolls line by line.
 
 from __future__ import annotations
 
+import copy
 from time import monotonic
 
+from markdown_it import MarkdownIt
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.markdown import Markdown as RichMarkdown
 from rich.measure import Measurement
@@ -39,6 +41,18 @@ RESERVE_S = 0.6
 RESERVE_SCREEN_SHARE = 0.6
 
 Lines = list[list[Segment]]
+
+# Rich's Markdown builds a new MarkdownIt parser per document: 1.2 ms, against 0.04 ms to
+# parse a 40-word block and 0.3 ms to render it. One parser, set up as Rich sets up its own.
+_PARSER = MarkdownIt().enable("strikethrough").enable("table")
+_EMPTY = RichMarkdown("")
+
+
+def rich_markdown(text: str) -> RichMarkdown:
+    """``RichMarkdown(text)`` with Rich's defaults, parsed by the shared parser."""
+    document = copy.copy(_EMPTY)
+    document.markup, document.parsed = text, _PARSER.parse(text)
+    return document
 
 
 def split_point(text: str, fenced: bool) -> int:
@@ -112,7 +126,7 @@ class BlockMarkdown:
             keep = not (self.last_open and i == len(self.blocks) - 1)
             lines = self.cache.get((width, block)) if keep else None
             if lines is None:
-                lines = console.render_lines(RichMarkdown(block), options, pad=True)
+                lines = console.render_lines(rich_markdown(block), options, pad=True)
                 while lines and all(not s.style and not s.text.strip() for s in lines[0]):
                     lines = lines[1:]  # lists and rules open with a blank line: one is enough
                 if keep:
@@ -180,7 +194,7 @@ class StreamedMarkdown(Vertical):
         self._finished_text = ""
         self._fenced = False  # a code fence is open at the end of the finished parts
         self._tail_text = text
-        self._tail = MarkdownPart(RichMarkdown(text) if text.strip() else "")
+        self._tail = MarkdownPart(rich_markdown(text) if text.strip() else "")
         self._open_row = 0  # where the tail's open block starts: rows above it do not change
         self._cache: dict[tuple[int, str], Lines] = {}  # the tail's finished blocks, rendered
         self._rows = 0  # rows the tail's height holds (text and blank); 0: as tall as its text
@@ -255,7 +269,7 @@ class StreamedMarkdown(Vertical):
         self._rows = self._open_row = 0
         self._cache = {}
         self._tail.styles.height = None
-        self._tail.update(RichMarkdown(self._tail_text) if self._tail_text.strip() else "")
+        self._tail.update(rich_markdown(self._tail_text) if self._tail_text.strip() else "")
 
     def _measure(self, visual: BlockMarkdown) -> int:
         """Rows of ``visual`` at the tail's width; 0 before the first layout."""

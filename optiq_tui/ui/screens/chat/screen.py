@@ -72,6 +72,10 @@ class ChatScreen(StreamPump, TurnActions, JobScreen):
         self.chat_settings: dict[str, Any] = {}
         # When the running generation was sent, until its first text or figures arrive.
         self._waiting_since: float | None = None
+        # Clear while an answer streams, set once it has ended on screen: tests and benchmarks
+        # await it instead of polling ``generating``, which would wake the UI thread for nothing.
+        self.answer_ended = asyncio.Event()
+        self.answer_ended.set()
 
     @classmethod
     def attached(cls, job: JobInfo) -> "ChatScreen":
@@ -259,6 +263,7 @@ class ChatScreen(StreamPump, TurnActions, JobScreen):
         await self._flush()
         if self._gen_message is not None:
             await self._end_generation(reason, error)
+        self.answer_ended.set()
         if self._running_answer is not None:
             # The followed answer is done: now the model's options and the prompt (loaded already, quick).
             self._running_answer = None
@@ -322,6 +327,7 @@ class ChatScreen(StreamPump, TurnActions, JobScreen):
         text = last_user.answer_text if last_user is not None else ""
         if message is not None:
             await message.remove()
+        self.answer_ended.set()
 
         def answered(drop: bool | None) -> None:
             if drop and self.ready is not None:

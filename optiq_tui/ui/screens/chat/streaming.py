@@ -9,6 +9,7 @@ spaces the flushes so that rendering takes little CPU from generation.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from textual.widgets import Input
@@ -24,11 +25,13 @@ class StreamPump:
     _batch: StreamBatch
     _gen_message: ChatMessage | None
     _waiting_since: float | None
+    answer_ended: asyncio.Event
 
     def begin_stream(self, message: ChatMessage) -> StreamBatch:
         """Stream the next job's events into ``message``: returns the batch its reader pushes into."""
         batch = self._batch = StreamBatch()
         self._gen_message = message
+        self.answer_ended.clear()
         self.transcript.anchor()
         # A blinking cursor repaints the screen twice a second, CPU the stream needs more.
         self.query_one("#prompt", Input).cursor_blink = False
