@@ -228,10 +228,12 @@ async def test_chat_stops_mid_answer(tiny_llama_dir, monkeypatch):
         await pilot.press(*"Tell me a long story", "enter")
         # The answer is held after its first text until Esc has been pressed.
         await until(pilot, lambda: answers(screen) and answers(screen)[0].answer_text, "the first tokens")
+        assert not screen.answer_ended.is_set()
         await pilot.press("escape")
         await until(pilot, gate.cancel_requested, "the stop request")
         gate.open()
-        await until(pilot, lambda: not screen.generating, "the stop")
+        await until(pilot, screen.answer_ended.is_set, "the stop")
+        assert not screen.generating
         [answer] = answers(screen)
         assert answer.finish_reason == "cancelled"
         assert screen.stats_line.stats.gen_tokens < 4000
@@ -574,6 +576,24 @@ def test_blocks_split_outside_fences_and_render_as_the_whole_text():
     assert view.open_row == len(view.lines(console, console.options)) - 1
 
 
+def test_markdown_with_the_shared_parser_renders_as_rich_markdown():
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from optiq_tui.ui.widgets.streamed_markdown import rich_markdown
+
+    console = Console(width=60, force_terminal=True, color_system="truecolor")
+    text = ("# Title\n\nSome *em*, **strong**, ~~struck~~ and `code`, a [link](https://example.com).\n\n"
+            "- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```python\nx = 1\n```\n\n> quoted")
+
+    def shown(document) -> list[tuple[str, str]]:  # text and style (a link's random id left out)
+        return [(s.text, str(s.style)) for s in console.render(document)]
+
+    assert shown(rich_markdown(text)) == shown(Markdown(text))
+    assert ("struck", "strike") in shown(rich_markdown(text))
+    assert rich_markdown("other").markup == "other" and rich_markdown("a").parsed != rich_markdown("b").parsed
+
+
 def test_reserve_follows_the_stream_rate_within_a_share_of_the_screen():
     from optiq_tui.ui.widgets.streamed_markdown import reserve_rows
 
@@ -612,6 +632,29 @@ async def test_a_fast_stream_fills_blank_rows_below_the_tail_then_ends_as_one_do
         assert view.text == text
         rows = len(pilot.app.console.render_lines(Markdown(text), pilot.app.console.options.update_width(tail.size.width)))
         assert tail.size.height == rows
+
+
+async def test_a_fast_stream_reserves_rows_from_its_first_text(monkeypatch):
+    """Given when the stream began, its first text already has a rate: the next flushes fill blank
+    rows instead of laying the screen out again."""
+    from optiq_tui.ui.widgets import streamed_markdown
+
+    clock = [100.0]
+    monkeypatch.setattr(streamed_markdown, "monotonic", lambda: clock[0])
+    paragraph = "word " * 8 + "\n\n"  # one row and a blank one
+    started = streamed_markdown.StreamedMarkdown(started=clock[0])
+    unknown = streamed_markdown.StreamedMarkdown()
+    async with Host(started, unknown).run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        clock[0] += 0.1
+        for view in (started, unknown):
+            await view.write(paragraph * 5)  # 10 rows in the stream's first 0.1 s
+        await pilot.pause()
+        assert started.reserved_rows > 0 and unknown.reserved_rows == 0
+        height = started.children[-1].size.height
+        await started.write(paragraph * 2)
+        await pilot.pause()
+        assert started.children[-1].size.height == height  # filled blank rows: no new layout
 
 
 def test_flush_pacer_steers_the_ui_share_to_its_budget():

@@ -43,3 +43,27 @@ async def test_percentage_only_when_it_says_something() -> None:
         assert not percentage.display
         bar.show(Progress("import", 3, 10, "tensors"))
         assert percentage.display
+
+
+async def test_a_hidden_job_bar_does_not_animate() -> None:
+    """The library (under every other screen) keeps its job bar: hidden, it must not tick 15 times a second."""
+    from textual.app import App
+    from textual.widgets._progress_bar import Bar
+
+    from optiq_tui.ui.widgets.job_bar import JobBar
+
+    class One(App):
+        def compose(self):
+            yield JobBar(id="job-bar")
+
+    app = One()
+    async with app.run_test(size=(80, 5)) as pilot:
+        bar, animation = app.query_one(JobBar), app.query_one(Bar)
+        await pilot.pause()
+        assert not bar.display and animation.auto_refresh is None
+        bar.start("Getting the demo model")  # no total yet: the indeterminate bar animates
+        await pilot.pause()
+        assert animation.auto_refresh is not None
+        bar.stop()
+        await pilot.pause()
+        assert not bar.display and animation.auto_refresh is None

@@ -19,10 +19,11 @@ class ReasoningPanel(Collapsible):
     ReasoningPanel StreamedMarkdown { color: $text-muted; }
     """
 
-    def __init__(self, text: str = "", tokens: int = 0, *, streaming: bool = False, **kwargs) -> None:
+    def __init__(self, text: str = "", tokens: int = 0, *, streaming: bool = False,
+                 started: float | None = None, **kwargs) -> None:
         self.tokens = tokens
         self.streaming = streaming
-        self._markdown = StreamedMarkdown(text, classes="reasoning-text")
+        self._markdown = StreamedMarkdown(text, classes="reasoning-text", started=started)
         super().__init__(self._markdown, title=self._title_text(), collapsed=not streaming, **kwargs)
 
     def _title_text(self) -> str:

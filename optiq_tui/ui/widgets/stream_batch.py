@@ -27,12 +27,13 @@ FLUSH_INTERVAL_S = 0.1
 # The slowest the stream may update, reached only when frames are expensive
 # (hundreds of tokens/s on a loaded machine, where every frame lays out the screen).
 MAX_FLUSH_INTERVAL_S = 1.0
-# Share of wall time the flushes may take while a stream runs. A frame that
-# repaints only the answer's tail measured 4-8 ms of the UI thread on the 2-core
-# dev machine, one that lays out and repaints the screen 12-40 ms (load-dependent).
-# 3%, not 5%: timers and stats take the UI thread's share of a replayed
-# 500 tok/s stream about a point higher (bench_chat --ui-only).
-UI_CPU_BUDGET = 0.03
+# Share of wall time the UI thread may spend while a stream runs. A frame that
+# repaints only the answer's tail measured 2-4 ms of the UI thread on the 2-core
+# dev machine, one that lays out and repaints the screen 10-20 ms (load-dependent).
+# 2.5%, not 5%: the stream's first second (the first text's layout, flushes every
+# 0.1-0.4 s while the pacer steps up) takes a replayed 500 tok/s stream's share
+# about a point higher (bench_chat --ui-only: 3.4-3.5% at about 2 updates/s).
+UI_CPU_BUDGET = 0.025
 # The pacer steers on the UI thread's share over about this much of the stream...
 PACER_WINDOW_S = 1.0
 # ...changing the delay by at most this factor a flush.
