@@ -634,29 +634,6 @@ async def test_a_fast_stream_fills_blank_rows_below_the_tail_then_ends_as_one_do
         assert tail.size.height == rows
 
 
-async def test_a_fast_stream_reserves_rows_from_its_first_text(monkeypatch):
-    """Given when the stream began, its first text already has a rate: the next flushes fill blank
-    rows instead of laying the screen out again."""
-    from optiq_tui.ui.widgets import streamed_markdown
-
-    clock = [100.0]
-    monkeypatch.setattr(streamed_markdown, "monotonic", lambda: clock[0])
-    paragraph = "word " * 8 + "\n\n"  # one row and a blank one
-    started = streamed_markdown.StreamedMarkdown(started=clock[0])
-    unknown = streamed_markdown.StreamedMarkdown()
-    async with Host(started, unknown).run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
-        clock[0] += 0.1
-        for view in (started, unknown):
-            await view.write(paragraph * 5)  # 10 rows in the stream's first 0.1 s
-        await pilot.pause()
-        assert started.reserved_rows > 0 and unknown.reserved_rows == 0
-        height = started.children[-1].size.height
-        await started.write(paragraph * 2)
-        await pilot.pause()
-        assert started.children[-1].size.height == height  # filled blank rows: no new layout
-
-
 def test_flush_pacer_steers_the_ui_share_to_its_budget():
     from optiq_tui.ui.widgets import stream_batch
 

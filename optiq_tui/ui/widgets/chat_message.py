@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from time import monotonic
-
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Label
@@ -52,9 +50,7 @@ class ChatMessage(Vertical):
         self.label = label or ("You" if role == "user" else "Assistant")
         self.streaming = streaming
         self.finish_reason: str | None = None
-        # When a streamed answer was asked for: its text's first rate is measured from here.
-        self._started = monotonic() if streaming else None
-        self._answer = StreamedMarkdown(text, classes="answer", started=self._started)
+        self._answer = StreamedMarkdown(text, classes="answer")
         self._answering = False  # the answer's first text has arrived
         self._reasoning: ReasoningPanel | None = (
             ReasoningPanel(reasoning, reasoning_tokens) if reasoning else None
@@ -86,7 +82,7 @@ class ChatMessage(Vertical):
         for seg in segments:
             if seg.kind == "reasoning":
                 if self._reasoning is None:
-                    self._reasoning = ReasoningPanel(streaming=True, started=self._started)
+                    self._reasoning = ReasoningPanel(streaming=True)
                     await self.mount(self._reasoning, before=self._answer)
                 await self._reasoning.append(seg.text, seg.events)
             else:

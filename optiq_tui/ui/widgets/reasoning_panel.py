@@ -19,11 +19,10 @@ class ReasoningPanel(Collapsible):
     ReasoningPanel StreamedMarkdown { color: $text-muted; }
     """
 
-    def __init__(self, text: str = "", tokens: int = 0, *, streaming: bool = False,
-                 started: float | None = None, **kwargs) -> None:
+    def __init__(self, text: str = "", tokens: int = 0, *, streaming: bool = False, **kwargs) -> None:
         self.tokens = tokens
         self.streaming = streaming
-        self._markdown = StreamedMarkdown(text, classes="reasoning-text", started=started)
+        self._markdown = StreamedMarkdown(text, classes="reasoning-text")
         super().__init__(self._markdown, title=self._title_text(), collapsed=not streaming, **kwargs)
 
     def _title_text(self) -> str:

@@ -32,7 +32,7 @@ MAX_FLUSH_INTERVAL_S = 1.0
 # dev machine, one that lays out and repaints the screen 10-20 ms (load-dependent).
 # 2.5%, not 5%: the stream's first second (the first text's layout, flushes every
 # 0.1-0.4 s while the pacer steps up) takes a replayed 500 tok/s stream's share
-# about a point higher (bench_chat --ui-only: 3.4-3.5% at about 2 updates/s).
+# about a point higher (bench_chat --ui-only: 3.2-4.0% at 1.6-2.0 updates/s, load 10-13).
 UI_CPU_BUDGET = 0.025
 # The pacer steers on the UI thread's share over about this much of the stream...
 PACER_WINDOW_S = 1.0

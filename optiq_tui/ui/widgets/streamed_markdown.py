@@ -182,15 +182,14 @@ class MarkdownPart(Widget):
 
 class StreamedMarkdown(Vertical):
     """Markdown text that grows by :meth:`write`; ``text`` is all of it. Call :meth:`end_stream`
-    when no more text will come (it drops the tail's blank rows). ``started``: when the stream
-    began (``time.monotonic``), so that its first text already reserves rows at its rate."""
+    when no more text will come (it drops the tail's blank rows)."""
 
     DEFAULT_CSS = """
     StreamedMarkdown { height: auto; }
     StreamedMarkdown > MarkdownPart.finished { margin-bottom: 1; }
     """
 
-    def __init__(self, text: str = "", *, started: float | None = None, **kwargs) -> None:
+    def __init__(self, text: str = "", **kwargs) -> None:
         super().__init__(**kwargs)
         self._finished_text = ""
         self._fenced = False  # a code fence is open at the end of the finished parts
@@ -200,10 +199,7 @@ class StreamedMarkdown(Vertical):
         self._cache: dict[tuple[int, str], Lines] = {}  # the tail's finished blocks, rendered
         self._rows = 0  # rows the tail's height holds (text and blank); 0: as tall as its text
         self._text_rows = 0  # rows of the tail's text, when measured
-        # (when, rows of text) at the tail's last growth; 0.0: none yet, so no rate to reserve by.
-        # Without ``started`` the first text lays the screen out twice (at its arrival and at the
-        # next flush): at hundreds of tokens/s, the dearest frames of the stream.
-        self._grown_at = (started or 0.0, 0)
+        self._grown_at = (0.0, 0)  # (when, rows of text) at the tail's last growth
 
     def compose(self) -> ComposeResult:
         yield self._tail
