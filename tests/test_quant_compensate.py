@@ -116,3 +116,27 @@ def test_moe_experts_get_hessians_from_their_routed_tokens_and_compensate():
     layer = quantized_module(glu.down_proj, compensate_quantized(w, h, 4, 32), 4, 32)
     assert mx.array_equal(mx.dequantize(layer.weight, layer.scales, layer.biases,
                                         group_size=32, bits=4), compensate(w, h, 4, 32))
+
+
+def test_an_expert_stack_is_compensated_as_each_expert_alone():
+    # One column loop over all experts gives each expert what it would get alone: wider
+    # than one block (the blocks' cross update), an expert no token reached (RTN), and a
+    # near-singular Hessian (damped harder, for that expert only).
+    mx.random.seed(5)
+    experts, rows, d = 4, 24, 256
+    x = mx.stack([_inputs(300, d, seed=e) for e in range(experts)])
+    xtx = mx.matmul(x.transpose(0, 2, 1), x)
+    xtx[1] = mx.zeros((d, d))
+    low_rank = _inputs(4, d, seed=9)
+    xtx[2] = low_rank.T @ low_rank - mx.eye(d)
+    h2 = np.array(xtx[2], dtype=np.float64)
+    assert np.linalg.eigvalsh(h2 + 0.01 * np.mean(np.diag(h2)) * np.eye(d)).min() < 0  # needs more damping
+    w = (0.05 * mx.random.normal((experts, rows, d))).astype(mx.float16)
+    for bits, group_size in ((4, 64), (3, 32)):
+        stacked = compensate_quantized(w, xtx, bits, group_size, block=128)
+        alone = [compensate_quantized(w[e], xtx[e], bits, group_size, block=128) for e in range(experts)]
+        rtn = mx.quantize(w, group_size=group_size, bits=bits)
+        for part, name in zip(range(3), ("codes", "scales", "biases")):
+            assert mx.array_equal(stacked[part], mx.stack([a[part] for a in alone])), name
+            assert mx.array_equal(stacked[part][1], rtn[part][1]), name
+            assert not mx.array_equal(stacked[part][0], rtn[part][0]), name

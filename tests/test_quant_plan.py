@@ -105,17 +105,6 @@ def test_parse_memory(text, value):
     assert parse_memory(text) == value
 
 
-def test_plan_cli(tiny_llama_dir, capsys):
-    assert main(["plan", str(tiny_llama_dir), "--memory", "2GB", "--context", "2048", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["context"] == 2048 and out["peak"]["total"] <= 2 * 10**9
-    assert main(["plan", str(tiny_llama_dir), "--memory", "1KB"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "does not fit" in err and len(err.strip().splitlines()) == 1
-    assert main(["plan", str(tiny_llama_dir), "--memory", "lots"]) == 1
-    assert "16GB" in capsys.readouterr().err
-
-
 def test_planned_kv_bits_reach_chat(tiny_llama_dir, tmp_path, capsys, monkeypatch):
     # plan --kv-bits suggests the quantize that records them; chat then generates with a
     # quantized KV cache (mlx-lm's QuantizedKVCache), and says so. Heads of 64 (mlx-lm

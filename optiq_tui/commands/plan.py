@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from optiq_tui.commands._engine import add_engine_argument
 
 HELP = "the target bits per weight for a quant of MODEL that chats at a given context within a memory size"
 
@@ -26,35 +27,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group-size", type=int, default=64, choices=[32, 64, 128],
                         help="group size of the planned quant (default 64)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_engine_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from optiq_tui.engine.loader import as_info
+    from optiq_tui.commands._engine import model_arg, run_job
     from optiq_tui.sizes import human_bytes
-    from optiq_tui.progress import OptiqError
-    from optiq_tui.quant.plan import model_memory, parse_memory, plan
 
-    try:
-        memory = parse_memory(args.memory)
-        info = as_info(args.model)
-        result = plan(model_memory(Path(info.path)), memory, args.context,
-                      kv_bits=args.kv_bits, group_size=args.group_size)
-    except OptiqError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    # The engine's plan job (the quantize form asks the same one); a quick job, so a running
+    # engine answers it and none is started for it.
+    result, code = run_job(args, lambda engine: engine.plan(
+        model_arg(args.model), args.memory, args.context, kv_bits=args.kv_bits, group_size=args.group_size),
+        json_out=args.json, start_engine=False)
+    if result is None:
+        return code
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(result, indent=2))
         return 0
-    p = result.peak
+    p = result["peak"]
     kv = f"{args.kv_bits}-bit" if args.kv_bits else "unquantized"
-    what = "unquantized" if result.unquantized_fits else f"a {result.target_bpw:.2f} bpw quant"
-    print(f"{info.name} fits in {human_bytes(memory)} at {args.context} tokens as {what} "
-          f"(peak {human_bytes(p.total)}: weights {human_bytes(p.weights)}, {kv} KV cache "
-          f"{human_bytes(p.kv_cache)}, working memory {human_bytes(p.working)})")
-    if not result.unquantized_fits:
-        print(f"optiq-chat quantize {args.model} --target-bpw {result.target_bpw:.2f}"
+    what = "unquantized" if result["unquantized_fits"] else f"a {result['target_bpw']:.2f} bpw quant"
+    print(f"{result['model']} fits in {human_bytes(result['memory'])} at {args.context} tokens as {what} "
+          f"(peak {human_bytes(p['total'])}: weights {human_bytes(p['weights'])}, {kv} KV cache "
+          f"{human_bytes(p['kv_cache'])}, working memory {human_bytes(p['working'])})")
+    if not result["unquantized_fits"]:
+        print(f"optiq-chat quantize {args.model} --target-bpw {result['target_bpw']:.2f}"
               + (f" --group-size {args.group_size}" if args.group_size != 64 else "")
               + (f" --kv-bits {args.kv_bits}" if args.kv_bits else ""))
     return 0

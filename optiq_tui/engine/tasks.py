@@ -267,12 +267,16 @@ def plan(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, model: str,
          context: int, kv_bits: int | None = None, group_size: int = 64) -> dict[str, Any]:
     """The target bpw for ``model`` to generate at ``context`` tokens within ``memory`` ("16GB"):
     MLX work (the model's own caches are built to count them), so the engine's, not the client's."""
+    from dataclasses import replace
+
     from optiq_tui.library.catalog import resolve
     from optiq_tui.quant.plan import model_memory, parse_memory, plan as run_plan
 
     budget = parse_memory(memory)
-    return run_plan(model_memory(resolve(model).path), budget, context, kv_bits=kv_bits,
-                    group_size=group_size).to_dict()
+    info = resolve(model)
+    # Named as the library names it (a Hub-cache snapshot's folder is a commit hash).
+    mm = replace(model_memory(info.path), name=info.name)
+    return run_plan(mm, budget, context, kv_bits=kv_bits, group_size=group_size).to_dict()
 
 
 def evaluate(ctx: EngineContext, emit: Emit, cancel: threading.Event, *, models: list,

@@ -19,6 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_unflatten
+from threadpoolctl import threadpool_limits
 
 
 Call = tuple[Sequence[Any], dict[str, Any]]
@@ -60,7 +61,6 @@ class _Recorder(nn.Module):
             self.tokens[0] += rows.shape[0]
         else:
             self._add_routed(x, args[0] if args else kwargs["indices"])
-        mx.eval(self.xtx)
         return self.inner(x, *args, **kwargs)
 
     def _add_routed(self, x: mx.array, indices: mx.array) -> None:
@@ -112,7 +112,9 @@ def collect_hessians(
     try:
         for args, kwargs in calls:
             out = block(*args, **kwargs)
-            mx.eval(out)
+            # One evaluation per call for the output and every sum: evaluating each sum as its
+            # layer ran cut the block's graph into pieces (half the compensate stage on an MoE).
+            mx.eval(out, [r.xtx for r in recorders.values()])
             outputs.append(out)
     finally:
         block.update_modules(tree_unflatten(list(originals.items())))
@@ -121,36 +123,44 @@ def collect_hessians(
 
 
 def _inverse_factor(xtx: np.ndarray, damp: float) -> np.ndarray:
-    """Upper Cholesky factor U of (H + λI)⁻¹ = UᵀU; inputs never seen get a unit diagonal.
+    """Upper Cholesky factor U of (H + λI)⁻¹ = UᵀU for each (D, D) of an (E, D, D) stack;
+    inputs never seen get a unit diagonal.
 
     With J the order-reversing permutation and J H J = L Lᵀ, U = J L⁻¹ J: one
     Cholesky and one triangular inverse instead of inverting H and factoring again.
+    numpy factors the whole stack in one call; a stack it cannot factor (a near-singular
+    member) is factored one matrix at a time, each damped as hard as it needs.
     """
     h = xtx.astype(np.float64)
-    diag = np.diag(h).copy()
+    diag = np.diagonal(h, axis1=-2, axis2=-1)
     dead = diag <= 0
-    h[dead, dead] = 1.0
-    lam = damp * float(np.mean(np.diag(h)))
-    eye = np.eye(len(h))
-    for _ in range(6):
+    idx = np.arange(h.shape[-1])
+    h[..., idx, idx] = np.where(dead, 1.0, diag)
+    lam = damp * np.mean(np.diagonal(h, axis1=-2, axis2=-1), axis=-1)
+    eye = np.eye(h.shape[-1])
+    for tries in range(6):
         try:
-            chol = np.linalg.cholesky((h + lam * eye)[::-1, ::-1])
-            return np.linalg.solve(chol, eye)[::-1, ::-1]
+            damped = h + (lam * 10 ** tries)[:, None, None] * eye
+            chol = np.linalg.cholesky(damped[:, ::-1, ::-1])
+            return np.linalg.solve(chol, np.broadcast_to(eye, h.shape))[:, ::-1, ::-1]
         except np.linalg.LinAlgError:
-            lam *= 10  # near-singular inputs: damp harder rather than fail
+            if len(h) > 1:  # damp only the member that needs it
+                return np.stack([_inverse_factor(m[None], damp)[0] for m in xtx])
+            # near-singular inputs: damp harder rather than fail
     raise ValueError("Hessian is not positive definite even with heavy damping")
 
 
 def _grid(group: np.ndarray, bits: int, group_size: int, dtype: mx.Dtype):
-    """mlx's scale and bias for each row of ``group`` (as stored, in ``dtype``), and the
-    columns mlx pins to codes 0 and 2^bits−1 (its bias edge and the opposite extreme)."""
+    """mlx's scale and bias for each row of ``group`` (..., group_size) (as stored, in
+    ``dtype``), and the columns mlx pins to codes 0 and 2^bits−1 (its bias edge and the
+    opposite extreme)."""
     g = mx.array(group).astype(dtype)
     _, scales, biases = mx.quantize(g, group_size=group_size, bits=bits)
-    s = np.array(scales.astype(mx.float32))[:, 0]
-    b = np.array(biases.astype(mx.float32))[:, 0]
+    s = np.array(scales.astype(mx.float32))[..., 0]
+    b = np.array(biases.astype(mx.float32))[..., 0]
     g32 = np.array(g.astype(mx.float32))
-    lo, hi = g32.argmin(axis=1), g32.argmax(axis=1)
-    low_edge = np.abs(g32.min(axis=1)) > np.abs(g32.max(axis=1))
+    lo, hi = g32.argmin(axis=-1), g32.argmax(axis=-1)
+    low_edge = np.abs(g32.min(axis=-1)) > np.abs(g32.max(axis=-1))
     zero_at = np.where(low_edge, lo, hi)
     top_at = np.where(low_edge, hi, lo)
     return s, b, zero_at, top_at
@@ -158,36 +168,40 @@ def _grid(group: np.ndarray, bits: int, group_size: int, dtype: mx.Dtype):
 
 def _gptq_matrix(w: np.ndarray, xtx: np.ndarray, bits: int, group_size: int,
                  dtype: mx.Dtype, damp: float, block: int) -> np.ndarray:
-    """The compensated weight of one (O, D) matrix, as float32 values on the grid."""
-    # Transposed, so that each input column is one contiguous vector.
-    wt = np.ascontiguousarray(w.T, dtype=np.float32)
+    """The compensated weights of a stack of (O, D) matrices (E, O, D) with their (E, D, D)
+    XᵀX, as float32 values on the grid. One column loop serves the whole stack (an MoE
+    layer's experts): per expert the arithmetic is the single matrix's."""
+    # Transposed, so that each input column is one contiguous (E, O) slab.
+    wt = np.ascontiguousarray(w.transpose(0, 2, 1), dtype=np.float32)
     u = _inverse_factor(xtx, damp).astype(np.float32)
-    cols = wt.shape[0]
+    n, cols, rows = wt.shape
     top = float(2 ** bits - 1)
     out = np.empty_like(wt)
     for c0 in range(0, cols, block):
         c1 = min(c0 + block, cols)
-        err = np.zeros((c1 - c0, wt.shape[1]), dtype=np.float32)
+        err = np.zeros((n, c1 - c0, rows), dtype=np.float32)
         for col in range(c0, c1):
             k = col % group_size
             if k == 0:
-                s, b, zero_at, top_at = _grid(wt[col:col + group_size].T, bits, group_size, dtype)
+                s, b, zero_at, top_at = _grid(wt[:, col:col + group_size].transpose(0, 2, 1),
+                                              bits, group_size, dtype)
                 # mx.quantize picks the grid from each group's min and max: pinning those
                 # two codes keeps the grid it would pick for the compensated weights.
                 pinned = b != 0
-            q = np.clip(np.rint((wt[col] - b) / s), 0.0, top)
+            q = np.clip(np.rint((wt[:, col] - b) / s), 0.0, top)
             q[pinned & (zero_at == k)] = 0.0
             q[pinned & (top_at == k)] = top
-            out[col] = s * q + b
-            e = (wt[col] - out[col]) / u[col, col]
-            wt[col + 1:c1] -= np.outer(u[col, col + 1:c1], e)
-            err[col - c0] = e
-        wt[c1:] -= u[c0:c1, c1:].T @ err
-    return np.ascontiguousarray(out.T)
+            out[:, col] = s * q + b
+            e = (wt[:, col] - out[:, col]) / u[:, col, col, None]
+            wt[:, col + 1:c1] -= u[:, col, col + 1:c1, None] * e[:, None, :]
+            err[:, col - c0] = e
+        wt[:, c1:] -= np.matmul(u[:, c0:c1, c1:].transpose(0, 2, 1), err)
+    return np.ascontiguousarray(out.transpose(0, 2, 1))
 
 
 def output_error(weight: mx.array, w_hat: mx.array, xtx: mx.array) -> np.ndarray:
-    """Per output row, ||X (w − ŵ)||² on the calibration inputs, from XᵀX (float64)."""
+    """Per output row, ||X (w − ŵ)||² on the calibration inputs, from XᵀX (float64);
+    for an expert stack (E, O, D) with (E, D, D) XᵀX, one row of errors per expert."""
     d = np.array(weight.astype(mx.float32), dtype=np.float64) - np.array(
         w_hat.astype(mx.float32), dtype=np.float64)
     h = np.array(xtx, dtype=np.float64)
@@ -217,27 +231,36 @@ def compensate_quantized(weight: mx.array, xtx: mx.array, bits: int, group_size:
     """
     if weight.shape[-1] % group_size:
         raise ValueError(f"input dimension {weight.shape[-1]} is not a multiple of {group_size}")
-    if weight.ndim == 3:
-        parts = [compensate_quantized(weight[e], xtx[e], bits, group_size, damp=damp, block=block)
-                 for e in range(weight.shape[0])]
-        return tuple(mx.stack([p[i] for p in parts]) for i in range(3))
+    # numpy's threaded BLAS hands these small factorizations and products to its threads for
+    # longer than they take on one (a stack of 8 128-wide Cholesky + inverses: 490 ms against
+    # 20 ms on the shared 2-core machine): one thread while compensating.
+    with threadpool_limits(1, user_api="blas"):
+        return _compensate_stack(weight, xtx, bits, group_size, damp, block)
+
+
+def _compensate_stack(weight: mx.array, xtx: mx.array, bits: int, group_size: int,
+                      damp: float, block: int) -> Triple:
     rtn = mx.quantize(weight, group_size=group_size, bits=bits)
-    h = np.array(xtx.astype(mx.float32))
-    if not np.any(np.diag(h) > 0):
-        return rtn  # no calibration token reached this layer (an unused expert)
+    # A Linear is a stack of one: every expert of a stack goes through one column loop.
+    h = np.array(xtx.astype(mx.float32)).reshape(-1, *xtx.shape[-2:])
+    seen = np.any(np.diagonal(h, axis1=1, axis2=2) > 0, axis=1)
+    if not seen.any():
+        return rtn  # no calibration token reached this layer
+    w = np.array(weight.astype(mx.float32)).reshape(len(h), *weight.shape[-2:])
     block = max(group_size, block // group_size * group_size)
-    raw = _gptq_matrix(np.array(weight.astype(mx.float32)), h, bits, group_size,
-                       weight.dtype, damp, block)
-    gptq = _triple(mx.array(raw), bits, group_size, weight.dtype)
+    raw = w.copy()  # an expert no token reached keeps round-to-nearest (below)
+    raw[seen] = _gptq_matrix(w[seen], h[seen], bits, group_size, weight.dtype, damp, block)
+    gptq = _triple(mx.array(raw.reshape(weight.shape)), bits, group_size, weight.dtype)
     # Per row, the first candidate whose output error is not above RTN's: the compensated
     # grid, else RTN nudged to a fixed point of quantize/dequantize, else plain RTN.
     rtn_error = output_error(weight, _dequantize(rtn, bits, group_size), xtx)
     fixed = mx.quantize(_fixed_point(_dequantize(rtn, bits, group_size), bits, group_size),
                         group_size=group_size, bits=bits)
+    used = seen.reshape(weight.shape[:-2] + (1,))
     chosen = rtn
     for cand in (fixed, gptq):
-        ok = output_error(weight, _dequantize(cand, bits, group_size), xtx) <= rtn_error
-        pick = mx.array(ok)[:, None]
+        ok = (output_error(weight, _dequantize(cand, bits, group_size), xtx) <= rtn_error) & used
+        pick = mx.array(ok)[..., None]
         chosen = tuple(mx.where(pick, c, r) for c, r in zip(cand, chosen))
     return chosen
 
