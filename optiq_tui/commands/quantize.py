@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="optiq-4/8 (default): 4 or 8 bits; optiq-best: 3-8 bits and unquantized, gated on p99 KL; "
                         "optiq-plus: optiq-best with error-compensated rounding")
     parser.add_argument("--calibration", default=None, help="a text file to calibrate on instead of the shipped mix")
+    parser.add_argument("--self-answers", action="store_true",
+                        help="add the source's own answers to the shipped chat prompts to the "
+                        "calibration (generated once per source and cached)")
     parser.add_argument("--calibration-from-conversations", nargs="?", const="all", default=None,
                         metavar="IDS", help="mix your saved conversations (all, or comma-separated ids "
                         "from `optiq-chat conversations list`) into the calibration; they are only read")
@@ -63,6 +66,8 @@ def _options(args: argparse.Namespace) -> dict:
         options["bits"] = list(args.bits)
     if args.group_size is not None:
         options["group_size"] = args.group_size
+    if args.self_answers:
+        options["self_answers"] = True
     if args.calibration_from_conversations:
         options["conversations"] = [c.strip() for c in args.calibration_from_conversations.split(",") if c.strip()]
     if args.kv_bits is not None:

@@ -36,11 +36,14 @@ def flip_prompts() -> list[str]:
     return list(json.loads(text)["prompts"])
 
 
-def _render(tokenizer: Any, prompt: str) -> str:
+def _render(tokenizer: Any, prompt: str | list[dict[str, str]]) -> str:
+    """A user prompt, or a conversation ending in a user turn, ready for the reply."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-    return prompt
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    if isinstance(prompt, str):
+        return prompt
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
 
 
 def normalize(answer: str) -> str:
@@ -48,9 +51,10 @@ def normalize(answer: str) -> str:
     return re.sub(r"\s+", " ", answer).strip().rstrip(".!").casefold()
 
 
-def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str],
+def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str | list[dict[str, str]]],
                    max_tokens: int = ANSWER_TOKENS) -> list[str]:
-    """Each prompt's greedy (temperature 0) answer, through the tokenizer's chat template."""
+    """Each prompt's greedy (temperature 0) answer, through the tokenizer's chat template;
+    a prompt is a user message or a conversation ending in one."""
     from mlx_lm import generate
     from mlx_lm.sample_utils import make_sampler
 

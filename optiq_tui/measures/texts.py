@@ -3,11 +3,13 @@
 The app ships ``optiq_tui/data/heldout.txt``: original prose, code, math and
 dialogue written for this project, on topics chosen to be far from what a
 calibration set holds, so a quant tuned on calibration text is not graded on it.
-A user file can replace it.
+A user file can replace it. ``heldout_chat.json`` holds chat conversations
+for the same purpose, rendered in each model's own chat format.
 """
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from optiq_tui.progress import OptiqError
 
 HELDOUT_NAME = "heldout.txt"
+HELDOUT_CHAT_NAME = "heldout_chat.json"
 
 # Sequences shorter than this carry too little context to say much; a short tail is dropped.
 MIN_SEQ_TOKENS = 16
@@ -60,9 +63,34 @@ def heldout_tokens(
     """
     if seq_len < MIN_SEQ_TOKENS:
         raise OptiqError(f"sequence length {seq_len} is too short; use at least {MIN_SEQ_TOKENS}")
-    raw = heldout_text(text)
+    return _sequences(tokenizer, _encode_paragraphs(tokenizer, heldout_text(text)), max_tokens,
+                      seq_len, "evaluation text")
+
+
+def heldout_chat_tokens(tokenizer: Any, max_tokens: int = 8192, seq_len: int = 512) -> list[list[int]]:
+    """The shipped held-out chat conversations, each in the model's chat format, as sequences
+    cut like :func:`heldout_tokens` (conversations run on across sequence boundaries)."""
+    raw = resources.files("optiq_tui.data").joinpath(HELDOUT_CHAT_NAME).read_text(encoding="utf-8")
+    ids = [t for c in json.loads(raw)["conversations"] for t in render_chat(c["messages"], tokenizer)]
+    return _sequences(tokenizer, ids, max_tokens, seq_len, "held-out chat text")
+
+
+def render_chat(messages: list[dict[str, str]], tokenizer: Any) -> list[int]:
+    """A conversation's tokens in the model's own chat template (its special tokens
+    included), or as "role: text" lines for a model without one or whose template
+    rejects a turn (some refuse tool turns)."""
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            return list(tokenizer.apply_chat_template(messages, tokenize=True))
+        except Exception:  # noqa: BLE001 - any template error: the plain rendering below
+            pass
+    text = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\n"
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def _sequences(tokenizer: Any, ids: list[int], max_tokens: int, seq_len: int,
+               what: str) -> list[list[int]]:
     bos = getattr(tokenizer, "bos_token_id", None)
-    ids = _encode_paragraphs(tokenizer, raw)
     body_len = seq_len - 1 if bos is not None else seq_len
     sequences: list[list[int]] = []
     total = 0
@@ -75,10 +103,8 @@ def heldout_tokens(
         sequences.append(seq)
         total += len(seq)
     if not sequences:
-        raise OptiqError(
-            f"the evaluation text gives only {len(ids)} tokens; "
-            f"give at least {MIN_SEQ_TOKENS} tokens of text"
-        )
+        raise OptiqError(f"the {what} gives only {len(ids)} tokens; "
+                         f"give at least {MIN_SEQ_TOKENS} tokens of text")
     return sequences
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 from optiq_tui.quant.backbone import MEASUREMENT_VERSION
 from optiq_tui.settings import paths
@@ -38,8 +39,8 @@ def cache_key(fingerprint: str, calibration_digest: str, group_size: int,
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
-def cache_path(key: str) -> Path:
-    folder = paths().cache / "sensitivity"
+def cache_path(key: str, kind: str = "sensitivity") -> Path:
+    folder = paths().cache / kind
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{key}.json"
 
@@ -56,8 +57,11 @@ def load_scores(key: str) -> dict | None:
 
 
 def save_scores(key: str, record: dict) -> Path:
-    """Write atomically; a Ctrl-C mid-write keeps the old file or none."""
-    path = cache_path(key)
+    return save_record(cache_path(key), record)
+
+
+def save_record(path: Path, record: Any) -> Path:
+    """Write JSON atomically; a Ctrl-C mid-write keeps the old file or none."""
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record))
     os.replace(tmp, path)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from optiq_tui.measures.texts import read_user_text
-from optiq_tui.progress import OptiqError
+from optiq_tui.measures.texts import read_user_text, render_chat
+from optiq_tui.progress import OptiqError, ProgressFn, no_progress
 
 CALIBRATION_NAME = "calibration.json"
 MIN_TOKENS = 64
@@ -44,15 +45,7 @@ def shipped_documents() -> list[dict[str, Any]]:
 
 def _render(doc: dict[str, Any], tokenizer: Any) -> list[int]:
     if "messages" in doc:
-        template = getattr(tokenizer, "chat_template", None)
-        if template:
-            try:
-                ids = tokenizer.apply_chat_template(doc["messages"], tokenize=True)
-                return list(ids)
-            except Exception:  # noqa: BLE001 - a template that rejects tool turns: plain text below
-                pass
-        text = "\n".join(f"{m['role']}: {m['content']}" for m in doc["messages"]) + "\n\n"
-        return tokenizer.encode(text, add_special_tokens=False)
+        return render_chat(doc["messages"], tokenizer)
     return tokenizer.encode(doc["text"] + "\n\n", add_special_tokens=False)
 
 
@@ -90,32 +83,46 @@ def conversation_documents(ids: tuple[str, ...] | list[str]) -> list[dict[str, A
     return docs
 
 
-def calibration_for(tokenizer: Any, config: Any) -> Calibration:
-    """The calibration a QuantConfig asks for (its file or the shipped mix, and its conversations)."""
+def calibration_for(tokenizer: Any, config: Any, *, model: Any = None, source: Path | None = None,
+                    progress: ProgressFn = no_progress,
+                    cancel: threading.Event | None = None) -> Calibration:
+    """The calibration a QuantConfig asks for: its file or the shipped mix (with the source
+    ``model``'s own answers when the config asks for them), and its conversations."""
     docs = conversation_documents(config.conversations) if config.conversations else None
-    return build_calibration(tokenizer, path=config.calibration, conversations=docs,
-                             n_sequences=config.n_calibration, seq_len=config.seq_len)
+    mix, label = None, "shipped"
+    if config.self_answers and config.calibration is None and model is not None and source:
+        from optiq_tui.quant.self_answers import source_answers  # it reads the shipped set here
+
+        answers = source_answers(source, model, tokenizer, progress=progress, cancel=cancel)
+        mix, label = interleave(shipped_documents(), answers), f"shipped + {len(answers)} own answers"
+    return build_calibration(tokenizer, path=config.calibration, conversations=docs, documents=mix,
+                             label=label, n_sequences=config.n_calibration, seq_len=config.seq_len)
+
+
+def interleave(first: list, second: list) -> list:
+    """Alternate two lists, the longer one's tail last (every sequence then mixes both)."""
+    return [d for pair in zip(first, second) for d in pair] + first[len(second):] + second[len(first):]
 
 
 def build_calibration(tokenizer: Any, *, path: Path | None = None,
                       conversations: list[dict[str, Any]] | None = None, n_sequences: int = 8,
-                      seq_len: int = 512, held_back: int = 2) -> Calibration:
+                      seq_len: int = 512, held_back: int = 2,
+                      documents: list[dict[str, Any]] | None = None,
+                      label: str = "shipped") -> Calibration:
     """Cut the calibration text into up to ``n_sequences + held_back`` sequences.
 
     ``conversations`` (chat documents) are interleaved with the shipped mix, or put
-    before a user's file, so the first sequences carry the user's own chats. The last
+    before a user's file, so the first sequences carry the user's own chats. ``documents``
+    replaces the shipped mix, named ``label``. The last
     ``held_back`` sequences (when the text has room for them) are kept out of the
     measurement and used to check low-width choices.
     """
     own = conversations or []
     if path is None:
         # The file alternates kinds, so every sequence mixes prose, code, math, chat and tools.
-        shipped = shipped_documents()
-        docs = [d for pair in zip(own, shipped) for d in pair] + own[len(shipped):] + shipped[len(own):]
-        ids: list[int] = []
-        for doc in docs:
-            ids.extend(_render(doc, tokenizer))
-        source = "shipped"
+        shipped = shipped_documents() if documents is None else documents
+        ids = [t for doc in interleave(own, shipped) for t in _render(doc, tokenizer)]
+        source = label
     else:
         ids = [t for doc in own for t in _render(doc, tokenizer)] + _user_stream(Path(path), tokenizer)
         source = str(path)

@@ -65,6 +65,9 @@ class QuantConfig:
     uniform_bits: int | None = None
     dequantize: bool = False
     allow_keep: bool | None = None
+    # The source's own greedy answers to the shipped chat prompts join the shipped mix: opt-in,
+    # as they cost minutes of generation on a CPU for a small gain (benchmarks/bench_calibration.py).
+    self_answers: bool = False
     n_calibration: int = 8
     seq_len: int = 512
     verify: bool = True

@@ -48,7 +48,8 @@ def measure_and_allocate(source, config: QuantConfig, bb: Backbone, tokenizer: A
     # another preset or budget of the same source reuses the cache.
     measured = tuple(sorted(set(widths) | set(STANDARD_WIDTHS)))
     with stages.run("calibrate"):
-        cal = calibration_for(tokenizer, config)
+        cal = calibration_for(tokenizer, config, model=bb.model, source=Path(source.path),
+                              progress=progress, cancel=cancel)
         progress(Log(f"calibration: {len(cal.sequences)} sequences, {cal.n_tokens} tokens "
                      f"({cal.source}), {sum(len(s) for s in cal.held_back)} held back"))
         # The guard: nothing is measured on a forward pass that differs from the model's own.

@@ -158,7 +158,7 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
         from optiq_tui.quant.writer import quantize_in_place
 
         check_cancel(cancel)
-        triples = _compensate(model, tokenizer, config, choice, progress, cancel)
+        triples = _compensate(source, model, tokenizer, config, choice, progress, cancel)
         out_cfg = quantize_in_place(model, model_cfg, choice, config.group_size)
         if triples:
             from optiq_tui.quant.plus import apply_triples
@@ -195,14 +195,15 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
     )
 
 
-def _compensate(model, tokenizer, config: QuantConfig, choice, progress, cancel) -> dict:
+def _compensate(source, model, tokenizer, config: QuantConfig, choice, progress, cancel) -> dict:
     """Compensated layers for a preset that asks for them (on the measurement's calibration)."""
     if config.uniform_bits is not None or not config.preset_info.compensate:
         return {}
     from optiq_tui.quant.calibration import calibration_for
     from optiq_tui.quant.plus import compensate_model
 
-    cal = calibration_for(tokenizer, config)
+    cal = calibration_for(tokenizer, config, model=model, source=Path(source.path), progress=progress,
+                          cancel=cancel)
     progress(Log(f"error compensation on {len(cal.sequences)} calibration sequences"))
     return compensate_model(model, choice, config.group_size, cal.sequences,
                             progress=progress, cancel=cancel)
