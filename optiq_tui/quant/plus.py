@@ -25,7 +25,7 @@ from optiq_tui.quant.compensate import (
     compensate_quantized,
     linear_paths,
 )
-from optiq_tui.quant.config import KEEP
+from optiq_tui.quant.config import KEEP, group_of
 from optiq_tui.quant.layers import get_module
 
 
@@ -84,7 +84,8 @@ def record_block_calls(model: nn.Module, sequences: Sequence[Sequence[int]]):
 def compensate_model(model: nn.Module, choice: dict[str, int], group_size: int,
                      sequences: Sequence[Sequence[int]], *, progress: ProgressFn = no_progress,
                      cancel: threading.Event | None = None) -> dict[str, Triple]:
-    """Compensated (codes, scales, biases) for every block layer ``choice`` quantizes.
+    """Compensated (codes, scales, biases) for every block layer ``choice`` quantizes, at its
+    width and group (a config.Width's own, else ``group_size``).
 
     The model computes in float32 meanwhile and is left in its own dtype, its
     compensated layers holding their dequantized values (what the quant computes).
@@ -102,14 +103,14 @@ def compensate_model(model: nn.Module, choice: dict[str, int], group_size: int,
             block_calls = [((h, *a), k) for h, (a, k) in zip(hidden, calls[i])]
             xtx, _tokens, _ = collect_hessians(block, block_calls)
             for rel in linear_paths(block):
-                bits = choice.get(f"{prefix}.{rel}", KEEP)
-                if bits == KEEP:
+                width = choice.get(f"{prefix}.{rel}", KEEP)
+                if width == KEEP:
                     continue
+                bits, group = int(width), group_of(width, group_size)
                 layer = get_module(block, rel)
-                triple = compensate_quantized(layer.weight.astype(dtype), xtx[rel], bits, group_size)
+                triple = compensate_quantized(layer.weight.astype(dtype), xtx[rel], bits, group)
                 triples[f"{prefix}.{rel}"] = triple
-                layer.weight = mx.dequantize(*triple, group_size=group_size,
-                                             bits=bits).astype(mx.float32)
+                layer.weight = mx.dequantize(*triple, group_size=group, bits=bits).astype(mx.float32)
             del xtx
             hidden = [block(*args, **kw) for args, kw in block_calls]
             mx.eval(hidden)
