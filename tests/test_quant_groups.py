@@ -198,3 +198,65 @@ def test_plus_writes_the_groups_it_allocated(tiny_llama_dir):
         assert (written[path]["bits"], written[path]["group_size"]) == (bits, group), path
         assert (modules[path].bits, modules[path].group_size) == (bits, group), path
     assert result.achieved_bpw <= 4.4 + 1e-9
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_the_head_is_compensated_on_what_reaches_it(tied, tmp_path, monkeypatch):
+    """The (tied) head is compensated on the final hidden states after the compensated
+    blocks; its rows are never worse than rounding on them, and better in sum."""
+    import mlx_lm
+
+    from optiq_tui.quant import plus
+    from optiq_tui.quant.compensate import output_error
+    from optiq_tui.quant.layers import qdq
+    from tests.test_quant_plus import _sequences
+    from tests.tiny import build_tiny_llama
+
+    folder = build_tiny_llama(tmp_path / "m", tie=tied)
+    source, tok = mlx_lm.load(str(folder))
+    seqs = _sequences(tok)
+    head_path, head = plus._head(source)
+    assert head_path == ("model.embed_tokens" if tied else "lm_head")
+    calls = []
+    real = plus.compensate_quantized
+    monkeypatch.setattr(plus, "compensate_quantized",
+                        lambda w, xtx, *a: calls.append((w, xtx)) or real(w, xtx, *a))
+    choice = {p: 3 for p, m in source.named_modules() if hasattr(m, "to_quantized") and "weight" in m}
+    model, _ = mlx_lm.load(str(folder))
+    triples = plus.compensate_model(model, choice, 64, seqs[:3])
+    assert head_path in triples
+    w, xtx = calls[-1]  # the head comes last, after every block
+    assert mx.array_equal(w, head.weight)
+    assert mx.trace(xtx).item() > 0
+    err_c = output_error(w, mx.dequantize(*triples[head_path], group_size=64, bits=3), xtx)
+    err_r = output_error(w, qdq(w, 3, 64), xtx)
+    assert (err_c <= err_r).all() and err_c.sum() < err_r.sum()
+
+
+def test_plus_gates_low_widths_on_compensated_plans_and_ships_the_winner(tiny_llama_dir, monkeypatch):
+    """At a budget that needs 3-bit layers, the gate compensates both plans (with and without
+    them) and the quantize stage writes the chosen one's compensated layers, not a third run."""
+    from optiq_tui.library.catalog import inspect_model
+    from optiq_tui.quant import plus
+    from optiq_tui.quant.pipeline import quantize
+
+    runs = []
+    real = plus.compensate_model
+
+    def counted(model, choice, *a, **kw):
+        runs.append((dict(choice), real(model, choice, *a, **kw)))
+        return runs[-1][1]
+
+    monkeypatch.setattr(plus, "compensate_model", counted)
+    cfg = QuantConfig.from_preset("optiq-plus", n_calibration=3, seq_len=128, verify=False,
+                                  target_bpw=4.5, name="gated")
+    result = quantize(inspect_model(tiny_llama_dir), cfg, progress=lambda e: None)
+    assert len(runs) == 2  # the two plans; the quantize stage reused the winner's
+    meta = json.loads((result.path / "optiq_quant.json").read_text())
+    shipped = [t for c, t in runs if {p: int(b) for p, b in c.items() if b != KEEP} == {
+        p: b for p, b in meta["layers"].items() if b != KEEP}]
+    assert shipped, "the written plan is one of the two compensated"
+    model, _ = _load(result.path)
+    modules = dict(model.named_modules())
+    for path, (codes, scales, biases) in shipped[0].items():
+        assert mx.array_equal(modules[path].weight, codes) and mx.array_equal(modules[path].scales, scales)

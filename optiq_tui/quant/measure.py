@@ -190,14 +190,9 @@ def _gate_low_widths(alloc: Allocation, items, scores, budget, config: QuantConf
 
 def _compensated(model, choice, group_size: int, sequences, progress, cancel) -> dict:
     """The plan's compensated block layers, the model's weights left as they were."""
-    from optiq_tui.quant.compensate import linear_paths
-    from optiq_tui.quant.plus import _blocks, compensate_model
+    from optiq_tui.quant.plus import compensate_model
 
-    paths = {id(m): p for p, m in model.named_modules()}
-    saved = {}
-    for block in _blocks(model):
-        for rel in linear_paths(block):
-            saved[f"{paths[id(block)]}.{rel}"] = get_module(block, rel).weight
+    saved = {p: get_module(model, p).weight for p, b in choice.items() if b != KEEP}
     try:
         return compensate_model(model, choice, group_size, sequences, progress=progress,
                                 cancel=cancel)
