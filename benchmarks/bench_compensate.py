@@ -27,6 +27,7 @@ def main() -> int:
     parser.add_argument("--calibration", type=int, default=8, help="calibration sequences of 512 tokens")
     parser.add_argument("--heldout-tokens", type=int, default=4096)
     parser.add_argument("--no-flips", action="store_true")
+    parser.add_argument("--head", action="store_true", help="compensate the (tied) head too")
     args = parser.parse_args()
 
     import mlx.core as mx
@@ -57,9 +58,10 @@ def main() -> int:
     rtn_in_place(rtn, paths)
     plus, _ = mlx_lm.load(folder)
     t0 = time.perf_counter()
-    compensate_model(plus, {p: args.bits for p in block_paths}, 64, cal)
+    compensated = block_paths + [p for p in paths if p not in block_paths and args.head]
+    compensate_model(plus, {p: args.bits for p in compensated}, 64, cal, head=args.head)
     seconds = time.perf_counter() - t0
-    rtn_in_place(plus, [p for p in paths if p not in block_paths])
+    rtn_in_place(plus, [p for p in paths if p not in compensated])
     for m in (source, rtn, plus):
         m.set_dtype(mx.float32)
 

@@ -55,10 +55,16 @@ def main() -> int:
     parser.add_argument("--heldout-tokens", type=int, default=4096)
     parser.add_argument("--no-flips", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--cache", type=Path,
+                        help="a sensitivity cache folder to start from and add to (while iterating: "
+                             "rows that hit it are charged no measure time)")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-plus-"))
     os.environ["OPTIQ_HOME"] = str(scratch)  # an empty library and sensitivity cache
+    cache = scratch / "cache" / "sensitivity"
+    if args.cache:
+        shutil.copytree(args.cache, cache) if args.cache.is_dir() else cache.mkdir(parents=True)
 
     import mlx.core as mx
     import mlx_lm
@@ -171,6 +177,8 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "source_ppl": src_ppl,
                                          "rows": results}, indent=2, default=str))
+    if args.cache:
+        shutil.copytree(cache, args.cache, dirs_exist_ok=True)
     shutil.rmtree(scratch, ignore_errors=True)  # the scratch library and its sensitivity cache
     return 0
 

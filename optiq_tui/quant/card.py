@@ -8,11 +8,7 @@ from typing import Any
 from optiq_tui.measures.flips import Flips
 from optiq_tui.measures.metrics import KLInterval
 from optiq_tui.measures.receipts import receipts_line
-from optiq_tui.quant.config import KEEP
-
-
-def _bits_text(b: int) -> str:
-    return "16 (kept)" if b == KEEP else str(b)
+from optiq_tui.quant.config import width_text
 
 
 def _quality_rows(quality: dict[str, Any] | None) -> list[str]:
@@ -84,8 +80,11 @@ def model_card(meta: dict[str, Any], items: list[dict[str, Any]]) -> str:
     else:
         lines += [
             f"OptiQ mixed precision, preset `{meta['preset']}`, candidate widths "
-            f"{', '.join(_bits_text(b) for b in meta['widths'])}, group size {meta['group_size']} "
-            "(affine, float16 scales and biases).",
+            f"{', '.join(width_text(b) for b in meta['widths'])}, group size {meta['group_size']} "
+            "(affine, float16 scales and biases)"
+            + (f"; {len(meta['layer_groups'])} layers at another group size (a group's scale and "
+               "bias cost 32 bits: g32 adds 1.0 bit per weight, g64 0.5, g128 0.25)."
+               if meta.get("layer_groups") else "."),
             "",
             "- Sensitivity: diagonal Fisher information from per-sequence gradients with labels sampled "
             f"from the model itself, on {meta['calibration']['tokens']} calibration tokens "
@@ -102,7 +101,7 @@ def model_card(meta: dict[str, Any], items: list[dict[str, Any]]) -> str:
         f"Target: {meta['target_bpw']} bits per weight; achieved: **{meta['achieved_bpw']:.3f}** "
         "(mlx-lm's compute_bits_per_weight).",
         "",
-        "Widths: " + ", ".join(f"{_bits_text(b)}: {n} layers" for b, n in sorted(hist.items())),
+        "Widths: " + ", ".join(f"{width_text(b)}: {n} layers" for b, n in sorted(hist.items())),
         "",
         "## Quality",
         "",
@@ -118,7 +117,7 @@ def model_card(meta: dict[str, Any], items: list[dict[str, Any]]) -> str:
         chosen = kl.get(r["bits"])
         at4 = kl.get(4)
         lines.append(
-            f"| {r['path']} | {'x'.join(map(str, r['shape']))} | {_bits_text(r['bits'])} | "
+            f"| {r['path']} | {'x'.join(map(str, r['shape']))} | {width_text(r['bits'])} | "
             f"{'' if chosen is None else f'{chosen:.2e}'} | {'' if at4 is None else f'{at4:.2e}'} |"
         )
     unq = [r for r in items if r.get("note")]

@@ -14,6 +14,58 @@ KEEP = 16
 SUPPORTED_GROUPS = (32, 64, 128)
 
 
+class Width(int):
+    """A candidate width at a group size other than the run's own (``QuantConfig.group_size``).
+
+    An int (its bits), so every comparison of widths (``<= 3``, ``== KEEP``) reads bits,
+    while equality and hashing include the group: 4 at g128 is another candidate than
+    the plain int 4 (4 bits at the run's group), and JSON writes it as its bits. Made
+    by :func:`width`, which gives the plain int for the run's group.
+    """
+
+    group: int
+
+    def __new__(cls, bits: int, group: int) -> "Width":
+        obj = super().__new__(cls, bits)
+        obj.group = group
+        return obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Width) and int(self) == int(other) and self.group == other.group
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((int(self), self.group))
+
+    def __repr__(self) -> str:
+        return f"{int(self)}g{self.group}"
+
+
+def width(bits: int, group: int, run_group: int) -> int:
+    """``bits`` at ``group``: the plain int at the run's own group, else a :class:`Width`."""
+    return bits if group == run_group or bits == KEEP else Width(bits, group)
+
+
+def group_of(w: int, run_group: int) -> int:
+    """The group size a candidate width quantizes with."""
+    return w.group if isinstance(w, Width) else run_group
+
+
+def at_run_group(by_width: dict) -> dict[int, float]:
+    """Only the widths at the run's own group, keyed by plain bits (progress events and the
+    sensitivity chart show one value per width)."""
+    return {int(b): v for b, v in by_width.items() if not isinstance(b, Width)}
+
+
+def width_text(w: int) -> str:
+    """How a width reads in a card or a log: "4", "4 g128", "16 (kept)"."""
+    if w == KEEP:
+        return "16 (kept)"
+    return f"{int(w)} g{w.group}" if isinstance(w, Width) else str(int(w))
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named recipe: candidate widths, group size, default budget, and gating."""
@@ -28,6 +80,9 @@ class Preset:
     description: str = ""
     # Quantize each block layer at its width with error compensation (quant/plus.py).
     compensate: bool = False
+    # Other group sizes a layer may take besides the run's: each width at each group is a
+    # candidate (4-bit g128 costs 4.25 bpw against g64's 4.50), where the input dimension allows.
+    other_groups: tuple[int, ...] = ()
 
 
 PRESETS: dict[str, Preset] = {
@@ -41,7 +96,9 @@ PRESETS: dict[str, Preset] = {
     ),
     "optiq-plus": Preset(
         "optiq-plus", (3, 4, 5, 6, 8), 64, 5.0, allow_keep=True, gate_below=3, compensate=True,
-        description="optiq-best's widths, each layer then quantized with GPTQ-style error compensation",
+        other_groups=(32, 128),
+        description="widths 3-8 at group 32, 64 or 128 per layer, each layer then quantized "
+                    "with GPTQ-style error compensation",
     ),
 }
 DEFAULT_PRESET = "optiq-4/8"
@@ -119,6 +176,13 @@ class QuantConfig:
         widths = tuple(sorted(set(self.bits or self.preset_info.bits)))
         keep = self.preset_info.allow_keep if self.allow_keep is None else self.allow_keep
         return widths + ((KEEP,) if keep and KEEP not in widths else ())
+
+    @property
+    def candidates(self) -> tuple[int, ...]:
+        """Every (width, group) a layer may take: ``widths`` at the run's group, and each
+        quantized width at the preset's other groups (as :class:`Width`)."""
+        others = [g for g in self.preset_info.other_groups if g != self.group_size]
+        return self.widths + tuple(Width(b, g) for g in others for b in self.widths if b != KEEP)
 
     def validate(self) -> "QuantConfig":
         """Raise OptiqError for a request that cannot be honoured; returns self."""

@@ -36,7 +36,7 @@ from mlx.utils import tree_flatten, tree_map
 
 from optiq_tui.progress import OptiqError, ProgressFn, Progress, check_cancel, no_progress
 from optiq_tui.quant.backbone import TOKEN_CHUNK, Backbone, HeadTap, standing_in
-from optiq_tui.quant.config import KEEP
+from optiq_tui.quant.config import KEEP, at_run_group, group_of
 from optiq_tui.quant.events import LayerScore
 from optiq_tui.quant.layers import ROW_SLICE, QuantItem, get_module
 from optiq_tui.quant.probes import checkpoint_stride, reference_pass
@@ -51,10 +51,17 @@ class _Seq:
     uniq: mx.array | None = None
 
 
-def _err2(w: mx.array, bits: int, group: int) -> mx.array:
+def _fitting(w: mx.array, qwidths: list[int], group: int) -> list[int]:
+    """The widths ``w`` can take: a width's group (config.Width's own, else ``group``) must
+    divide its input dimension."""
+    return [b for b in qwidths if w.shape[-1] % group_of(b, group) == 0]
+
+
+def _err2(w: mx.array, width: int, run_group: int) -> mx.array:
     """Squared rounding error of each weight with the writer's quantizer (same q, scales,
-    biases). Dequantized in float32: mlx's float16 dequantize is ~5x slower on a CPU and
+    biases) at ``width`` (a config.Width carries its own group, else ``run_group``). Dequantized in float32: mlx's float16 dequantize is ~5x slower on a CPU and
     its result differs by at most one float16 ulp, ~1e-4 of the error measured here."""
+    bits, group = int(width), group_of(width, run_group)
     q, scales, biases = mx.quantize(w, group_size=group, bits=bits)
     deq = mx.dequantize(q, scales.astype(mx.float32), biases.astype(mx.float32),
                         group_size=group, bits=bits)
@@ -66,10 +73,10 @@ def _damage(fisher_rows: Callable[[int], mx.array], w: mx.array, qwidths: list[i
             group: int) -> dict[int, float]:
     """sum F * err^2 at each width, a slice of rows at a time: ``fisher_rows(r)`` is F's rows
     r:r + ROW_SLICE (whole-head temporaries are several float32 copies of a [vocab, d] matrix)."""
-    raw = {b: 0.0 for b in qwidths}
+    raw = {b: 0.0 for b in _fitting(w, qwidths, group)}
     for r in range(0, w.shape[0], ROW_SLICE):
         f = fisher_rows(r)
-        for b in qwidths:
+        for b in raw:
             raw[b] += (f * _err2(w[r:r + ROW_SLICE], b, group)).sum(axis=-1).sum().item()
     return raw
 
@@ -85,7 +92,8 @@ def fisher_scores(
     progress: ProgressFn = no_progress,
     cancel: threading.Event | None = None,
 ) -> dict[str, dict[int, float]]:
-    """Estimated KL (nats per token) of each quantizable item at each width."""
+    """Estimated KL (nats per token) of each quantizable item at each width it can take
+    (a config.Width key at a group other than ``group_size``)."""
     qwidths = [b for b in widths if b != KEEP]
     by_path = {i.path: i for i in items if i.quantizable}
     n_blocks = len(bb.blocks)
@@ -103,7 +111,7 @@ def fisher_scores(
     def emit(path: str, raw: dict[int, float]) -> None:
         scores[path] = {b: v * norm for b, v in raw.items()}
         scores[path][KEEP] = 0.0
-        progress(LayerScore(path, dict(scores[path])))
+        progress(LayerScore(path, at_run_group(scores[path])))
 
     # 1. Forward every sequence block by block, keeping hidden-state checkpoints.
     ref = reference_pass(bb, sequences, cancel, on_segment=lambda k: tick(f"forward from block {k}"))
@@ -176,7 +184,8 @@ def _tail_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_size:
     key = mx.random.key(seed)
     paths = [p for p in bb.tail_paths if p in by_path]
     taps = {p: bb.heads[p] for p in paths}
-    raw = {p: {b: 0.0 for b in qwidths} for p in paths}
+    raw = {p: {b: 0.0 for b in _fitting(get_module(bb.model, p).weight, qwidths, group_size)}
+           for p in paths}
     try:
         for s in seqs:
             check_cancel(cancel)
@@ -288,7 +297,8 @@ def _embedding_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_
     if not paths:
         return {}
     weights = {p: get_module(bb.model, p).weight for p in paths}
-    raw = {p: dict(tail_raw.get(p, {b: 0.0 for b in qwidths})) for p in paths}
+    raw = {p: dict(tail_raw.get(p, {b: 0.0 for b in _fitting(weights[p], qwidths, group_size)}))
+           for p in paths}
     for s in seqs:
         check_cancel(cancel)
         uniqs = _looked_up(bb, paths, s.tokens)
@@ -300,7 +310,7 @@ def _embedding_fisher(bb: Backbone, seqs: list[_Seq], qwidths: list[int], group_
                                  "its tied head cannot be measured this way")
             # Same sequence, same row: the two gradients add before squaring.
             extra = g_in * g_in if tail is None else (tail + g_in) ** 2 - tail ** 2
-            for b in qwidths:
+            for b in raw[p]:
                 raw[p][b] += (extra * _err2(w_rows, b, group_size)).sum().item()
     return raw
 
@@ -377,5 +387,6 @@ def _block_fisher(bb, k, seqs, block_inputs, by_path, qwidths, group_size, emit)
     weights = dict(tree_flatten(original))
     for n in names:
         w = weights[f"{n}.weight"]
-        raw = {b: (fisher[n] * _err2(w, b, group_size)).sum().item() for b in qwidths}
+        raw = {b: (fisher[n] * _err2(w, b, group_size)).sum().item()
+               for b in _fitting(w, qwidths, group_size)}
         emit(f"{prefix}.{n}", raw)

@@ -13,7 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from optiq_tui.quant.config import KEEP, cost_per_param
+from optiq_tui.quant.config import KEEP, cost_per_param, group_of
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class QuantItem:
     quantizable: bool
     reason: str = ""
     tied: bool = False
+
+    def takes(self, width: int, run_group: int) -> bool:
+        """Whether this item can be quantized at ``width`` (its group must divide the input)."""
+        return width == KEEP or (self.quantizable and self.shape[-1] % group_of(width, run_group) == 0)
 
     @property
     def n_params(self) -> int:
@@ -102,7 +106,8 @@ class BitBudget:
     group_size: int
 
     def item_cost(self, item: QuantItem, bits: int) -> float:
-        return item.n_params * cost_per_param(bits, self.group_size, self.scale_bits)
+        """``bits`` a width at the run's group or a config.Width at its own."""
+        return item.n_params * cost_per_param(bits, group_of(bits, self.group_size), self.scale_bits)
 
     def bpw(self, items: list[QuantItem], choice: dict[str, int]) -> float:
         chosen = sum(self.item_cost(i, choice[i.path]) for i in items if i.quantizable)

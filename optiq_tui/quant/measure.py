@@ -23,10 +23,10 @@ from optiq_tui.quant.allocate import Allocation, allocate
 from optiq_tui.quant.backbone import Backbone
 from optiq_tui.quant.cache import cache_key, load_scores, save_scores, source_fingerprint
 from optiq_tui.quant.calibration import calibration_for
-from optiq_tui.quant.config import KEEP, QuantConfig
+from optiq_tui.quant.config import KEEP, QuantConfig, at_run_group, group_of
 from optiq_tui.quant.events import LayerScore
 from optiq_tui.quant.fisher import fisher_scores
-from optiq_tui.quant.layers import BitBudget, QuantItem
+from optiq_tui.quant.layers import BitBudget, QuantItem, get_module
 from optiq_tui.quant.probes import (
     Reference, choice_weight_fn, first_block_of, probe_item, reference_pass, run_probe,
 )
@@ -41,9 +41,15 @@ PROBE_SEQUENCES = 2
 
 def measure_and_allocate(source, config: QuantConfig, bb: Backbone, tokenizer: Any,
                          items: list[QuantItem], budget: BitBudget, stages, *,
-                         progress: ProgressFn, cancel: threading.Event | None):
-    """(choice, scores, calibration metadata, cache hit) for ``config``."""
-    widths = config.widths
+                         progress: ProgressFn, cancel: threading.Event | None,
+                         compensated: dict | None = None):
+    """(choice, scores, calibration metadata, cache hit) for ``config``.
+
+    For a compensating preset the low-width gate compares compensated plans; the chosen
+    plan's compensated layers are then left in ``compensated`` (path -> triple) for reuse.
+    """
+    widths = config.candidates  # the preset's other groups too
+    by_path = {i.path: i for i in items}
     # Score every standard width in the one pass (a few extra quantize-dequantizes), so
     # another preset or budget of the same source reuses the cache.
     measured = tuple(sorted(set(widths) | set(STANDARD_WIDTHS)))
@@ -76,11 +82,13 @@ def measure_and_allocate(source, config: QuantConfig, bb: Backbone, tokenizer: A
 
     with stages.run("measure"):
         record = load_scores(key)
-        cache_hit = record is not None and all(b in kl for kl in record["scores"].values() for b in widths)
+        cache_hit = record is not None and all(
+            b in kl for p, kl in record["scores"].items() for b in widths
+            if by_path[p].takes(b, config.group_size))
         if cache_hit:
             progress(Log("sensitivity reused from the cache (same source, calibration, widths)"))
             for path, kl in record["scores"].items():
-                progress(LayerScore(path, {b: v for b, v in kl.items() if b in widths}))
+                progress(LayerScore(path, at_run_group({b: v for b, v in kl.items() if b in widths})))
         else:
             scores = fisher_scores(bb, items, cal.sequences, measured, config.group_size,
                                    progress=progress, cancel=cancel)
@@ -89,7 +97,7 @@ def measure_and_allocate(source, config: QuantConfig, bb: Backbone, tokenizer: A
         edge = [p for p in bb.outside_paths if p in record["scores"]]
         for path in edge:
             for b in widths:
-                if b != KEEP and b <= 4:
+                if b != KEEP and b <= 4 and b in record["scores"][path]:
                     check_cancel(cancel)
                     exact = probe(path, b)
                     progress(Log(f"exact probe {path} @ {b} bits: {exact:.4f} "
@@ -116,11 +124,12 @@ def measure_and_allocate(source, config: QuantConfig, bb: Backbone, tokenizer: A
             if not changed:
                 break
             alloc = allocate(items, scores, budget, config.target_bpw, widths)
-        alloc = _gate_low_widths(alloc, items, scores, budget, config, bb, cal.held_back,
-                                 progress, cancel)
+        alloc = _gate_low_widths(alloc, items, scores, budget, config, bb, cal,
+                                 progress, cancel, compensated)
         for path, kl in scores.items():
-            progress(LayerScore(path, {b: v for b, v in kl.items() if b in widths},
-                                alloc.choice.get(path)))
+            chosen = alloc.choice.get(path)
+            progress(LayerScore(path, at_run_group({b: v for b, v in kl.items() if b in widths}),
+                                None if chosen is None else int(chosen)))
         progress(Log(f"allocation: {alloc.bpw:.3f} bpw, predicted KL {alloc.predicted_kl:.4f}"))
     cal_meta = {"source": cal.source, "tokens": cal.n_tokens, "sequences": len(cal.sequences),
                 "digest": cal.digest, "cache_key": key}
@@ -136,11 +145,12 @@ def _with_probes(record: dict) -> dict[str, dict[int, float]]:
 
 
 def _gate_low_widths(alloc: Allocation, items, scores, budget, config: QuantConfig, bb,
-                     held_back: list[list[int]], progress, cancel) -> Allocation:
+                     cal, progress, cancel, compensated: dict | None) -> Allocation:
     gate = config.preset_info.gate_below
     if gate is None or not any(b <= gate for b in alloc.choice.values()):
         return alloc
-    higher = tuple(b for b in config.widths if b > gate)
+    held_back = cal.held_back
+    higher = tuple(b for b in config.candidates if b > gate)
     try:
         safe = allocate(items, scores, budget, config.target_bpw, higher)
     except OptiqError:
@@ -150,10 +160,18 @@ def _gate_low_widths(alloc: Allocation, items, scores, budget, config: QuantConf
         return safe
     ref = reference_pass(bb, held_back, cancel)
     results = {}
+    # Compensation helps most at low widths (quant notes): a compensating preset compares the
+    # plans as it would ship them, compensated on the calibration, not rounded to nearest.
+    triples = {}
     for label, candidate in (("with low widths", alloc), ("without", safe)):
         check_cancel(cancel)
         changed = [p for p, b in candidate.choice.items() if b != KEEP]
-        res = run_probe(bb, ref, choice_weight_fn(candidate.choice, config.group_size),
+        weight_fn = choice_weight_fn(candidate.choice, config.group_size)
+        if config.preset_info.compensate:
+            triples[label] = _compensated(bb.model, candidate.choice, config.group_size,
+                                          cal.sequences, progress, cancel)
+            weight_fn = _with_triples(weight_fn, triples[label], candidate.choice, config.group_size)
+        res = run_probe(bb, ref, weight_fn,
                         first_block_of(changed, bb, {i.path: i.block for i in items}),
                         cancel, with_nll=True)
         kl = kl_stats(res.kl)
@@ -162,7 +180,34 @@ def _gate_low_widths(alloc: Allocation, items, scores, budget, config: QuantConf
     (m_lo, p_lo, ppl_lo), (m_hi, p_hi, ppl_hi) = results["with low widths"], results["without"]
     progress(Log(f"held-back check, with {gate}-bit layers: mean KL {m_lo:.4f} p99 {p_lo:.3f} "
                  f"ppl {ppl_lo:.2f}; without: {m_hi:.4f} / {p_hi:.3f} / {ppl_hi:.2f}"))
-    if p_lo > p_hi or ppl_lo > ppl_hi or m_lo > m_hi:
+    rejected = p_lo > p_hi or ppl_lo > ppl_hi or m_lo > m_hi
+    if compensated is not None and triples:
+        compensated.update(triples["without" if rejected else "with low widths"])
+    if rejected:
         progress(Log(f"{gate}-bit layers rejected: they worsen the held-back tail or perplexity"))
         return safe
     return alloc
+
+
+def _compensated(model, choice, group_size: int, sequences, progress, cancel) -> dict:
+    """The plan's compensated block layers, the model's weights left as they were."""
+    from optiq_tui.quant.plus import compensate_model
+
+    saved = {p: get_module(model, p).weight for p, b in choice.items() if b != KEEP}
+    try:
+        return compensate_model(model, choice, group_size, sequences, progress=progress,
+                                cancel=cancel)
+    finally:
+        for path, w in saved.items():
+            get_module(model, path).weight = w
+
+
+def _with_triples(rtn_fn, triples: dict, choice, group_size: int):
+    """Weights as a compensated plan ships them: its triples where it has them, else rounded."""
+    def fn(path: str, w: mx.array) -> mx.array:
+        if path not in triples:
+            return rtn_fn(path, w)
+        b = choice[path]
+        return mx.dequantize(*triples[path], group_size=group_of(b, group_size),
+                             bits=int(b)).astype(w.dtype)
+    return fn

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from optiq_tui.progress import Log, OptiqError, ProgressFn, check_cancel, no_progress
-from optiq_tui.quant.config import KEEP, QuantConfig
+from optiq_tui.quant.config import KEEP, QuantConfig, Width
 from optiq_tui.quant.events import STAGES, LayerScore, StageChanged
 from optiq_tui.library.model_files import OPTIQ_QUANT_FILE
 
@@ -137,6 +137,7 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
                 progress(Log(f"{item.path}: {item.reason}", "warning"))
         check_cancel(cancel)
 
+    ready: dict = {}  # compensated layers the allocation already made (optiq-plus's gate)
     if config.uniform_bits is not None:
         for stage in ("calibrate", "measure", "allocate"):
             stages.skip(stage)
@@ -149,7 +150,8 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
 
         bb = Backbone(model, model_cfg)
         choice, scores, cal_meta, cache_hit = measure_and_allocate(
-            source, config, bb, tokenizer, items, budget, stages, progress=progress, cancel=cancel)
+            source, config, bb, tokenizer, items, budget, stages, progress=progress, cancel=cancel,
+            compensated=ready)
         del bb
 
     with stages.run("quantize"):
@@ -158,7 +160,8 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
         from optiq_tui.quant.writer import quantize_in_place
 
         check_cancel(cancel)
-        triples = _compensate(source, model, tokenizer, config, choice, progress, cancel)
+        # The low-width gate may have compensated the chosen plan already.
+        triples = ready or _compensate(source, model, tokenizer, config, choice, progress, cancel)
         out_cfg = quantize_in_place(model, model_cfg, choice, config.group_size)
         if triples:
             from optiq_tui.quant.plus import apply_triples
@@ -185,7 +188,7 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
                          stages.timings, quality, peak, dict(stages.peaks))
         _write_card_and_meta(out, meta, items, choice, scores)
         check_cancel(cancel)
-    hist = dict(sorted(Counter(_full(items, choice).values()).items()))
+    hist = dict(sorted(Counter(int(b) for b in _full(items, choice).values()).items()))
     return QuantResult(
         name=final.name, path=final, method=meta["method"], preset=meta["preset"],
         target_bpw=meta["target_bpw"], achieved_bpw=achieved, bit_histogram=hist,
@@ -238,8 +241,9 @@ def _metadata(name, source, config, choice, scores, items, achieved, cal_meta, t
         "achieved_bpw": round(achieved, 4),
         "group_size": config.group_size,
         "widths": [config.uniform_bits] if uniform else list(config.widths),
-        "bit_histogram": {str(k): v for k, v in sorted(Counter(full.values()).items())},
-        "layers": full,
+        "bit_histogram": {str(k): v for k, v in sorted(Counter(int(b) for b in full.values()).items())},
+        "layers": full,  # bits (a Width writes as its bits); its group, where not group_size:
+        "layer_groups": {p: b.group for p, b in full.items() if isinstance(b, Width)},
         "calibration": cal_meta,
         "timings": timings,
         "quality": quality,

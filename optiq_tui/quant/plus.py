@@ -6,7 +6,9 @@ block wrapped records what the model hands it (masks, positions, whatever the
 architecture passes), and the hidden state entering the first block. Then each
 block in turn: its layers' XᵀX from its real call, compensation at each layer's
 width, and a rerun of the compensated block to give the next block its inputs,
-so later blocks compensate for the rounding already done before them.
+so later blocks compensate for the rounding already done before them. Last, the
+head (or tied embedding, which holds ~30% of uniform 4-bit's KL on the demo) on the
+final hidden states that reach it through the compensated blocks.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from optiq_tui.progress import Log, ProgressFn, check_cancel, no_progress
 from optiq_tui.quant.backbone import find_blocks
 from optiq_tui.quant.compensate import (
     Triple,
+    _Recorder,
     collect_hessians,
     compensate_quantized,
     linear_paths,
 )
-from optiq_tui.quant.config import KEEP
+from optiq_tui.quant.config import KEEP, group_of
 from optiq_tui.quant.layers import get_module
 
 
@@ -83,8 +86,10 @@ def record_block_calls(model: nn.Module, sequences: Sequence[Sequence[int]]):
 
 def compensate_model(model: nn.Module, choice: dict[str, int], group_size: int,
                      sequences: Sequence[Sequence[int]], *, progress: ProgressFn = no_progress,
-                     cancel: threading.Event | None = None) -> dict[str, Triple]:
-    """Compensated (codes, scales, biases) for every block layer ``choice`` quantizes.
+                     cancel: threading.Event | None = None, head: bool = True) -> dict[str, Triple]:
+    """Compensated (codes, scales, biases) for every block layer ``choice`` quantizes, and with
+    ``head`` for the head / tied embedding, at its width and group (a config.Width's own, else
+    ``group_size``).
 
     The model computes in float32 meanwhile and is left in its own dtype, its
     compensated layers holding their dequantized values (what the quant computes).
@@ -102,21 +107,78 @@ def compensate_model(model: nn.Module, choice: dict[str, int], group_size: int,
             block_calls = [((h, *a), k) for h, (a, k) in zip(hidden, calls[i])]
             xtx, _tokens, _ = collect_hessians(block, block_calls)
             for rel in linear_paths(block):
-                bits = choice.get(f"{prefix}.{rel}", KEEP)
-                if bits == KEEP:
+                width = choice.get(f"{prefix}.{rel}", KEEP)
+                if width == KEEP:
                     continue
+                bits, group = int(width), group_of(width, group_size)
                 layer = get_module(block, rel)
-                triple = compensate_quantized(layer.weight.astype(dtype), xtx[rel], bits, group_size)
+                triple = compensate_quantized(layer.weight.astype(dtype), xtx[rel], bits, group)
                 triples[f"{prefix}.{rel}"] = triple
-                layer.weight = mx.dequantize(*triple, group_size=group_size,
-                                             bits=bits).astype(mx.float32)
+                layer.weight = mx.dequantize(*triple, group_size=group, bits=bits).astype(mx.float32)
             del xtx
             hidden = [block(*args, **kw) for args, kw in block_calls]
             mx.eval(hidden)
             progress(Log(f"compensated block {i + 1}/{len(blocks)}"))
+        found = _head(model) if head else None
+        if found is not None and choice.get(found[0], KEEP) != KEEP:
+            check_cancel(cancel)
+            path, module = found
+            width = choice[path]
+            bits, group = int(width), group_of(width, group_size)
+            xtx = _head_hessian(model, module, sequences)
+            triples[path] = compensate_quantized(module.weight.astype(dtype), xtx, bits, group)
+            module.weight = mx.dequantize(*triples[path], group_size=group, bits=bits).astype(mx.float32)
+            progress(Log(f"compensated the head ({path})"))
     finally:
         model.set_dtype(dtype)
     return triples
+
+
+def _head(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """(path, module) of what computes the logits: ``lm_head``, or a tied embedding."""
+    modules = dict(model.named_modules())
+    heads = [(p, m) for p, m in modules.items() if p.split(".")[-1] == "lm_head" and "weight" in m]
+    if heads:
+        return heads[0]
+    tied = [(p, m) for p, m in modules.items() if isinstance(m, nn.Embedding)]
+    return tied[0] if len(tied) == 1 else None
+
+
+def _head_hessian(model: nn.Module, module: nn.Module, sequences) -> mx.array:
+    """XᵀX (float32) of what reaches the head on the calibration, after the (compensated)
+    blocks, through the model's own call; a tied embedding is reached through ``as_linear``."""
+    xtx = [mx.zeros((module.weight.shape[-1],) * 2, dtype=mx.float32)]
+
+    def add(x: mx.array) -> None:
+        rows = x.reshape(-1, x.shape[-1]).astype(mx.float32)
+        xtx[0] = xtx[0] + rows.T @ rows
+        mx.eval(xtx[0])
+
+    if isinstance(module, nn.Embedding):
+        inner = module.as_linear
+
+        def as_linear(x: mx.array) -> mx.array:
+            add(x)
+            return inner(x)
+
+        object.__setattr__(module, "as_linear", as_linear)  # the instance's, shadowing the class's
+        try:
+            for seq in sequences:
+                mx.eval(model(mx.array([list(seq)])))
+        finally:
+            object.__delattr__(module, "as_linear")
+        return xtx[0]
+    rec = _Recorder(module, None)
+    parent_path, _, name = next(p for p, m in model.named_modules() if m is module).rpartition(".")
+    parent = get_module(model, parent_path) if parent_path else model
+    setattr(parent, name, rec)
+    try:
+        for seq in sequences:
+            # The recorder's sum is evaluated with each call (it no longer evaluates itself).
+            mx.eval(model(mx.array([list(seq)])), rec.xtx)
+    finally:
+        setattr(parent, name, module)
+    return rec.xtx
 
 
 def _blocks(model: nn.Module) -> list:

@@ -19,7 +19,7 @@ import mlx.core as mx
 from optiq_tui.measures.metrics import log_softmax, token_kl, token_nll, top1_matches
 from optiq_tui.progress import check_cancel
 from optiq_tui.quant.backbone import Backbone, WeightFn
-from optiq_tui.quant.config import KEEP
+from optiq_tui.quant.config import KEEP, group_of
 from optiq_tui.quant.layers import qdq
 
 
@@ -114,10 +114,11 @@ def _drop_last(nlls: list[mx.array], ref: Reference) -> mx.array:
 
 
 def choice_weight_fn(choice: dict[str, int], group_size: int) -> WeightFn:
-    """Weights as the allocation ``choice`` (path -> bits) would write them."""
+    """Weights as the allocation ``choice`` (path -> width; a config.Width at its own group,
+    else ``group_size``) would write them."""
     def fn(path: str, w: mx.array) -> mx.array:
         bits = choice.get(path, KEEP)
-        return w if bits == KEEP else qdq(w, bits, group_size)
+        return w if bits == KEEP else qdq(w, int(bits), group_of(bits, group_size))
     return fn
 
 

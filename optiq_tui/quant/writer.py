@@ -14,7 +14,7 @@ from pathlib import Path
 
 import mlx.nn as nn
 
-from optiq_tui.quant.config import KEEP
+from optiq_tui.quant.config import KEEP, group_of
 
 # Files of the source folder that describe the source itself, not the tokenizer/chat setup.
 _NOT_COPIED = {"config.json", "README.md", "optiq_quant.json", "optiq_import.json",
@@ -23,9 +23,10 @@ _NOT_COPIED = {"config.json", "README.md", "optiq_quant.json", "optiq_import.jso
 
 def quantize_in_place(model: nn.Module, config: dict, choice: dict[str, int],
                       group_size: int) -> dict:
-    """Quantize ``model`` (in place) to ``choice`` (path -> bits; missing or KEEP: unquantized).
+    """Quantize ``model`` (in place) to ``choice`` (path -> width; missing or KEEP: unquantized;
+    a config.Width at its own group, else ``group_size``).
 
-    Returns the config to save, with per-layer entries for every quantized layer.
+    Returns the config to save, with per-layer entries (width and group) for every quantized layer.
     """
     from mlx_lm.utils import quantize_model
 
@@ -33,7 +34,7 @@ def quantize_in_place(model: nn.Module, config: dict, choice: dict[str, int],
         bits = choice.get(path, KEEP)
         if bits == KEEP:
             return False
-        return {"group_size": group_size, "bits": bits, "mode": "affine"}
+        return {"group_size": group_of(bits, group_size), "bits": int(bits), "mode": "affine"}
 
     clean = {k: v for k, v in config.items() if k not in ("quantization", "quantization_config")}
     # quantize_model prints a summary line on stdout, which belongs to --json output.
