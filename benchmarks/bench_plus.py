@@ -16,6 +16,9 @@ with an empty cache waits.
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \\
         python benchmarks/bench_plus.py [--model demo|qwen3-moe] [--rows optiq-plus@4.5,...]
+
+A row named ``PRESET+refine@BPW`` (or ``uniform4+refine``) adds the refinement stage
+(quant/refine.py) with ``--refine-minutes`` / ``--refine-steps``.
 """
 
 from __future__ import annotations
