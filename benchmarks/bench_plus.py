@@ -16,6 +16,9 @@ with an empty cache waits.
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \\
         python benchmarks/bench_plus.py [--model demo|qwen3-moe] [--rows optiq-plus@4.5,...]
+
+A row named ``PRESET+refine@BPW`` (or ``uniform4+refine``) adds the refinement stage
+(quant/refine.py) with ``--refine-minutes`` / ``--refine-steps``.
 """
 
 from __future__ import annotations
@@ -38,11 +41,19 @@ DEFAULT_ROWS = ("uniform4", "optiq-4/8@5.0", "optiq-best@4.5", "optiq-plus@4.5",
 AWQ_QUOTE = "mlx-lm AWQ 4-bit g64 (quoted from quant-notes.md, not run): 4.50 bpw, KL ratio 0.57, ppl 24.3 (source 19.8), 1,054 s"
 
 
-def _parse_row(row: str) -> tuple[str, float | None]:
-    if row == "uniform4":
-        return row, None
-    preset, _, bpw = row.partition("@")
-    return preset, float(bpw)
+def _parse_row(row: str) -> tuple[str, float | None, bool]:
+    """(preset, target bpw or None for uniform 4-bit, refined): "optiq-plus+refine@4.5"."""
+    name, _, bpw = row.partition("@")
+    preset, _, refined = name.partition("+")
+    return preset, (float(bpw) if bpw else None), refined == "refine"
+
+
+def _refine_lines(event) -> None:
+    """The refinement's steps with their held-back KL: what each minute of it buys."""
+    from optiq_tui.progress import Progress
+
+    if isinstance(event, Progress) and event.stage == "refine" and "held-back" in event.message:
+        print(f"    {time.strftime('%H:%M:%S')} {event.message}", flush=True)
 
 
 def main() -> int:
@@ -54,6 +65,9 @@ def main() -> int:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--heldout-tokens", type=int, default=4096)
     parser.add_argument("--no-flips", action="store_true")
+    parser.add_argument("--refine-minutes", type=float, default=5.0,
+                        help="time box of the +refine rows (e.g. optiq-plus+refine@4.5, uniform4+refine)")
+    parser.add_argument("--refine-steps", type=int, default=None, help="step limit of the +refine rows")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--cache", type=Path,
                         help="a sensitivity cache folder to start from and add to (while iterating: "
@@ -113,13 +127,15 @@ def main() -> int:
     # the MoE fixture, pays float32 scales): targets move with uniform-4's real bpw.
     shift = 0.0
     for row in rows:
-        preset, bpw = _parse_row(row)
+        preset, bpw, refined = _parse_row(row)
         common = dict(n_calibration=args.calibration, seq_len=args.seq_len, verify=False,
-                      name=row.replace("/", "-").replace("@", "-"))
+                      name=row.replace("/", "-").replace("@", "-").replace("+", "-"))
+        if refined:
+            common.update(refine_minutes=args.refine_minutes, refine_steps=args.refine_steps)
         config = (QuantConfig(uniform_bits=4, group_size=64, **common) if bpw is None
                   else QuantConfig.from_preset(preset, target_bpw=bpw + shift, **common))
         t0 = time.perf_counter()
-        res = quantize(info, config, progress=lambda e: None)
+        res = quantize(info, config, progress=_refine_lines)
         wall = time.perf_counter() - t0
         timings = dict(res.timings)
         if bpw is not None:
@@ -150,27 +166,27 @@ def main() -> int:
                "kl": ci.mean, "kl_low": ci.low, "kl_high": ci.high, "p99": p99, "ppl": ppl,
                "top1": top1, "flips": flips, "flip_prompts": len(prompts),
                "seconds": seconds, "wall_seconds": wall, "timings": timings,
-               "cache_hit": res.cache_hit, "histogram": res.bit_histogram}
+               "cache_hit": res.cache_hit, "histogram": res.bit_histogram, "refine": res.refine}
         results.append(out)
-        if bpw is None:
+        if bpw is None and not refined:
             shift = max(0.0, res.achieved_bpw - 4.5) + 1e-4
             print(f"  uniform 4-bit is {res.achieved_bpw:.3f} bpw here: targets shifted by +{shift:.4f}")
         print(f"  {row}: bpw {res.achieved_bpw:.3f} KL {ci.mean:.4f} [{ci.low:.4f}, {ci.high:.4f}] "
               f"p99 {p99:.3f} ppl {ppl:.2f} top-1 {top1:.1%} flips {flips} time {seconds:.0f} s "
-              f"{timings}", flush=True)
+              f"{timings}" + (f" refine {res.refine}" if res.refine else ""), flush=True)
         del model
         shutil.rmtree(res.path)  # ~100 MB a row; the numbers are what is kept
 
     base = results[0]["kl"]
     print(f"\n{args.model}, held-out mean KL to the source; ratio to uniform 4-bit g64 RTN "
           f"({base:.4f}); source ppl {src_ppl:.2f}")
-    print(f"{'quant':<16} {'real bpw':>8} {'KL ratio [95% CI]':>22} {'p99 KL':>7} {'ppl':>7} "
+    print(f"{'quant':<22} {'real bpw':>8} {'KL ratio [95% CI]':>22} {'p99 KL':>7} {'ppl':>7} "
           f"{'top-1':>6} {'flips':>6} {'time s':>7}")
     for r in results:
         name = "uniform-4 RTN" if r["row"] == "uniform4" else r["row"]
         flips = "-" if r["flips"] is None else f"{r['flips']}/{r['flip_prompts']}"
         ratio = f"{r['kl'] / base:.3f} [{r['kl_low'] / base:.3f}, {r['kl_high'] / base:.3f}]"
-        print(f"{name:<16} {r['bpw']:>8.3f} {ratio:>22} {r['p99']:>7.3f} {r['ppl']:>7.2f} "
+        print(f"{name:<22} {r['bpw']:>8.3f} {ratio:>22} {r['p99']:>7.3f} {r['ppl']:>7.2f} "
               f"{r['top1']:>6.1%} {flips:>6} {r['seconds']:>7.0f}")
     if args.model == "demo":
         print(AWQ_QUOTE)

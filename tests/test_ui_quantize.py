@@ -132,7 +132,8 @@ async def test_quantize_runs_to_completion_and_lands_in_the_library(llama_home, 
         assert progress.state == "done", progress.query_one("#stage-label").render()
 
         stages = progress.query_one(StageList).states
-        assert {s: stages[s].state for s in stages} == {s: "done" for s in stages}
+        # Every stage done; refinement is off unless asked.
+        assert {s: stages[s].state for s in stages} == {s: "skipped" if s == "refine" else "done" for s in stages}
         chart = progress.query_one(SensitivityChart)
         assert chart.bars and all(bar.bits in (4, 8) for bar in chart.bars.values())
         assert any(isinstance(e, LayerScore) and e.chosen_bits for e in progress.events)
@@ -354,3 +355,36 @@ async def test_an_empty_conversation_is_refused_on_its_field(llama_home):
         picker.deselect_all()
         await wait_until(pilot, lambda: not form.query_one("#start", Button).disabled)
         assert not picker.has_class("-invalid")
+
+
+async def test_refine_minutes_reach_the_config_and_the_review(llama_home):
+    app = OptiqApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_form(app, pilot)
+        refine = form.query_one("#refine", Input)
+        assert form.build_config()[0].refine_minutes is None  # off unless asked
+        refine.value = "soon"
+        await wait_until(pilot, lambda: "Refine minutes must be a number" in form_text(form, "#quant-errors"))
+        assert refine.has_class("-invalid") and form.query_one("#start", Button).disabled
+        refine.value = "0"
+        await wait_until(pilot, lambda: "--refine 0 minutes" in form_text(form, "#quant-errors"))
+        assert refine.has_class("-invalid")
+        refine.value = "2.5"
+        await wait_until(pilot, lambda: not form.query_one("#start", Button).disabled)
+        assert not refine.has_class("-invalid") and form.build_config()[0].refine_minutes == 2.5
+        refine.focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        assert "then refine up to 2.5 min" in app.screen.question
+
+
+def test_summary_shows_the_refinement_gain():
+    from optiq_tui.ui.screens.quantize_progress import summary_text
+
+    result = {"name": "q", "method": "uniform", "preset": None, "bit_histogram": {"4": 7},
+              "target_bpw": None, "achieved_bpw": 4.5, "timings": {"refine": 60.0}, "cache_hit": False,
+              "quality": None, "refine": {"kl_before": 0.47, "kl_after": 0.33, "gain": 0.7021, "steps": 12,
+                                          "best_step": 12, "seconds": 60.0, "stopped": "time", "layers": 211}}
+    text = summary_text(result).plain
+    assert "refinement: held-back calibration KL 0.4700 → 0.3300 (0.70x) after 12 steps" in text
+    assert "refinement" not in summary_text({**result, "refine": None}).plain

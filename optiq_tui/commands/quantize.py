@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-bits", type=int, default=None, metavar="B",
                         help="record that this quant is planned with a B-bit KV cache (optiq-chat plan "
                         "--kv-bits); chat and serve then quantize its KV cache to B bits")
+    parser.add_argument("--refine", type=float, default=None, metavar="MINUTES",
+                        help="then tune the quant's scales and biases against the source's logits "
+                        "for up to MINUTES (DWQ-style; kept only where held-back KL improves)")
+    parser.add_argument("--refine-steps", type=int, default=None, metavar="N",
+                        help="refine for at most N steps (with --refine: whichever comes first)")
     parser.add_argument("--no-verify", action="store_true", help="skip the held-out quality check")
     parser.add_argument("--verify-flips", action="store_true",
                         help="also count flips (greedy answers on the shipped prompts that change "
@@ -72,6 +77,10 @@ def _options(args: argparse.Namespace) -> dict:
         options["conversations"] = [c.strip() for c in args.calibration_from_conversations.split(",") if c.strip()]
     if args.kv_bits is not None:
         options["kv_bits"] = args.kv_bits
+    if args.refine is not None:
+        options["refine_minutes"] = args.refine
+    if args.refine_steps is not None:
+        options["refine_steps"] = args.refine_steps
     return options
 
 
@@ -125,4 +134,8 @@ def run(args: argparse.Namespace) -> int:
                 r = q[key]
                 print(f"  {label:>13}: {r['bpw']:.3f} bpw  KL {r['mean_kl']:.4f}  p99 {r['p99_kl']:.3f}  "
                       f"top-1 {100 * r['top1']:.1f}%  ppl {r['ppl']:.2f}  (source ppl {q['source_ppl']:.2f})")
+        if result.get("refine"):
+            from optiq_tui.measures.receipts import refine_line
+
+            print(f"  {'refinement':>13}: {refine_line(result['refine'])}")
     return 0

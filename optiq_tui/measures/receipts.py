@@ -24,3 +24,10 @@ def receipts_line(name: str, interval: KLInterval, flips: Flips | None = None) -
         line += (f"; flips: {len(flips.changed)} of {len(flips.prompts)} greedy prompts "
                  f"({100 * flips.rate:.0f}%) answer differently from the source")
     return line + "."
+
+
+def refine_line(refine: dict) -> str:
+    """The refinement's gain (quant/refine.py's record) in one line: CLI, TUI summary, card."""
+    gain = "" if refine.get("gain") is None else f" ({refine['gain']:.2f}x)"
+    return (f"held-back calibration KL {refine['kl_before']:.4f} → {refine['kl_after']:.4f}{gain} "
+            f"after {refine['steps']} steps in {refine['seconds']:.0f} s (kept step {refine['best_step']})")

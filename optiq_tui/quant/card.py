@@ -96,6 +96,11 @@ def model_card(meta: dict[str, Any], items: list[dict[str, Any]]) -> str:
             "bits as mlx-lm does (packed weights + scales + biases; norms, embedding and every layer "
             "inside the budget).",
         ]
+    if meta.get("refine"):
+        from optiq_tui.measures.receipts import refine_line
+
+        lines += ["", "- Refinement (DWQ-style): scales and biases tuned against the source's logits on "
+                  "the calibration text; " + refine_line(meta["refine"]) + "."]
     lines += [
         "",
         f"Target: {meta['target_bpw']} bits per weight; achieved: **{meta['achieved_bpw']:.3f}** "

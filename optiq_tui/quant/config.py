@@ -134,6 +134,10 @@ class QuantConfig:
     verify_flips: bool = False
     # The KV-cache width the quant is planned for (optiq-chat plan --kv-bits); chat and serve use it.
     kv_bits: int | None = None
+    # Refinement (quant/refine.py): minutes of tuning scales and biases against the source's
+    # logits before writing; off when None. ``refine_steps`` caps it by steps (reproducible).
+    refine_minutes: float | None = None
+    refine_steps: int | None = None
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> "QuantConfig":
@@ -184,6 +188,11 @@ class QuantConfig:
         others = [g for g in self.preset_info.other_groups if g != self.group_size]
         return self.widths + tuple(Width(b, g) for g in others for b in self.widths if b != KEEP)
 
+    @property
+    def refines(self) -> bool:
+        """Whether the refinement stage runs (a time box or a step limit given)."""
+        return self.refine_minutes is not None or self.refine_steps is not None
+
     def validate(self) -> "QuantConfig":
         """Raise OptiqError for a request that cannot be honoured; returns self."""
         if self.uniform_bits is not None:
@@ -201,6 +210,11 @@ class QuantConfig:
         if self.kv_bits is not None and self.kv_bits not in KV_BITS:
             raise OptiqError(f"--kv-bits {self.kv_bits} is not a width mlx can pack; use one of "
                              f"{', '.join(map(str, KV_BITS))}")
+        if self.refine_minutes is not None and not 0 < self.refine_minutes <= 24 * 60:
+            raise OptiqError(f"--refine {self.refine_minutes:g} minutes: give a time above 0 "
+                             "and at most a day")
+        if self.refine_steps is not None and self.refine_steps < 1:
+            raise OptiqError("--refine-steps needs at least one step")
         if self.group_size not in SUPPORTED_GROUPS:
             raise OptiqError(
                 f"group size {self.group_size} is not supported; use 32, 64 or 128"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STAGES = ("load", "calibrate", "measure", "allocate", "quantize", "write", "verify")
+STAGES = ("load", "calibrate", "measure", "allocate", "quantize", "refine", "write", "verify")
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ class QuantResult:
     unquantized: list[str] = field(default_factory=list)
     peak_memory_bytes: int = 0
     source_bytes: int = 0
+    # The refinement's held-back KL before and after, steps and time (RefineResult.to_dict()).
+    refine: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -160,6 +162,7 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
         from optiq_tui.quant.writer import quantize_in_place
 
         check_cancel(cancel)
+        targets = _refine_targets(source, model, tokenizer, config, progress, cancel)
         # The low-width gate may have compensated the chosen plan already.
         triples = ready or _compensate(source, model, tokenizer, config, choice, progress, cancel)
         out_cfg = quantize_in_place(model, model_cfg, choice, config.group_size)
@@ -169,6 +172,18 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
             apply_triples(model, triples)
         achieved = compute_bits_per_weight(model)
         progress(Log(f"quantized: {achieved:.3f} bits per weight (predicted {budget.bpw(items, _full(items, choice)):.3f})"))
+
+    refined = None
+    if targets is None:
+        stages.skip("refine")
+    else:
+        with stages.run("refine"):
+            from optiq_tui.quant.refine import refine
+
+            seconds = None if config.refine_minutes is None else config.refine_minutes * 60
+            refined = refine(model, targets, seconds=seconds, max_steps=config.refine_steps,
+                             progress=progress, cancel=cancel).to_dict()
+            del targets
 
     with staged_model(name) as out:
         with stages.run("write"):
@@ -186,6 +201,7 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
         peak = max([int(mx.get_peak_memory()), *stages.peaks.values()])
         meta = _metadata(name, source, config, choice, scores, items, achieved, cal_meta,
                          stages.timings, quality, peak, dict(stages.peaks))
+        meta["refine"] = refined
         _write_card_and_meta(out, meta, items, choice, scores)
         check_cancel(cancel)
     hist = dict(sorted(Counter(int(b) for b in _full(items, choice).values()).items()))
@@ -194,7 +210,7 @@ def quantize(source, config: QuantConfig, *, progress: ProgressFn = no_progress,
         target_bpw=meta["target_bpw"], achieved_bpw=achieved, bit_histogram=hist,
         timings=dict(stages.timings), quality=quality, cache_hit=cache_hit,
         unquantized=[i.path for i in items if not i.quantizable],
-        peak_memory_bytes=peak, source_bytes=source.size_bytes,
+        peak_memory_bytes=peak, source_bytes=source.size_bytes, refine=refined,
     )
 
 
@@ -210,6 +226,23 @@ def _compensate(source, model, tokenizer, config: QuantConfig, choice, progress,
     progress(Log(f"error compensation on {len(cal.sequences)} calibration sequences"))
     return compensate_model(model, choice, config.group_size, cal.sequences,
                             progress=progress, cancel=cancel)
+
+
+def _refine_targets(source, model, tokenizer, config: QuantConfig, progress, cancel):
+    """The source's logits on calibration for the refinement (None when it is off): taken
+    here, before the model is compensated or quantized in place."""
+    if not config.refines:
+        return None
+    from optiq_tui.quant.calibration import calibration_for
+    from optiq_tui.quant.refine import source_targets
+
+    cal = calibration_for(tokenizer, config, model=model, source=Path(source.path), progress=progress,
+                          cancel=cancel)
+    t0 = time.perf_counter()
+    targets = source_targets(model, cal.sequences, cal.held_back, cancel=cancel)
+    progress(Log(f"refinement targets: the source's logits on {len(cal.sequences)} calibration "
+                 f"and {len(targets.held_back)} held-back sequences ({time.perf_counter() - t0:.0f} s)"))
+    return targets
 
 
 def _full(items, choice: dict[str, int]) -> dict[str, int]:

@@ -57,7 +57,8 @@ def _short(title: str, width: int = 24) -> str:
 
 def _field_of(message: str) -> str:
     """The form field a QuantConfig.validate message is about (it raises plain OptiqErrors)."""
-    for words, field in (("conversation", "conversations"), ("bit width", "bits"), ("calibration", "calibration")):
+    for words, field in (("conversation", "conversations"), ("bit width", "bits"), ("calibration", "calibration"),
+                         ("--refine", "refine")):
         if words in message:
             return field
     return "target"
@@ -121,6 +122,9 @@ class QuantizeScreen(Screen):
                     yield ConversationPicker(self.saved, id="conversations", compact=True)
                 else:
                     yield Static("none saved yet (chat first to calibrate on your own turns)", classes="form-hint")
+                yield Label("Refine minutes")
+                yield Input(placeholder="off; minutes of tuning against the source (DWQ-style)",
+                            id="refine", compact=True)
                 yield Label("Output name")
                 yield Input(id="name", compact=True)
                 if self.info.bit_histogram:
@@ -183,6 +187,13 @@ class QuantizeScreen(Screen):
             errors.append(f"Calibration file {calibration} does not exist")
             self.bad_fields.add("calibration")
         name = self.query_one("#name", Input).value.strip() or None
+        refine_text = self.query_one("#refine", Input).value.strip()
+        refine: float | None = None
+        try:
+            refine = float(refine_text) if refine_text else None
+        except ValueError:
+            errors.append("Refine minutes must be a number, e.g. 5, or empty for none")
+            self.bad_fields.add("refine")
         if preset == UNIFORM_4:
             config = QuantConfig(uniform_bits=4, target_bpw=4.0, bits=(4,), group_size=group, name=name)
         else:
@@ -214,7 +225,8 @@ class QuantizeScreen(Screen):
                 "the rounding errors. Pick its unquantized source, or tick 'dequantize it first'."
             )
         config = replace(config, calibration=calibration, dequantize=dequantize,
-                         kv_bits=self.query_one(FitIn).kv_bits, conversations=self._picked())
+                         kv_bits=self.query_one(FitIn).kv_bits, conversations=self._picked(),
+                         refine_minutes=refine)
         try:
             config.validate()
         except OptiqError as exc:
@@ -278,7 +290,7 @@ class QuantizeScreen(Screen):
                 )
             )
         self.query_one("#quant-errors", Static).update("\n".join(errors))
-        for field in ("target", "bits", "calibration", "name", "conversations"):
+        for field in ("target", "bits", "calibration", "name", "conversations", "refine"):
             for widget in self.query(f"#{field}"):
                 widget.set_class(field in self.bad_fields, "-invalid")
         self.query_one("#start", Button).disabled = config is None
@@ -294,7 +306,7 @@ class QuantizeScreen(Screen):
 
     @on(Checkbox.Changed)
     @on(SelectionList.SelectedChanged)
-    @on(Input.Changed, "#target, #bits, #calibration")
+    @on(Input.Changed, "#target, #bits, #calibration, #refine")
     def _changed(self) -> None:
         self._update()
 
@@ -380,6 +392,8 @@ class QuantizeScreen(Screen):
             lines.append(plan)
         if config.kv_bits:
             lines.append(f"KV cache: {config.kv_bits}-bit (recorded; chat and serve use it)")
+        if config.refine_minutes:
+            lines.append(f"then refine up to {config.refine_minutes:g} min against the source's logits")
         return "\n".join(lines) + "\n\nEsc on the progress view cancels; nothing half-made is kept."
 
     @on(Button.Pressed, "#start")

@@ -47,6 +47,10 @@ def summary_text(result: dict[str, Any]) -> Text:
             ratio = quant["mean_kl"] / uniform["mean_kl"]
             text.append(f"\nuniform 4-bit: KL {uniform['mean_kl']:.4f}, top-1 {uniform['top1']:.1%}")
             text.append(f" → this quant has {ratio:.2f}x its KL", "bold")
+    if result.get("refine"):
+        from optiq_tui.measures.receipts import refine_line
+
+        text.append(f"\nrefinement: {refine_line(result['refine'])}")
     text.append("\nenter: back to the library (new model highlighted) · c: chat with it", "dim")
     return text
 
