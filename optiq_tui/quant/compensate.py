@@ -231,10 +231,12 @@ def compensate_quantized(weight: mx.array, xtx: mx.array, bits: int, group_size:
     """
     if weight.shape[-1] % group_size:
         raise ValueError(f"input dimension {weight.shape[-1]} is not a multiple of {group_size}")
-    # numpy's threaded BLAS hands these small factorizations and products to its threads for
-    # longer than they take on one (a stack of 8 128-wide Cholesky + inverses: 490 ms against
-    # 20 ms on the shared 2-core machine): one thread while compensating.
-    with threadpool_limits(1, user_api="blas"):
+    # numpy's threaded BLAS hands an expert stack's small factorizations and products to its
+    # threads for longer than they take on one (8 128-wide Cholesky + inverses: 490 ms against
+    # 20 ms on the shared 2-core machine): one thread for a stack; a single matrix is large
+    # enough to gain from them (the demo's compensation: 120 s on one thread, 106 s on two).
+    threads = 1 if weight.ndim == 3 and weight.shape[0] > 1 else None
+    with threadpool_limits(threads, user_api="blas"):
         return _compensate_stack(weight, xtx, bits, group_size, damp, block)
 
 

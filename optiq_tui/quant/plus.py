@@ -23,7 +23,6 @@ from optiq_tui.progress import Log, ProgressFn, check_cancel, no_progress
 from optiq_tui.quant.backbone import find_blocks
 from optiq_tui.quant.compensate import (
     Triple,
-    _Recorder,
     collect_hessians,
     compensate_quantized,
     linear_paths,
@@ -125,7 +124,7 @@ def compensate_model(model: nn.Module, choice: dict[str, int], group_size: int,
             path, module = found
             width = choice[path]
             bits, group = int(width), group_of(width, group_size)
-            xtx = _head_hessian(model, module, sequences)
+            xtx = _head_hessian(model, module, sequences, hidden)
             triples[path] = compensate_quantized(module.weight.astype(dtype), xtx, bits, group)
             module.weight = mx.dequantize(*triples[path], group_size=group, bits=bits).astype(mx.float32)
             progress(Log(f"compensated the head ({path})"))
@@ -144,41 +143,77 @@ def _head(model: nn.Module) -> tuple[str, nn.Module] | None:
     return tied[0] if len(tied) == 1 else None
 
 
-def _head_hessian(model: nn.Module, module: nn.Module, sequences) -> mx.array:
-    """XᵀX (float32) of what reaches the head on the calibration, after the (compensated)
-    blocks, through the model's own call; a tied embedding is reached through ``as_linear``."""
+class _Replay(nn.Module):
+    """Stands in for a block while the head's inputs are recorded: the first returns the last
+    block's (compensated) output for the sequence, the others pass their input on."""
+
+    def __init__(self, inner: nn.Module, outputs: list | None) -> None:
+        super().__init__()
+        self.inner = inner
+        object.__setattr__(self, "outputs", outputs)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if "inner" not in self:
+                raise
+            return getattr(self["inner"], name)
+
+    def __call__(self, x: mx.array, *args: Any, **kwargs: Any) -> mx.array:
+        return x if self.outputs is None else self.outputs.pop(0)
+
+
+def _head_hessian(model: nn.Module, module: nn.Module, sequences, finals: list) -> mx.array:
+    """XᵀX (float32) of what reaches the head on the calibration: the last block's outputs
+    ``finals`` replayed through the model's own code after the blocks (its final norm); the
+    blocks are not rerun and the logits never computed. A tied embedding is reached through
+    ``as_linear``."""
     xtx = [mx.zeros((module.weight.shape[-1],) * 2, dtype=mx.float32)]
 
-    def add(x: mx.array) -> None:
+    def record(x: mx.array, *_args: Any, **_kwargs: Any) -> mx.array:
         rows = x.reshape(-1, x.shape[-1]).astype(mx.float32)
         xtx[0] = xtx[0] + rows.T @ rows
         mx.eval(xtx[0])
+        raise _Stop
 
-    if isinstance(module, nn.Embedding):
-        inner = module.as_linear
-
-        def as_linear(x: mx.array) -> mx.array:
-            add(x)
-            return inner(x)
-
-        object.__setattr__(module, "as_linear", as_linear)  # the instance's, shadowing the class's
-        try:
-            for seq in sequences:
-                mx.eval(model(mx.array([list(seq)])))
-        finally:
-            object.__delattr__(module, "as_linear")
-        return xtx[0]
-    rec = _Recorder(module, None)
-    parent_path, _, name = next(p for p, m in model.named_modules() if m is module).rpartition(".")
-    parent = get_module(model, parent_path) if parent_path else model
-    setattr(parent, name, rec)
+    blocks = _blocks(model)
+    originals = list(blocks)
+    replayed = list(finals)
+    for i, block in enumerate(originals):
+        blocks[i] = _Replay(block, replayed if i == 0 else None)
+    tied = isinstance(module, nn.Embedding)
+    if tied:
+        object.__setattr__(module, "as_linear", record)  # the instance's, shadowing the class's
+    else:
+        parent_path, _, name = next(p for p, m in model.named_modules() if m is module).rpartition(".")
+        parent = get_module(model, parent_path) if parent_path else model
+        setattr(parent, name, _Head(record))
     try:
         for seq in sequences:
-            # The recorder's sum is evaluated with each call (it no longer evaluates itself).
-            mx.eval(model(mx.array([list(seq)])), rec.xtx)
+            try:
+                model(mx.array([list(seq)]))
+            except _Stop:
+                pass
     finally:
-        setattr(parent, name, module)
-    return rec.xtx
+        for i, block in enumerate(originals):
+            blocks[i] = block
+        if tied:
+            object.__delattr__(module, "as_linear")
+        else:
+            setattr(parent, name, module)
+    return xtx[0]
+
+
+class _Head(nn.Module):
+    """Stands in for an untied head: hands its input to ``record``."""
+
+    def __init__(self, record) -> None:
+        super().__init__()
+        object.__setattr__(self, "record", record)
+
+    def __call__(self, x: mx.array, *args: Any, **kwargs: Any) -> mx.array:
+        return self.record(x)
 
 
 def _blocks(model: nn.Module) -> list:
