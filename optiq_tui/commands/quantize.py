@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group-size", type=int, default=None, help="quantization group size (32, 64, 128)")
     parser.add_argument("--preset", default="optiq-4/8", choices=["optiq-4/8", "optiq-best", "optiq-plus"],
                         help="optiq-4/8 (default): 4 or 8 bits; optiq-best: 3-8 bits and unquantized, gated on p99 KL; "
-                        "optiq-plus: optiq-best with error-compensated rounding")
+                        "optiq-plus: 3-8 bits at group 64 or 128 per layer, each layer and the head "
+                        "quantized with error compensation (GPTQ-style) instead of rounding to nearest")
     parser.add_argument("--calibration", default=None, help="a text file to calibrate on instead of the shipped mix")
     parser.add_argument("--self-answers", action="store_true",
                         help="add the source's own answers to the shipped chat prompts to the "

@@ -254,17 +254,32 @@ def _compensate_stack(weight: mx.array, xtx: mx.array, bits: int, group_size: in
     raw[seen] = _gptq_matrix(w[seen], h[seen], bits, group_size, weight.dtype, damp, block)
     gptq = _triple(mx.array(raw.reshape(weight.shape)), bits, group_size, weight.dtype)
     # Per row, the first candidate whose output error is not above RTN's: the compensated
-    # grid, else RTN nudged to a fixed point of quantize/dequantize, else plain RTN.
-    rtn_error = output_error(weight, _dequantize(rtn, bits, group_size), xtx)
-    fixed = mx.quantize(_fixed_point(_dequantize(rtn, bits, group_size), bits, group_size),
-                        group_size=group_size, bits=bits)
+    # grid, else RTN nudged to a fixed point of quantize/dequantize, else plain RTN. The fixed
+    # point is only made for the rows the compensated grid failed (often none).
+    rtn_deq = _dequantize(rtn, bits, group_size)
+    rtn_error = output_error(weight, rtn_deq, xtx)
     used = seen.reshape(weight.shape[:-2] + (1,))
-    chosen = rtn
-    for cand in (fixed, gptq):
-        ok = (output_error(weight, _dequantize(cand, bits, group_size), xtx) <= rtn_error) & used
-        pick = mx.array(ok)[..., None]
-        chosen = tuple(mx.where(pick, c, r) for c, r in zip(cand, chosen))
-    return chosen
+    gptq_ok = (output_error(weight, _dequantize(gptq, bits, group_size), xtx) <= rtn_error) & used
+    chosen = tuple(mx.where(mx.array(gptq_ok)[..., None], g, r) for g, r in zip(gptq, rtn))
+    todo = ~gptq_ok & used
+    if not todo.any():
+        return chosen
+    if weight.ndim == 2:  # a Linear: only its failed rows (quantizing is row by row)
+        rows = mx.array(np.flatnonzero(todo))
+        fixed = mx.quantize(_fixed_point(rtn_deq[rows], bits, group_size),
+                            group_size=group_size, bits=bits)
+        ok = output_error(weight[rows], _dequantize(fixed, bits, group_size), xtx) <= rtn_error[todo]
+        keep = mx.array(ok)[:, None]
+        return tuple(_put_rows(c, rows, mx.where(keep, f, c[rows])) for c, f in zip(chosen, fixed))
+    fixed = mx.quantize(_fixed_point(rtn_deq, bits, group_size), group_size=group_size, bits=bits)
+    ok = (output_error(weight, _dequantize(fixed, bits, group_size), xtx) <= rtn_error) & todo
+    return tuple(mx.where(mx.array(ok)[..., None], f, c) for f, c in zip(fixed, chosen))
+
+
+def _put_rows(a: mx.array, rows: mx.array, values: mx.array) -> mx.array:
+    out = mx.array(a)
+    out[rows] = values
+    return out
 
 
 def _fixed_point(w: mx.array, bits: int, group_size: int) -> mx.array:

@@ -26,7 +26,7 @@ from optiq_tui.quant.calibration import calibration_for
 from optiq_tui.quant.config import KEEP, QuantConfig, at_run_group, group_of
 from optiq_tui.quant.events import LayerScore
 from optiq_tui.quant.fisher import fisher_scores
-from optiq_tui.quant.layers import BitBudget, QuantItem, get_module
+from optiq_tui.quant.layers import BitBudget, QuantItem
 from optiq_tui.quant.probes import (
     Reference, choice_weight_fn, first_block_of, probe_item, reference_pass, run_probe,
 )
@@ -162,14 +162,19 @@ def _gate_low_widths(alloc: Allocation, items, scores, budget, config: QuantConf
     results = {}
     # Compensation helps most at low widths (quant notes): a compensating preset compares the
     # plans as it would ship them, compensated on the calibration, not rounded to nearest.
+    plans = (("with low widths", alloc), ("without", safe))
     triples = {}
-    for label, candidate in (("with low widths", alloc), ("without", safe)):
+    if config.preset_info.compensate:
+        from optiq_tui.quant.plus import compensate_plans
+
+        made = compensate_plans(bb.model, [c.choice for _l, c in plans], config.group_size,
+                                cal.sequences, progress=progress, cancel=cancel)
+        triples = {label: t for (label, _c), t in zip(plans, made)}
+    for label, candidate in plans:
         check_cancel(cancel)
         changed = [p for p, b in candidate.choice.items() if b != KEEP]
         weight_fn = choice_weight_fn(candidate.choice, config.group_size)
-        if config.preset_info.compensate:
-            triples[label] = _compensated(bb.model, candidate.choice, config.group_size,
-                                          cal.sequences, progress, cancel)
+        if triples:
             weight_fn = _with_triples(weight_fn, triples[label], candidate.choice, config.group_size)
         res = run_probe(bb, ref, weight_fn,
                         first_block_of(changed, bb, {i.path: i.block for i in items}),
@@ -187,19 +192,6 @@ def _gate_low_widths(alloc: Allocation, items, scores, budget, config: QuantConf
         progress(Log(f"{gate}-bit layers rejected: they worsen the held-back tail or perplexity"))
         return safe
     return alloc
-
-
-def _compensated(model, choice, group_size: int, sequences, progress, cancel) -> dict:
-    """The plan's compensated block layers, the model's weights left as they were."""
-    from optiq_tui.quant.plus import compensate_model
-
-    saved = {p: get_module(model, p).weight for p, b in choice.items() if b != KEEP}
-    try:
-        return compensate_model(model, choice, group_size, sequences, progress=progress,
-                                cancel=cancel)
-    finally:
-        for path, w in saved.items():
-            get_module(model, path).weight = w
 
 
 def _with_triples(rtn_fn, triples: dict, choice, group_size: int):

@@ -219,13 +219,13 @@ def _compensate(source, model, tokenizer, config: QuantConfig, choice, progress,
     if config.uniform_bits is not None or not config.preset_info.compensate:
         return {}
     from optiq_tui.quant.calibration import calibration_for
-    from optiq_tui.quant.plus import compensate_model
+    from optiq_tui.quant.plus import compensate_plans
 
     cal = calibration_for(tokenizer, config, model=model, source=Path(source.path), progress=progress,
                           cancel=cancel)
     progress(Log(f"error compensation on {len(cal.sequences)} calibration sequences"))
-    return compensate_model(model, choice, config.group_size, cal.sequences,
-                            progress=progress, cancel=cancel)
+    return compensate_plans(model, [choice], config.group_size, cal.sequences,
+                            progress=progress, cancel=cancel)[0]
 
 
 def _refine_targets(source, model, tokenizer, config: QuantConfig, progress, cancel):
