@@ -76,3 +76,36 @@ def test_budget_below_smallest_and_above_largest_are_refused():
         allocate(items, scores, budget, 3.0, (4, 8))
     with pytest.raises(OptiqError, match="above the largest"):
         allocate(items, scores, budget, 12.0, (4, 8))
+
+
+@pytest.mark.parametrize("gain, checked", [(0.002, False), (0.10, True)])
+def test_low_widths_are_checked_only_where_they_buy_a_predicted_gain(monkeypatch, gain, checked):
+    """3-bit layers predicted to cut the plan's KL by under 1% are dropped without the
+    held-back check (its time is spent only where the low widths matter)."""
+    from types import SimpleNamespace
+
+    from optiq_tui.quant import measure
+    from optiq_tui.quant.allocate import Allocation
+    from optiq_tui.quant.config import QuantConfig
+
+    class Checked(Exception):
+        pass
+
+    def reference_pass(*_a, **_k):
+        raise Checked
+
+    safe = Allocation({"l0": 4, "l1": 4}, 4.5, 0.300)
+    monkeypatch.setattr(measure, "allocate", lambda *a, **k: safe)
+    monkeypatch.setattr(measure, "reference_pass", reference_pass)
+    low = Allocation({"l0": 3, "l1": 5}, 4.5, 0.300 * (1 - gain))
+    config = QuantConfig.from_preset("optiq-best", target_bpw=4.5)
+    logs = []
+    call = lambda: measure._gate_low_widths(  # noqa: E731
+        low, [], {}, None, config, None, SimpleNamespace(held_back=[[1, 2, 3]]),
+        logs.append, None, None)
+    if checked:
+        with pytest.raises(Checked):
+            call()
+    else:
+        assert call() is safe
+        assert "under 1% better" in logs[-1].message

@@ -25,6 +25,7 @@ import mlx.nn as nn
 from optiq_tui.progress import Log, ProgressFn, check_cancel, no_progress
 from optiq_tui.quant.backbone import find_blocks
 from optiq_tui.quant.compensate import (
+    StandIn,
     Triple,
     collect_hessians,
     compensate_quantized,
@@ -38,23 +39,13 @@ class _Stop(Exception):
     """Raised by the last block's recorder: the head's logits are not needed."""
 
 
-class _Entry(nn.Module):
+class _Entry(StandIn):
     """Records the arguments a block is called with (the first block's hidden state too)."""
 
     def __init__(self, inner: nn.Module, sink: list, keep_hidden: bool, last: bool) -> None:
-        super().__init__()
-        self.inner = inner
+        super().__init__(inner)
         object.__setattr__(self, "sink", sink)
         object.__setattr__(self, "flags", (keep_hidden, last))
-
-    def __getattr__(self, name: str) -> Any:
-        # Models that read a block's attributes (e.g. its attention type) still see the block.
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if "inner" not in self:
-                raise
-            return getattr(self["inner"], name)
 
     def __call__(self, x: mx.array, *args: Any, **kwargs: Any) -> mx.array:
         keep_hidden, last = self.flags
@@ -154,22 +145,13 @@ def _head(model: nn.Module) -> tuple[str, nn.Module] | None:
     return tied[0] if len(tied) == 1 else None
 
 
-class _Replay(nn.Module):
+class _Replay(StandIn):
     """Stands in for a block while the head's inputs are recorded: the first returns the last
-    block's (compensated) output for the sequence, the others pass their input on."""
+    block's output for the sequence, the others pass their input on."""
 
     def __init__(self, inner: nn.Module, outputs: list | None) -> None:
-        super().__init__()
-        self.inner = inner
+        super().__init__(inner)
         object.__setattr__(self, "outputs", outputs)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if "inner" not in self:
-                raise
-            return getattr(self["inner"], name)
 
     def __call__(self, x: mx.array, *args: Any, **kwargs: Any) -> mx.array:
         return x if self.outputs is None else self.outputs.pop(0)
