@@ -75,7 +75,7 @@ class Preset:
     group_size: int
     target_bpw: float
     allow_keep: bool = False
-    # Widths at or below this are only kept if held-back p99 KL and perplexity do not worsen.
+    # Widths at or below this are only kept if held-back p99 KL (within 5%) and perplexity do not worsen.
     gate_below: int | None = None
     description: str = ""
     # Quantize each block layer at its width with error compensation (quant/plus.py).

@@ -40,6 +40,10 @@ GUARD_TOP = 4
 # they are predicted to cut the plan's KL by this much (the demo at 5.0 bpw: one 3-bit layer
 # for 0.2%; at 4.5: nineteen for 10%).
 LOW_WIDTH_MIN_GAIN = 0.01
+# The held-back p99 KL is set by its ~10 worst tokens of ~1,000: a tail up to 5% higher is
+# within that noise (the demo's optiq-plus at 4.5 bpw: 20% lower mean KL and perplexity with
+# its 3-bit layers, p99 1.436 against 1.405, and 0.34x against 0.43x uniform 4-bit's held-out KL).
+P99_TOLERANCE = 1.05
 PROBE_SEQUENCES = 2
 
 
@@ -193,7 +197,7 @@ def _gate_low_widths(alloc: Allocation, items, scores, budget, config: QuantConf
     (m_lo, p_lo, ppl_lo), (m_hi, p_hi, ppl_hi) = results["with low widths"], results["without"]
     progress(Log(f"held-back check, with {gate}-bit layers: mean KL {m_lo:.4f} p99 {p_lo:.3f} "
                  f"ppl {ppl_lo:.2f}; without: {m_hi:.4f} / {p_hi:.3f} / {ppl_hi:.2f}"))
-    rejected = p_lo > p_hi or ppl_lo > ppl_hi or m_lo > m_hi
+    rejected = p_lo > p_hi * P99_TOLERANCE or ppl_lo > ppl_hi or m_lo > m_hi
     if compensated is not None and triples:
         compensated.update(triples["without" if rejected else "with low widths"])
     if rejected:
