@@ -17,6 +17,7 @@ two) with the layers they share compensated once.
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from typing import Any, Sequence
 
 import mlx.core as mx
@@ -55,23 +56,36 @@ class _Entry(StandIn):
         return self.inner(x, *args, **kwargs)
 
 
-def record_block_calls(model: nn.Module, sequences: Sequence[Sequence[int]]):
-    """(first block's input per sequence, per block: per sequence (other args, kwargs))."""
+@contextmanager
+def _blocks_replaced(model: nn.Module, make):
+    """The model's blocks stood in for by ``make(index, block)`` for a pass; put back after,
+    even on error."""
     blocks = _blocks(model)
-    sinks: list[list] = [[] for _ in blocks]
     originals = list(blocks)
     for i, block in enumerate(originals):
-        blocks[i] = _Entry(block, sinks[i], i == 0, i == len(originals) - 1)
+        blocks[i] = make(i, block)
     try:
-        for seq in sequences:
-            try:
-                model(mx.array([list(seq)]))
-            except _Stop:
-                pass
-            mx.eval(sinks[0][-1][0])
+        yield
     finally:
         for i, block in enumerate(originals):
             blocks[i] = block
+
+
+def _run_to_stop(model: nn.Module, seq: Sequence[int]) -> None:
+    try:
+        model(mx.array([list(seq)]))
+    except _Stop:
+        pass
+
+
+def record_block_calls(model: nn.Module, sequences: Sequence[Sequence[int]]):
+    """(first block's input per sequence, per block: per sequence (other args, kwargs))."""
+    n = len(_blocks(model))
+    sinks: list[list] = [[] for _ in range(n)]
+    with _blocks_replaced(model, lambda i, b: _Entry(b, sinks[i], i == 0, i == n - 1)):
+        for seq in sequences:
+            _run_to_stop(model, seq)
+            mx.eval(sinks[0][-1][0])
     first = [x for x, _a, _k in sinks[0]]
     rest = [[(a, k) for _x, a, k in sink] for sink in sinks]
     return first, rest
@@ -170,11 +184,7 @@ def _head_hessian(model: nn.Module, module: nn.Module, sequences, finals: list) 
         mx.eval(xtx[0])
         raise _Stop
 
-    blocks = _blocks(model)
-    originals = list(blocks)
     replayed = list(finals)
-    for i, block in enumerate(originals):
-        blocks[i] = _Replay(block, replayed if i == 0 else None)
     tied = isinstance(module, nn.Embedding)
     if tied:
         object.__setattr__(module, "as_linear", record)  # the instance's, shadowing the class's
@@ -183,14 +193,10 @@ def _head_hessian(model: nn.Module, module: nn.Module, sequences, finals: list) 
         parent = get_module(model, parent_path) if parent_path else model
         setattr(parent, name, _Head(record))
     try:
-        for seq in sequences:
-            try:
-                model(mx.array([list(seq)]))
-            except _Stop:
-                pass
+        with _blocks_replaced(model, lambda i, b: _Replay(b, replayed if i == 0 else None)):
+            for seq in sequences:
+                _run_to_stop(model, seq)
     finally:
-        for i, block in enumerate(originals):
-            blocks[i] = block
         if tied:
             object.__delattr__(module, "as_linear")
         else:
