@@ -40,6 +40,14 @@ def record(home: Path) -> dict | None:
         return None
 
 
+def at_a_terminal() -> None:
+    """For a child about to exec, as a shell's foreground command: Ctrl-C and hang-up are
+    delivered. A suite started in the background (`cmd &`) inherits SIGINT ignored, one under
+    `nohup` SIGHUP ignored, and the child would keep them so."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def start_engine(home: Path, *args: str, gate: Path | None = None, **env: str) -> subprocess.Popen:
     """An engine process in its own session; returns once its record names it."""
     extra = {"OPTIQ_TEST_GATE": str(gate)} if gate else {}

@@ -12,7 +12,7 @@ import pytest
 
 from optiq_tui.engine.events import AnswerDelta, Finished
 from optiq_tui.quant.events import StageChanged
-from tests.engine_proc import engine_env, kill_engines, poll, record, start_engine
+from tests.engine_proc import at_a_terminal, engine_env, kill_engines, poll, record, start_engine
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -41,16 +41,10 @@ def _client():
     return client
 
 
-def _at_a_terminal() -> None:
-    # As a shell's foreground command: Ctrl-C is delivered. A suite started as a background job
-    # (`cmd &` in a script) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _cli(*args, **popen):
     return subprocess.Popen([sys.executable, "-m", "optiq_tui", *args], env=engine_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_at_a_terminal, **popen)
+                            preexec_fn=at_a_terminal, **popen)
 
 
 def test_remote_chat_streams_typed_deltas_and_saves_the_answer(engines, tiny_llama_dir):
@@ -244,7 +238,7 @@ def test_hung_up_client_mid_answer_the_answer_is_saved_complete(engines, tiny_ll
               f"job = c.chat({str(tiny_llama_dir)!r}, 'Hello', sampler={{'temperature': 0.0, 'max_tokens': 8}}); "
               "print(job.id, flush=True); [print(type(e).__name__, flush=True) for e in c.events(job.id)]")
     client = subprocess.Popen([sys.executable, "-c", script], env=engine_env(), stdout=subprocess.PIPE,
-                              text=True, start_new_session=True)
+                              text=True, start_new_session=True, preexec_fn=at_a_terminal)
     job_id = int(client.stdout.readline())
     poll(lambda: gate.with_name("gate.chat").exists(), 120, "the answer to start")
     os.killpg(client.pid, signal.SIGHUP)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_proc import engine_env, kill_engines, poll, start_engine
+from tests.engine_proc import at_a_terminal, engine_env, kill_engines, poll, start_engine
 from tests.ui_util import install_model
 
 pytestmark = pytest.mark.timeout(300)
@@ -42,7 +42,7 @@ class Terminal:
             env=engine_env(OPTIQ_HOME=str(home), TERM="xterm-256color"),
             # A new session whose controlling terminal is this pty (after setsid, before exec):
             # closing the master then hangs up that session, as sshd's exit does.
-            start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+            start_new_session=True, preexec_fn=lambda: at_a_terminal() or fcntl.ioctl(0, termios.TIOCSCTTY, 0),
         )
         os.close(slave)
         self._chunks: list[bytes] = []
