@@ -84,7 +84,7 @@ def main() -> int:
     import mlx_lm
     from mlx_lm.utils import dequantize_model
 
-    from optiq_tui.measures.flips import compare_answers, flip_prompts, greedy_answers
+    from optiq_tui.measures.flips import compare_answers, flip_prompts, greedy_answers, is_right
     from optiq_tui.measures.metrics import kl_interval, percentile, token_kl, token_nll, top1_matches
     from optiq_tui.measures.texts import heldout_tokens
     from optiq_tui.library.catalog import inspect_model
@@ -113,6 +113,9 @@ def main() -> int:
     src_ppl = float(mx.exp(mx.mean(src_nll)).item())
     prompts = flip_prompts()
     src_answers = None if args.no_flips else greedy_answers(source, tok, prompts)
+    if src_answers is not None:
+        right = [i for i, (p, a) in enumerate(zip(prompts, src_answers)) if is_right(p, a)]
+        print(f"source answers {len(right)} of {len(prompts)} flip prompts right: {right}")
     info = inspect_model(folder)
     print(f"{args.model}: {sum(map(len, held))} held-out tokens in {len(held)} sequences; "
           f"{args.calibration} calibration sequences of {args.seq_len}; source ppl {src_ppl:.2f}",
@@ -160,9 +163,10 @@ def main() -> int:
         p99 = percentile(mx.concatenate([k.reshape(-1) for k in per_seq]), 99)
         ppl = float(mx.exp(mx.mean(mx.concatenate(nll))).item())
         top1 = float(mx.mean(mx.concatenate(agree).astype(mx.float32)).item())
-        flips = None
+        flips, flipped = None, ""
         if src_answers is not None:
-            flips = len(compare_answers(prompts, src_answers, greedy_answers(model, tok, prompts)).changed)
+            changed = compare_answers(prompts, src_answers, greedy_answers(model, tok, prompts)).changed
+            flips, flipped = len(changed), f" flipped prompts {list(changed)}"
         out = {"row": row, "preset": preset, "target_bpw": bpw, "bpw": res.achieved_bpw,
                "kl": ci.mean, "kl_low": ci.low, "kl_high": ci.high, "p99": p99, "ppl": ppl,
                "top1": top1, "flips": flips, "flip_prompts": len(prompts),
@@ -174,7 +178,7 @@ def main() -> int:
             print(f"  uniform 4-bit is {res.achieved_bpw:.3f} bpw here: targets shifted by +{shift:.4f}")
         print(f"  {row}: bpw {res.achieved_bpw:.3f} KL {ci.mean:.4f} [{ci.low:.4f}, {ci.high:.4f}] "
               f"p99 {p99:.3f} ppl {ppl:.2f} top-1 {top1:.1%} flips {flips} time {seconds:.0f} s "
-              f"{timings}" + (f" refine {res.refine}" if res.refine else ""), flush=True)
+              f"{timings}{flipped}" + (f" refine {res.refine}" if res.refine else ""), flush=True)
         del model
         shutil.rmtree(res.path)  # ~100 MB a row; the numbers are what is kept
 

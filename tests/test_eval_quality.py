@@ -138,11 +138,11 @@ def test_demo_model_against_its_uniform_4bit(demo_model_dir, tmp_path):
 
 
 def test_receipts_interval_ppl_ratio_and_flips(family, tmp_path):
-    from tests.tiny import build_tiny_llama
+    from tests.tiny import build_parrot
 
     src, _q4, q8 = family
-    # Same tokenizer, other weights: its greedy answers differ from the source's.
-    other = inspect_model(build_tiny_llama(tmp_path / "tiny-other", seed=1))
+    # Same tokenizer; it answers "Paris" to every prompt, right only about France.
+    other = inspect_model(build_parrot(tmp_path / "tiny-parrot"))
     report = evaluate([q8, other], src, retrieval=False, **FAST)
     ref, r8, ro = report.rows
     assert (ref.flips, ref.ppl_ratio, ref.flipped) == (0, 1.0, ())
@@ -150,9 +150,9 @@ def test_receipts_interval_ppl_ratio_and_flips(family, tmp_path):
         assert row.kl_low <= row.mean_kl <= row.kl_high
         assert row.ppl_ratio == pytest.approx(row.ppl / ref.ppl)
         assert row.flip_prompts == 20 and row.flips == len(row.flipped)
-    assert ro.mean_kl > r8.mean_kl and ro.flips > 0
+    assert ro.mean_kl > r8.mean_kl and ro.flips == 1
     prompt, ref_answer, answer = ro.flipped[0]
-    assert prompt in flip_prompts() and ref_answer != answer
+    assert prompt == flip_prompts()[0] and answer == "Paris" and ref_answer != answer
     assert report.settings.flips and report.settings.flip_tokens > 0
 
 

@@ -24,7 +24,7 @@ def test_card_shows_the_interval_ratio_and_flips():
     assert "| this quant | 4.500 | 0.0412 | 0.0350–0.0480 | 0.310 | 90.0% | 20.60 | 1.040 |" in card
     assert ("Receipts for this quant: mean KL 0.0412 nats/token, 95% CI [0.0350, 0.0480] "
             "(bootstrap over sequences") in card
-    assert "flips: 1 of 2 greedy prompts (50%) answer differently from the source" in card
+    assert "flips: 1 of 2 greedy prompts (50%) change between right and wrong against the source" in card
     assert "“What is the capital of France?” → “Monaco.” (source: “Paris.”)" in card
 
 

@@ -114,6 +114,32 @@ def build_tiny_llama(
     return _save(path, model, config)
 
 
+def build_parrot(path: Path, answer: str = "Paris") -> Path:
+    """A tiny llama that answers every prompt with ``answer`` and stops: a real model with a
+    known greedy answer, for flips. Its blocks add nothing, so each token's logits depend on
+    that token alone, and the head maps the prompt's last token through ``answer`` to EOS."""
+    from mlx_lm.models import llama
+    from tokenizers import Tokenizer
+
+    build_tiny_llama(path, tie=False, dtype=mx.float32)
+    config = json.loads((path / "config.json").read_text())
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    model.load_weights(str(path / "model.safetensors"))
+    for layer in model.layers:
+        layer.self_attn.o_proj.weight = mx.zeros_like(layer.self_attn.o_proj.weight)
+        layer.mlp.down_proj.weight = mx.zeros_like(layer.mlp.down_proj.weight)
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    # The chat template's generation prompt ends in "assistant\n"; the answer ends in EOS.
+    chain = [tok.encode("assistant\n").ids[-1], *tok.encode(answer).ids, tok.token_to_id("<|im_end|>")]
+    assert len(set(chain)) == len(chain), chain
+    embed = model.model.embed_tokens.weight
+    head = mx.zeros_like(model.lm_head.weight)
+    for now, after in zip(chain, chain[1:]):
+        head[after] = 10 * embed[now] / mx.linalg.norm(embed[now])
+    model.lm_head.weight = head
+    return _save(path, model, config)
+
+
 def build_tiny_qwen3(path: Path, *, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
     """A random qwen3 model (q/k norms, think-capable template) at ``path``."""
     from mlx_lm.models import qwen3

@@ -163,8 +163,8 @@ def settings_line(report: EvalReport) -> str:
         f"per token; its 95% CI is a bootstrap over sequences."
     )
     if s.flips:
-        line += (f" Flips: shipped greedy prompts whose first {s.flip_tokens} answer tokens "
-                 "differ from the reference's.")
+        line += (f" Flips: shipped greedy prompts (answers of up to {s.flip_tokens} tokens) "
+                 "answered right where the reference is wrong, or wrong where it is right.")
     return line + f" Date: {report.created}."
 
 

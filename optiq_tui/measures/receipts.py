@@ -22,7 +22,7 @@ def receipts_line(name: str, interval: KLInterval, flips: Flips | None = None) -
             f"{interval.sequences} sequences)")
     if flips is not None:
         line += (f"; flips: {len(flips.changed)} of {len(flips.prompts)} greedy prompts "
-                 f"({100 * flips.rate:.0f}%) answer differently from the source")
+                 f"({100 * flips.rate:.0f}%) change between right and wrong against the source")
     return line + "."
 
 
