@@ -12,7 +12,9 @@ perplexity, top-1 agreement and flips on the shipped greedy prompts.
 Time: the pipeline's stages (load .. write). The Fisher measurement is cached
 per source and calibration, so only the first optiq row pays it; later rows
 are charged that cold measure time too, so every row's time is what a user
-with an empty cache waits.
+with an empty cache waits. ``--cold`` empties the cache before every row instead,
+so each row measures for itself: for a time ratio on a machine whose speed
+drifts, run the rows in an A B B A order (optiq-4/8, optiq-plus, optiq-plus, optiq-4/8).
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \\
         python benchmarks/bench_plus.py [--model demo|qwen3-moe] [--rows optiq-plus@4.5,...]
@@ -42,7 +44,10 @@ AWQ_QUOTE = "mlx-lm AWQ 4-bit g64 (quoted from quant-notes.md, not run): 4.50 bp
 
 
 def _parse_row(row: str) -> tuple[str, float | None, bool]:
-    """(preset, target bpw or None for uniform 4-bit, refined): "optiq-plus+refine@4.5"."""
+    """(preset, target bpw or None for uniform 4-bit, refined): "optiq-plus+refine@4.5";
+    "awq" is mlx-lm's AWQ 4-bit g64 (benchmarks/awq_row.py)."""
+    if row == "awq":
+        return "awq", None, False
     name, _, bpw = row.partition("@")
     preset, _, refined = name.partition("+")
     return preset, (float(bpw) if bpw else None), refined == "refine"
@@ -60,7 +65,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", choices=("demo", "qwen3-moe"), default="demo")
     parser.add_argument("--rows", default=",".join(DEFAULT_ROWS),
-                        help="comma-separated: uniform4 and PRESET@BPW (uniform4 is always run)")
+                        help="comma-separated: uniform4, PRESET@BPW and awq (mlx-lm's AWQ; uniform4 is always run)")
     parser.add_argument("--calibration", type=int, default=8, help="calibration sequences")
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--heldout-tokens", type=int, default=4096)
@@ -68,6 +73,8 @@ def main() -> int:
     parser.add_argument("--refine-minutes", type=float, default=5.0,
                         help="time box of the +refine rows (e.g. optiq-plus+refine@4.5, uniform4+refine)")
     parser.add_argument("--refine-steps", type=int, default=None, help="step limit of the +refine rows")
+    parser.add_argument("--cold", action="store_true",
+                        help="empty the sensitivity cache before every row: each row measures itself")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--cache", type=Path,
                         help="a sensitivity cache folder to start from and add to (while iterating: "
@@ -136,9 +143,17 @@ def main() -> int:
         if refined:
             common.update(refine_minutes=args.refine_minutes, refine_steps=args.refine_steps)
         config = (QuantConfig(uniform_bits=4, group_size=64, **common) if bpw is None
-                  else QuantConfig.from_preset(preset, target_bpw=bpw + shift, **common))
+                  or preset == "awq" else QuantConfig.from_preset(preset, target_bpw=bpw + shift, **common))
+        if args.cold:
+            shutil.rmtree(cache, ignore_errors=True)
         t0 = time.perf_counter()
-        res = quantize(info, config, progress=_refine_lines)
+        if preset == "awq":
+            from benchmarks.awq_row import awq_row
+            from optiq_tui.quant.calibration import calibration_for
+
+            res = awq_row(folder, scratch / row, calibration_for(tok, config).sequences)
+        else:
+            res = quantize(info, config, progress=_refine_lines)
         wall = time.perf_counter() - t0
         timings = dict(res.timings)
         if bpw is not None:
@@ -173,7 +188,7 @@ def main() -> int:
                "seconds": seconds, "wall_seconds": wall, "timings": timings,
                "cache_hit": res.cache_hit, "histogram": res.bit_histogram, "refine": res.refine}
         results.append(out)
-        if bpw is None and not refined:
+        if row == "uniform4":
             shift = max(0.0, res.achieved_bpw - 4.5) + 1e-4
             print(f"  uniform 4-bit is {res.achieved_bpw:.3f} bpw here: targets shifted by +{shift:.4f}")
         print(f"  {row}: bpw {res.achieved_bpw:.3f} KL {ci.mean:.4f} [{ci.low:.4f}, {ci.high:.4f}] "
@@ -188,12 +203,12 @@ def main() -> int:
     print(f"{'quant':<22} {'real bpw':>8} {'KL ratio [95% CI]':>22} {'p99 KL':>7} {'ppl':>7} "
           f"{'top-1':>6} {'flips':>6} {'time s':>7}")
     for r in results:
-        name = "uniform-4 RTN" if r["row"] == "uniform4" else r["row"]
+        name = {"uniform4": "uniform-4 RTN", "awq": "mlx-lm AWQ 4-bit g64"}.get(r["row"], r["row"])
         flips = "-" if r["flips"] is None else f"{r['flips']}/{r['flip_prompts']}"
         ratio = f"{r['kl'] / base:.3f} [{r['kl_low'] / base:.3f}, {r['kl_high'] / base:.3f}]"
         print(f"{name:<22} {r['bpw']:>8.3f} {ratio:>22} {r['p99']:>7.3f} {r['ppl']:>7.2f} "
               f"{r['top1']:>6.1%} {flips:>6} {r['seconds']:>7.0f}")
-    if args.model == "demo":
+    if args.model == "demo" and "awq" not in rows:
         print(AWQ_QUOTE)
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "source_ppl": src_ppl,
