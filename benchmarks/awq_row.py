@@ -71,11 +71,16 @@ def awq_row(folder: Path, out: Path, calibration: list[list[int]], *, bits: int 
     model, tok, config = mlx_lm.load(str(folder), return_config=True)
     awq_config = awq.AWQ_MODEL_CONFIGS[config["model_type"]]
     inputs = mx.array(calibration)
+    dtype = model.model.embed_tokens.weight.dtype
     t0 = time.perf_counter()
+    # Searched in float32 (a float16 matmul has no BLAS path on this CPU: ~300 s a block),
+    # saved with the source's float dtype, so scales and biases cost what uniform 4-bit's do.
+    model.set_dtype(mx.float32)
     with mock.patch.object(awq.nn, "quantize", _on_grid):
         awq.awq_quantize(model, inputs, awq_config, bits=bits, group_size=group_size,
                          embed_bits=bits, embed_group_size=group_size)
     _swap(model, lambda m: m.to_quantized() if isinstance(m, _OnGrid) else m)
+    model.set_dtype(dtype)
     seconds = time.perf_counter() - t0
     config = awq.update_config(model, config)
     bpw = compute_bits_per_weight(model)
