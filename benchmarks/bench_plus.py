@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # optiq-4/8 first: it pays the cold Fisher measurement the later rows reuse from the cache.
 DEFAULT_ROWS = ("uniform4", "optiq-4/8@5.0", "optiq-best@4.5", "optiq-plus@4.5", "optiq-plus@5.0",
                 "optiq-best@5.0", "optiq-4/8@4.5")
-# Quoted, not run (quant notes, 2026-11-30: 1,054 s here after patching its search to dense matmuls).
-AWQ_QUOTE = "mlx-lm AWQ 4-bit g64 (quoted from quant-notes.md, not run): 4.50 bpw, KL ratio 0.57, ppl 24.3 (source 19.8), 1,054 s"
+# Printed when the awq row is not run (results/bench_plus_answer_flips_20261201.txt, same held-out text).
+AWQ_QUOTE = ("mlx-lm AWQ 4-bit g64 (not in this run; add the awq row, ~670 s): 4.503 bpw, KL ratio 0.582 "
+             "[0.529, 0.626], p99 1.095, ppl 33.08, top-1 70.7%, flips 3/20")
 
 
 def _parse_row(row: str) -> tuple[str, float | None, bool]:
