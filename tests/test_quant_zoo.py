@@ -1,6 +1,7 @@
 """Every text architecture of the installed mlx-lm, built tiny: the measurement forward is the
-model's own, and ``quantize --target-bpw 5.0`` writes a folder stock ``mlx_lm.load`` loads
-and reports the KL an independent computation with the models' own forwards gives.
+model's own, ``quantize --target-bpw 5.0`` writes a folder stock ``mlx_lm.load`` loads
+and reports the KL an independent computation with the models' own forwards gives, and
+optiq-plus's compensation reaches every block layer and the head through the model's own calls.
 
 Run ``pytest tests/test_quant_zoo.py -rs`` to see the skipped architectures and why.
 """
@@ -212,3 +213,26 @@ def test_a_uniform_quant_gets_no_quality_figure_from_an_unchecked_forward(monkey
         quantize(inspect_model(src), QuantConfig(uniform_bits=4, verify_tokens=96))
     models = paths().models
     assert not models.exists() or not any(models.iterdir())  # nothing half-made is left
+
+
+@pytest.mark.parametrize("arch", _params("compensate"))
+def test_compensation_reaches_every_block_layer_and_the_head(arch):
+    from mlx.utils import tree_flatten
+
+    from optiq_tui.quant.layers import quant_items
+    from optiq_tui.quant.plus import _head, compensate_plans
+
+    model, _cfg = zoo.build(arch)
+    before = {k: mx.array(v) for k, v in tree_flatten(model.parameters())}
+    found = _head(model)
+    assert found is not None, "no head found"
+    items = [i for i in quant_items(model, 64, not hasattr(model, "lm_head")) if i.takes(4, 64)]
+    choice = {i.path: 4 for i in items}
+    triples = compensate_plans(model, [choice], 64, [TOKENS, OTHER])[0]
+    # Input embeddings are looked up, not multiplied: nothing to compensate.
+    expected = {i.path for i in items if i.block >= 0} | ({found[0]} & set(choice))
+    assert expected <= set(triples), sorted(expected - set(triples))
+    for path, (codes, scales, _biases) in triples.items():
+        assert mx.all(mx.isfinite(scales)).item(), path
+    after = dict(tree_flatten(model.parameters()))
+    assert all(mx.array_equal(before[k], after[k]).item() for k in before)  # left as it was

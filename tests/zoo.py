@@ -108,6 +108,8 @@ FIXES: dict[str, dict[str, Any]] = {
     "gptj": {"rotary_dim": 8},
     "phixtral": {"rotary_dim": 8},
     "plamo": {"num_key_value_heads": 2, "n_shared_head": 2},
+    # Its defaults make the mamba mixer 64 x 128 = 8,192 wide (a 90-s compensation here).
+    "plamo2": {"mamba_num_heads": 4, "hidden_size_per_head": 16, "mamba_d_state": 8},
     "exaone4": {"sliding_window_pattern": "LG", "rope_scaling": None},
     "mamba": {"state_size": 8, "conv_kernel": 4, "time_step_rank": 8},
     "lfm2": {"conv_L_cache": 3, "block_dim": 64, "block_multiple_of": 64, "block_ff_dim": 128,

@@ -61,6 +61,17 @@ class _Stop(Exception):
     """Ends a capture call of the model once the last block's arguments are recorded."""
 
 
+def split_hidden(block: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, tuple, dict, str | None]:
+    """(hidden state, other args, other kwargs, the name it was passed by or None) of a call
+    of ``block``: the first positional argument, or, passed by name (gptj:
+    ``block(inputs=h, mask=...)``), the block's first parameter."""
+    if args:
+        return args[0], args[1:], kwargs, None
+    name = next(iter(inspect.signature(block.__call__).parameters))
+    kwargs = dict(kwargs)
+    return kwargs.pop(name), (), kwargs, name
+
+
 class _Tap:
     """Stands in for block ``k`` during a call of the model (attribute reads go to the block)."""
 
@@ -68,13 +79,8 @@ class _Tap:
         self._bb, self._k, self._block = bb, k, block
 
     def __call__(self, *args: Any, **kwargs: Any) -> mx.array:
-        if args:
-            return self._bb._on_block(self._k, args[0], args[1:], kwargs)
-        # The hidden state passed by name (gptj: ``layer(x=h, mask=...)``): the first parameter.
-        name = next(iter(inspect.signature(self._block.__call__).parameters))
-        kwargs = dict(kwargs)
-        h = kwargs.pop(name)
-        return self._bb._on_block(self._k, h, (), {**kwargs, _HIDDEN: name})
+        h, args, kwargs, name = split_hidden(self._block, args, kwargs)
+        return self._bb._on_block(self._k, h, args, kwargs if name is None else {**kwargs, _HIDDEN: name})
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._block, name)

@@ -59,7 +59,7 @@ def _kind(path: str, module: nn.Module) -> str:
 BLOCK_LISTS = ("layers", "h", "blocks")
 
 
-def _block_of(path: str) -> int:
+def block_of(path: str) -> int:
     parts = path.split(".")
     for i, part in enumerate(parts[:-1]):
         if part in BLOCK_LISTS and parts[i + 1].isdigit():
@@ -86,7 +86,7 @@ def quant_items(model: nn.Module, group_size: int, tied: bool) -> list[QuantItem
         )
         kind = _kind(path, module)
         items.append(
-            QuantItem(path, kind, shape, _block_of(path), ok, reason,
+            QuantItem(path, kind, shape, block_of(path), ok, reason,
                       tied=tied and kind == "embedding")
         )
     return items

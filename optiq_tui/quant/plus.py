@@ -24,7 +24,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from optiq_tui.progress import Log, ProgressFn, check_cancel, no_progress
-from optiq_tui.quant.backbone import find_blocks
+from optiq_tui.quant.backbone import find_blocks, split_hidden
 from optiq_tui.quant.compensate import (
     StandIn,
     Triple,
@@ -33,7 +33,7 @@ from optiq_tui.quant.compensate import (
     linear_paths,
 )
 from optiq_tui.quant.config import KEEP, group_of
-from optiq_tui.quant.layers import get_module
+from optiq_tui.quant.layers import block_of, get_module
 
 
 class _Stop(Exception):
@@ -48,8 +48,10 @@ class _Entry(StandIn):
         object.__setattr__(self, "sink", sink)
         object.__setattr__(self, "flags", (keep_hidden, last))
 
-    def __call__(self, x: mx.array, *args: Any, **kwargs: Any) -> mx.array:
+    def __call__(self, *args: Any, **kwargs: Any) -> mx.array:
         keep_hidden, last = self.flags
+        # Recorded as (hidden, args, kwargs): replayed with the hidden state first, by position.
+        x, args, kwargs, _name = split_hidden(self.inner, args, kwargs)
         self.sink.append((x if keep_hidden else None, args, kwargs))
         if last:
             raise _Stop
@@ -150,12 +152,19 @@ def compensate_model(model: nn.Module, choice: dict[str, int], group_size: int,
 
 
 def _head(model: nn.Module) -> tuple[str, nn.Module] | None:
-    """(path, module) of what computes the logits: ``lm_head``, or a tied embedding."""
-    modules = dict(model.named_modules())
-    heads = [(p, m) for p, m in modules.items() if p.split(".")[-1] == "lm_head" and "weight" in m]
+    """(path, module) of what computes the logits: the Linear outside the blocks with a row
+    per token of an embedding's vocabulary (``lm_head``, gpt_neox's ``embed_out``,
+    internlm2's ``output``, phixtral's ``lm_head.linear``), else the largest embedding (tied;
+    gpt2's ``wte``, not its position table ``wpe``)."""
+    outside = [(p, m) for p, m in model.named_modules() if "weight" in m and block_of(p) < 0]
+    embeddings = [(p, m) for p, m in outside if isinstance(m, nn.Embedding)]
+    if not embeddings:
+        return None
+    vocabs = {m.weight.shape[0] for _p, m in embeddings}
+    heads = [(p, m) for p, m in outside if type(m) is nn.Linear and m.weight.shape[0] in vocabs]
     if heads:
-        return heads[0]
-    tied = [(p, m) for p, m in modules.items() if isinstance(m, nn.Embedding)]
+        return heads[0] if len(heads) == 1 else None
+    tied = [(p, m) for p, m in embeddings if m.weight.shape[0] == max(vocabs)]
     return tied[0] if len(tied) == 1 else None
 
 
@@ -167,7 +176,8 @@ class _Replay(StandIn):
         super().__init__(inner)
         object.__setattr__(self, "outputs", outputs)
 
-    def __call__(self, x: mx.array, *args: Any, **kwargs: Any) -> mx.array:
+    def __call__(self, *args: Any, **kwargs: Any) -> mx.array:
+        x = split_hidden(self.inner, args, kwargs)[0]
         return x if self.outputs is None else self.outputs.pop(0)
 
 
